@@ -1,0 +1,120 @@
+//! Builds the broker from its configuration and runs it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, Policy, Services};
+use crate::oidc::{discover, http_client, JwksCache, OidcClient, TokenVerifier};
+use crate::vault::{PgVault, TokenVault};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot connect to the database: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("cannot discover the OpenID provider: {0}")]
+    Discovery(#[from] crate::oidc::DiscoveryError),
+    #[error("cannot load the provider's signing keys: {0}")]
+    Jwks(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Connects to the database named by the configuration and applies migrations.
+pub async fn open_vault(config: &Config) -> Result<PgVault, StartupError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(config.database_url.expose_secret())
+        .await
+        .map_err(StartupError::Database)?;
+    let vault = PgVault::new(pool);
+    vault.migrate().await?;
+    Ok(vault)
+}
+
+/// Discovers the provider and wires the services the handlers share.
+pub async fn build_services(
+    config: Config,
+    vault: Arc<dyn TokenVault>,
+) -> Result<Services, StartupError> {
+    let http = http_client()?;
+    let metadata = discover(&http, &config.oidc.issuer).await?;
+    let jwks = Arc::new(JwksCache::new(http.clone(), metadata.jwks_uri.clone()));
+    jwks.load()
+        .await
+        .map_err(|e| StartupError::Jwks(e.to_string()))?;
+    let oidc = OidcClient::new(&metadata, &config.oidc, config.callback_url(), http);
+    let issuer = config.oidc.issuer.as_str().trim_end_matches('/').to_owned();
+    let verifier = TokenVerifier::new(
+        jwks,
+        issuer.clone(),
+        config.oidc.client_id.clone(),
+        config.oidc.audiences.clone(),
+        config.oidc.authorized_parties.clone(),
+    );
+    Ok(Services {
+        vault,
+        oidc,
+        verifier,
+        keyring: config.keyring,
+        policy: Policy {
+            issuer,
+            allowed_redirect_origins: config.allowed_redirect_origins,
+            consent_ttl: config.consent_ttl,
+            offline_token_max_age: config.offline_token_max_age,
+        },
+    })
+}
+
+/// A bound listener and the router behind it. Tests bind port 0 and read `local_addr`.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let addr = config.bind_addr;
+        let vault = open_vault(&config).await?;
+        let services = build_services(config, Arc::new(vault)).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self::with_listener(listener, services))
+    }
+
+    pub fn with_listener(listener: TcpListener, services: Services) -> Self {
+        Self {
+            listener,
+            router: http::router(Arc::new(services)),
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -1,0 +1,302 @@
+//! Configuration from the environment, validated once at start-up.
+//!
+//! Every error names the variable at fault in one line; secrets are redacted from `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::crypto::{Keyring, KeyringError};
+
+/// Where the callback lives below `PUBLIC_BASE_URL`; it must be registered at the provider.
+pub const CALLBACK_PATH: &str = "/api/auth/manager/offline-callback";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            var,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// How the broker finds and trusts the OpenID provider.
+pub struct OidcSettings {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// When set, a caller's access token must name one of these in `aud`.
+    pub audiences: Vec<String>,
+    /// When set, a caller's access token must come from one of these clients (`azp`).
+    pub authorized_parties: Vec<String>,
+}
+
+impl fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("audiences", &self.audiences)
+            .field("authorized_parties", &self.authorized_parties)
+            .finish()
+    }
+}
+
+pub struct Config {
+    pub database_url: SecretString,
+    pub oidc: OidcSettings,
+    pub public_base_url: Url,
+    pub keyring: Keyring,
+    /// Origins (`scheme://host:port`) a consent's `redirectUri` may point to.
+    pub allowed_redirect_origins: Vec<url::Origin>,
+    pub bind_addr: SocketAddr,
+    /// How long a consent `state` may be redeemed.
+    pub consent_ttl: Duration,
+    /// How long a stored offline token may be used before the user must consent again.
+    pub offline_token_max_age: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &"[redacted]")
+            .field("oidc", &self.oidc)
+            .field("public_base_url", &self.public_base_url.as_str())
+            .field("keyring", &self.keyring)
+            .field("allowed_redirect_origins", &self.allowed_redirect_origins)
+            .field("bind_addr", &self.bind_addr)
+            .field("consent_ttl", &self.consent_ttl)
+            .field("offline_token_max_age", &self.offline_token_max_age)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the process environment (after an optional `.env` file, loaded by `main`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply variables without touching the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required = |name: &'static str| {
+            get(name).ok_or_else(|| ConfigError::new(name, "is required but not set"))
+        };
+
+        let database_url = required("DATABASE_URL")?;
+        let issuer_var = if get("OIDC_ISSUER").is_some() {
+            "OIDC_ISSUER"
+        } else {
+            "KEYCLOAK_ISSUER"
+        };
+        let issuer = get(issuer_var).ok_or_else(|| {
+            ConfigError::new("OIDC_ISSUER", "is required (or KEYCLOAK_ISSUER) but not set")
+        })?;
+        let issuer = parse_http_url(issuer_var, issuer.trim_end_matches('/'))?;
+        let public_base_url = parse_http_url(
+            "PUBLIC_BASE_URL",
+            required("PUBLIC_BASE_URL")?.trim_end_matches('/'),
+        )?;
+        let keyring = Keyring::parse(&required("TOKEN_ENCRYPTION_KEYS")?)
+            .map_err(|e: KeyringError| ConfigError::new("TOKEN_ENCRYPTION_KEYS", e.to_string()))?;
+
+        Ok(Self {
+            database_url: SecretString::from(database_url),
+            oidc: OidcSettings {
+                issuer,
+                client_id: required("OIDC_CLIENT_ID")?,
+                client_secret: SecretString::from(required("OIDC_CLIENT_SECRET")?),
+                audiences: list(get("OIDC_AUDIENCE")),
+                authorized_parties: list(get("OIDC_AUTHORIZED_PARTIES")),
+            },
+            public_base_url,
+            keyring,
+            allowed_redirect_origins: parse_origins(get("ALLOWED_REDIRECT_ORIGINS"))?,
+            bind_addr: get("BIND_ADDR")
+                .unwrap_or_else(|| "127.0.0.1:8080".into())
+                .parse()
+                .map_err(|_| ConfigError::new("BIND_ADDR", "must look like 127.0.0.1:8080"))?,
+            consent_ttl: seconds(get("CONSENT_TTL_SECS"), "CONSENT_TTL_SECS", 600)?,
+            offline_token_max_age: seconds(
+                get("OFFLINE_TOKEN_MAX_AGE_SECS"),
+                "OFFLINE_TOKEN_MAX_AGE_SECS",
+                365 * 24 * 3600,
+            )?,
+        })
+    }
+
+    /// The redirect URI registered at the provider.
+    pub fn callback_url(&self) -> Url {
+        let mut url = self.public_base_url.clone();
+        let path = format!("{}{CALLBACK_PATH}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
+    }
+}
+
+fn parse_http_url(var: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw).map_err(|e| ConfigError::new(var, format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(var, "must be an http(s) URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(var, "must not carry a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn parse_origins(raw: Option<String>) -> Result<Vec<url::Origin>, ConfigError> {
+    list(raw)
+        .into_iter()
+        .map(|entry| {
+            let url = parse_http_url("ALLOWED_REDIRECT_ORIGINS", &entry)?;
+            if url.path() != "/" {
+                return Err(ConfigError::new(
+                    "ALLOWED_REDIRECT_ORIGINS",
+                    format!("`{entry}` must be an origin (scheme://host[:port]) without a path"),
+                ));
+            }
+            Ok(url.origin())
+        })
+        .collect()
+}
+
+fn list(raw: Option<String>) -> Vec<String> {
+    raw.map(|r| {
+        r.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn seconds(raw: Option<String>, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+            _ => Err(ConfigError::new(var, "must be a positive whole number of seconds")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("DATABASE_URL", "postgres://u:pw@localhost/db".to_string()),
+            ("OIDC_ISSUER", "http://idp.test/realms/x/".to_string()),
+            ("OIDC_CLIENT_ID", "broker".to_string()),
+            ("OIDC_CLIENT_SECRET", "very-secret".to_string()),
+            ("PUBLIC_BASE_URL", "https://broker.test/".to_string()),
+            (
+                "TOKEN_ENCRYPTION_KEYS",
+                "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".to_string(),
+            ),
+        ])
+    }
+
+    fn load(vars: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn a_complete_environment_loads_with_defaults() {
+        let config = load(&base()).unwrap();
+        assert_eq!(config.oidc.issuer.as_str(), "http://idp.test/realms/x");
+        assert_eq!(
+            config.callback_url().as_str(),
+            "https://broker.test/api/auth/manager/offline-callback"
+        );
+        assert_eq!(config.consent_ttl, Duration::from_secs(600));
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn keycloak_issuer_is_an_alias() {
+        let mut vars = base();
+        let issuer = vars.remove("OIDC_ISSUER").unwrap();
+        vars.insert("KEYCLOAK_ISSUER", issuer);
+        assert_eq!(
+            load(&vars).unwrap().oidc.issuer.as_str(),
+            "http://idp.test/realms/x"
+        );
+    }
+
+    #[test]
+    fn each_missing_variable_is_named() {
+        for var in [
+            "DATABASE_URL",
+            "OIDC_ISSUER",
+            "OIDC_CLIENT_ID",
+            "OIDC_CLIENT_SECRET",
+            "PUBLIC_BASE_URL",
+            "TOKEN_ENCRYPTION_KEYS",
+        ] {
+            let mut vars = base();
+            vars.remove(var);
+            let err = load(&vars).unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(err.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("OIDC_ISSUER", "not a url"),
+            ("PUBLIC_BASE_URL", "ftp://x"),
+            ("TOKEN_ENCRYPTION_KEYS", "k1:short"),
+            ("ALLOWED_REDIRECT_ORIGINS", "https://app.test/with/path"),
+            ("BIND_ADDR", "everywhere"),
+            ("CONSENT_TTL_SECS", "0"),
+        ];
+        for (var, value) in cases {
+            let mut vars = base();
+            vars.insert(var, value.to_string());
+            assert_eq!(load(&vars).unwrap_err().var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn redirect_origins_are_parsed() {
+        let mut vars = base();
+        vars.insert(
+            "ALLOWED_REDIRECT_ORIGINS",
+            "https://app.test, http://localhost:3000".into(),
+        );
+        let config = load(&vars).unwrap();
+        assert_eq!(config.allowed_redirect_origins.len(), 2);
+        assert_eq!(
+            config.allowed_redirect_origins[1].ascii_serialization(),
+            "http://localhost:3000"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let printed = format!("{:?}", load(&base()).unwrap());
+        assert!(!printed.contains("very-secret"));
+        assert!(!printed.contains("pw@"));
+        assert!(!printed.contains("AQEBAQEB"));
+        assert!(printed.contains("broker"));
+    }
+}

@@ -1,0 +1,48 @@
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::OsRng;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// `bytes` of operating-system randomness, base64url without padding.
+///
+/// Used for consent `state` and OIDC `nonce` values: 32 bytes (256 bits) makes guessing hopeless
+/// and the value carries no meaning, unlike the original's base64 of "user:task:id".
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// SHA-256 digest. One-time values are stored only as digests, so a leaked database row cannot
+/// be replayed against the callback.
+pub fn sha256(value: &[u8]) -> Vec<u8> {
+    Sha256::digest(value).to_vec()
+}
+
+/// Compares digests without leaking, through timing, how many leading bytes matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_are_long_and_distinct() {
+        let a = random_token(32);
+        let b = random_token(32);
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn digests_compare_by_value() {
+        assert!(constant_time_eq(&sha256(b"x"), &sha256(b"x")));
+        assert!(!constant_time_eq(&sha256(b"x"), &sha256(b"y")));
+        assert!(!constant_time_eq(b"short", b"longer"));
+    }
+}

@@ -1,0 +1,26 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::crypto::Keyring;
+use crate::oidc::{OidcClient, TokenVerifier};
+use crate::vault::TokenVault;
+
+/// What the handlers share. Cheap to clone: one `Arc`.
+pub type AppState = Arc<Services>;
+
+pub struct Services {
+    pub vault: Arc<dyn TokenVault>,
+    pub oidc: OidcClient,
+    pub verifier: TokenVerifier,
+    pub keyring: Keyring,
+    pub policy: Policy,
+}
+
+/// The knobs of the consent flow.
+pub struct Policy {
+    /// The provider's issuer, compared with the callback's `iss` (RFC 9207).
+    pub issuer: String,
+    pub allowed_redirect_origins: Vec<url::Origin>,
+    pub consent_ttl: Duration,
+    pub offline_token_max_age: Duration,
+}

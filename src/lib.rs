@@ -1,0 +1,15 @@
+//! token-broker: lets long-running work act for a user long after their browser session ended.
+//!
+//! A user consents once (authorization code + PKCE, `offline_access`); the broker seals the
+//! offline refresh token with AES-256-GCM and later mints fresh access tokens from it for the
+//! user's tasks. See `docs/security.md` for the threat model.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod http;
+pub mod oidc;
+pub mod vault;

@@ -1,0 +1,198 @@
+use std::time::Duration;
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicErrorResponseType, BasicRevocationErrorResponse,
+    BasicTokenIntrospectionResponse, BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, ExtraTokenFields, HttpClientError, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken,
+    StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::discovery::ProviderMetadata;
+use crate::config::OidcSettings;
+
+/// The scopes of every consent: `offline_access` is the point of the broker.
+const CONSENT_SCOPES: [&str; 2] = ["openid", "offline_access"];
+
+/// The token response's OpenID Connect addition.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct IdTokenField {
+    #[serde(default, skip_serializing)]
+    id_token: Option<SecretString>,
+}
+
+impl ExtraTokenFields for IdTokenField {}
+
+type OidcTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
+type OAuthClient = Client<
+    BasicErrorResponse,
+    OidcTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+type TokenError = RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>;
+
+/// A consent URL and the PKCE verifier that must accompany its code.
+pub struct AuthorizationRequest {
+    pub url: Url,
+    pub pkce_verifier: SecretString,
+}
+
+/// What an authorization code bought.
+pub struct CodeGrant {
+    pub refresh_token: Option<SecretString>,
+    pub id_token: Option<SecretString>,
+    /// `None` when the provider did not say, which RFC 6749 §5.1 defines as "as requested".
+    pub scopes: Option<Vec<String>>,
+}
+
+/// A fresh access token, and the rotated refresh token if the provider issued one.
+pub struct RefreshGrant {
+    pub access_token: SecretString,
+    pub token_type: String,
+    pub expires_in: Option<Duration>,
+    pub scope: Option<String>,
+    pub refresh_token: Option<SecretString>,
+}
+
+/// Why the provider did not give us tokens, sorted by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The grant is dead (revoked, expired, session ended): retrying cannot help.
+    #[error("provider refused the grant (invalid_grant)")]
+    InvalidGrant,
+    /// Network trouble, timeouts, 5xx, garbage: retrying later may help.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// Any other refusal, usually our misconfiguration (client id/secret, scopes).
+    #[error("provider rejected the request: {0}")]
+    Rejected(String),
+}
+
+/// Talks OAuth 2.0 to the provider through the `oauth2` crate: its typed PKCE and secrets that
+/// redact themselves are exactly what we would otherwise hand-write.
+pub struct OidcClient {
+    oauth: OAuthClient,
+    http: reqwest::Client,
+}
+
+impl OidcClient {
+    pub fn new(
+        metadata: &ProviderMetadata,
+        settings: &OidcSettings,
+        redirect: Url,
+        http: reqwest::Client,
+    ) -> Self {
+        let oauth = Client::new(ClientId::new(settings.client_id.clone()))
+            .set_client_secret(ClientSecret::new(
+                settings.client_secret.expose_secret().to_owned(),
+            ))
+            .set_auth_uri(AuthUrl::from_url(metadata.authorization_endpoint.clone()))
+            .set_token_uri(TokenUrl::from_url(metadata.token_endpoint.clone()))
+            .set_redirect_uri(RedirectUrl::from_url(redirect));
+        Self { oauth, http }
+    }
+
+    /// Builds the consent URL: code flow, our `state`, an OIDC `nonce`, and a PKCE S256
+    /// challenge so an intercepted code is useless without the verifier we keep sealed.
+    pub fn authorization_request(&self, state: &str, nonce: &str) -> AuthorizationRequest {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = state.to_owned();
+        let (url, _) = self
+            .oauth
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scopes(CONSENT_SCOPES.map(|s| Scope::new(s.to_owned())))
+            .add_extra_param("nonce", nonce)
+            .set_pkce_challenge(challenge)
+            .url();
+        AuthorizationRequest {
+            url,
+            pkce_verifier: SecretString::from(verifier.into_secret()),
+        }
+    }
+
+    pub async fn exchange_code(
+        &self,
+        code: &SecretString,
+        pkce_verifier: &SecretString,
+    ) -> Result<CodeGrant, ProviderError> {
+        let response = self
+            .oauth
+            .exchange_code(AuthorizationCode::new(code.expose_secret().to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(
+                pkce_verifier.expose_secret().to_owned(),
+            ))
+            .request_async(&self.http)
+            .await
+            .map_err(classify)?;
+        Ok(CodeGrant {
+            refresh_token: response
+                .refresh_token()
+                .map(|t| SecretString::from(t.secret().to_owned())),
+            id_token: response.extra_fields().id_token.clone(),
+            scopes: response
+                .scopes()
+                .map(|s| s.iter().map(|s| s.to_string()).collect()),
+        })
+    }
+
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<RefreshGrant, ProviderError> {
+        let response = self
+            .oauth
+            .exchange_refresh_token(&RefreshToken::new(
+                refresh_token.expose_secret().to_owned(),
+            ))
+            .request_async(&self.http)
+            .await
+            .map_err(classify)?;
+        Ok(RefreshGrant {
+            access_token: SecretString::from(response.access_token().secret().to_owned()),
+            token_type: response.token_type().as_ref().to_owned(),
+            expires_in: response.expires_in(),
+            scope: response.scopes().map(|s| {
+                s.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            refresh_token: response
+                .refresh_token()
+                .map(|t| SecretString::from(t.secret().to_owned())),
+        })
+    }
+}
+
+/// Sorts a failed token request into dead grant, try-again-later, or misconfiguration.
+/// Keycloak's "Offline user session not found", "Token is not active" and "Stale token" all
+/// arrive as `invalid_grant`.
+fn classify(error: TokenError) -> ProviderError {
+    match error {
+        RequestTokenError::ServerResponse(response) => match response.error() {
+            BasicErrorResponseType::InvalidGrant => ProviderError::InvalidGrant,
+            BasicErrorResponseType::Extension(code)
+                if code == "temporarily_unavailable" || code == "server_error" =>
+            {
+                ProviderError::Unavailable(code.clone())
+            }
+            other => ProviderError::Rejected(other.to_string()),
+        },
+        RequestTokenError::Request(e) => ProviderError::Unavailable(e.to_string()),
+        // A non-JSON answer: typically a proxy's 502/503 page.
+        RequestTokenError::Parse(_, _) => {
+            ProviderError::Unavailable("unparseable response".into())
+        }
+        RequestTokenError::Other(message) => ProviderError::Unavailable(message),
+    }
+}

@@ -1,0 +1,146 @@
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::sync::{Mutex, RwLock};
+use url::Url;
+
+/// A provider may rotate its signing key at any time; an unknown `kid` triggers a refetch, but
+/// at most this often, so a flood of tokens with made-up key ids cannot flood the provider.
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+struct VerificationKey {
+    /// The algorithm the JWK pins, if it names one.
+    algorithm: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+struct Snapshot {
+    keys: HashMap<String, VerificationKey>,
+    fetched_at: Option<Instant>,
+}
+
+/// The provider's signing keys by `kid`, fetched from `jwks_uri` and refetched on an unknown one.
+pub struct JwksCache {
+    http: reqwest::Client,
+    uri: Url,
+    snapshot: RwLock<Snapshot>,
+    refetch: Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("no signing key with id `{0}`")]
+    UnknownKey(String),
+    #[error("key `{0}` is pinned to another algorithm")]
+    AlgorithmMismatch(String),
+    #[error("fetching the provider's keys failed: {0}")]
+    Fetch(String),
+}
+
+impl JwksCache {
+    pub fn new(http: reqwest::Client, uri: Url) -> Self {
+        Self {
+            http,
+            uri,
+            snapshot: RwLock::new(Snapshot {
+                keys: HashMap::new(),
+                fetched_at: None,
+            }),
+            refetch: Mutex::new(()),
+        }
+    }
+
+    /// The key to verify a token signed with `algorithm` under `kid`.
+    pub async fn key(&self, kid: &str, algorithm: Algorithm) -> Result<DecodingKey, JwksError> {
+        if let Some(found) = self.cached(kid).await {
+            return Self::check(kid, found, algorithm);
+        }
+        self.refresh_if_stale().await?;
+        match self.cached(kid).await {
+            Some(found) => Self::check(kid, found, algorithm),
+            None => Err(JwksError::UnknownKey(kid.to_owned())),
+        }
+    }
+
+    /// Loads the key set now (at start-up, so a bad `jwks_uri` shows early).
+    pub async fn load(&self) -> Result<usize, JwksError> {
+        let keys = self.fetch().await?;
+        let count = keys.len();
+        *self.snapshot.write().await = Snapshot {
+            keys,
+            fetched_at: Some(Instant::now()),
+        };
+        Ok(count)
+    }
+
+    async fn cached(&self, kid: &str) -> Option<VerificationKey> {
+        self.snapshot.read().await.keys.get(kid).cloned()
+    }
+
+    fn check(
+        kid: &str,
+        found: VerificationKey,
+        algorithm: Algorithm,
+    ) -> Result<DecodingKey, JwksError> {
+        match found.algorithm {
+            Some(pinned) if pinned != algorithm => Err(JwksError::AlgorithmMismatch(kid.into())),
+            _ => Ok(found.key),
+        }
+    }
+
+    async fn refresh_if_stale(&self) -> Result<(), JwksError> {
+        // One refetch at a time; whoever waited behind it finds the fresh snapshot.
+        let _guard = self.refetch.lock().await;
+        let fresh = self
+            .snapshot
+            .read()
+            .await
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL);
+        if fresh {
+            return Ok(());
+        }
+        self.load().await.map(|_| ())
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, VerificationKey>, JwksError> {
+        let response = self
+            .http
+            .get(self.uri.clone())
+            .send()
+            .await
+            .map_err(|e| JwksError::Fetch(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(JwksError::Fetch(format!("HTTP {}", response.status())));
+        }
+        let set: JwkSet = response
+            .json()
+            .await
+            .map_err(|e| JwksError::Fetch(e.to_string()))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            // Keys we cannot use (unknown types) are skipped, not fatal: a provider may publish
+            // more than we understand.
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                tracing::debug!(kid, "skipping a JWK that cannot verify signatures");
+                continue;
+            };
+            let algorithm = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
+            keys.insert(kid, VerificationKey { algorithm, key });
+        }
+        Ok(keys)
+    }
+}

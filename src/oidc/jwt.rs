@@ -1,0 +1,220 @@
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::jwks::{JwksCache, JwksError};
+use crate::crypto::{constant_time_eq, sha256};
+
+/// Only asymmetric algorithms. Accepting HS* would let anyone holding the provider's *public*
+/// key (everyone) forge tokens by using it as an HMAC secret; `none` is not even parseable.
+const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Clock skew tolerated on `exp`/`nbf`.
+const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("not a well-formed JWT")]
+    Malformed,
+    #[error("signing algorithm not allowed")]
+    DisallowedAlgorithm,
+    #[error("token header names no key id")]
+    MissingKeyId,
+    #[error(transparent)]
+    Key(#[from] JwksError),
+    #[error("token has expired")]
+    Expired,
+    #[error("token was issued by another issuer")]
+    WrongIssuer,
+    #[error("token is meant for another audience")]
+    WrongAudience,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("token was issued to a client that may not call the broker")]
+    UnauthorizedParty,
+    #[error("not an access token")]
+    WrongTokenType,
+    #[error("nonce does not match the consent request")]
+    NonceMismatch,
+    #[error("token claims are invalid: {0}")]
+    Claims(String),
+}
+
+/// Only the number of audiences matters here; `jsonwebtoken` already checked their values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    #[default]
+    None,
+    One(serde::de::IgnoredAny),
+    Many(Vec<serde::de::IgnoredAny>),
+}
+
+impl Audience {
+    fn len(&self) -> usize {
+        match self {
+            Audience::None => 0,
+            Audience::One(_) => 1,
+            Audience::Many(v) => v.len(),
+        }
+    }
+}
+
+/// Who is calling: the verified claims of a bearer access token.
+#[derive(Debug, Deserialize)]
+pub struct CallerClaims {
+    pub sub: String,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    /// Keycloak marks its tokens: "Bearer" for access tokens, "ID", "Refresh", "Offline" else.
+    #[serde(default)]
+    typ: Option<String>,
+}
+
+/// The verified claims of the ID token returned with an authorization code.
+#[derive(Debug, Deserialize)]
+pub struct IdTokenClaims {
+    pub sub: String,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    aud: Audience,
+}
+
+/// Verifies provider-signed JWTs locally: signature against the JWKS, issuer, expiry, audience.
+pub struct TokenVerifier {
+    jwks: Arc<JwksCache>,
+    issuer: String,
+    client_id: String,
+    audiences: Vec<String>,
+    authorized_parties: Vec<String>,
+}
+
+impl TokenVerifier {
+    pub fn new(
+        jwks: Arc<JwksCache>,
+        issuer: String,
+        client_id: String,
+        audiences: Vec<String>,
+        authorized_parties: Vec<String>,
+    ) -> Self {
+        Self {
+            jwks,
+            issuer,
+            client_id,
+            audiences,
+            authorized_parties,
+        }
+    }
+
+    /// Verifies a caller's bearer access token.
+    pub async fn verify_caller(&self, token: &str) -> Result<CallerClaims, JwtError> {
+        let audiences = (!self.audiences.is_empty()).then_some(self.audiences.as_slice());
+        let claims: CallerClaims = self.verify(token, audiences).await?;
+        if let Some(typ) = &claims.typ {
+            if !typ.eq_ignore_ascii_case("bearer") {
+                return Err(JwtError::WrongTokenType);
+            }
+        }
+        if !self.authorized_parties.is_empty() {
+            let party = claims.azp.as_ref().or(claims.client_id.as_ref());
+            if !party.is_some_and(|p| self.authorized_parties.contains(p)) {
+                return Err(JwtError::UnauthorizedParty);
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Verifies an ID token from the code exchange (OpenID Connect Core §3.1.3.7), including the
+    /// nonce, which binds it to the consent request we started: an ID token replayed from another
+    /// login carries another nonce.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        expected_nonce_hash: &[u8],
+    ) -> Result<IdTokenClaims, JwtError> {
+        let claims: IdTokenClaims = self
+            .verify(token, Some(std::slice::from_ref(&self.client_id)))
+            .await?;
+        if claims.aud.len() > 1 && claims.azp.as_deref() != Some(self.client_id.as_str()) {
+            return Err(JwtError::UnauthorizedParty);
+        }
+        let nonce_ok = claims
+            .nonce
+            .as_deref()
+            .is_some_and(|n| constant_time_eq(&sha256(n.as_bytes()), expected_nonce_hash));
+        if !nonce_ok {
+            return Err(JwtError::NonceMismatch);
+        }
+        Ok(claims)
+    }
+
+    async fn verify<T: DeserializeOwned + HasSubject>(
+        &self,
+        token: &str,
+        audiences: Option<&[String]>,
+    ) -> Result<T, JwtError> {
+        let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
+        if !ALLOWED_ALGORITHMS.contains(&header.alg) {
+            return Err(JwtError::DisallowedAlgorithm);
+        }
+        let kid = header.kid.ok_or(JwtError::MissingKeyId)?;
+        let key = self.jwks.key(&kid, header.alg).await?;
+
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        match audiences {
+            Some(audiences) => validation.set_audience(audiences),
+            None => validation.validate_aud = false,
+        }
+        let claims = decode::<T>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => JwtError::Expired,
+                ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
+                ErrorKind::InvalidAudience => JwtError::WrongAudience,
+                ErrorKind::InvalidSignature => JwtError::BadSignature,
+                ErrorKind::InvalidAlgorithm => JwtError::DisallowedAlgorithm,
+                other => JwtError::Claims(format!("{other:?}")),
+            })?
+            .claims;
+        if claims.subject().is_empty() {
+            return Err(JwtError::Claims("empty subject".into()));
+        }
+        Ok(claims)
+    }
+}
+
+trait HasSubject {
+    fn subject(&self) -> &str;
+}
+
+impl HasSubject for CallerClaims {
+    fn subject(&self) -> &str {
+        &self.sub
+    }
+}
+
+impl HasSubject for IdTokenClaims {
+    fn subject(&self) -> &str {
+        &self.sub
+    }
+}

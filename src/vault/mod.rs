@@ -1,0 +1,90 @@
+//! The token vault: where consents wait and sealed offline tokens live.
+//!
+//! One interface, [`TokenVault`], so the HTTP layer never sees SQL. Every statement that touches
+//! a secret column lives in the backend module, in one place each.
+
+mod model;
+mod postgres;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use model::{ClaimedConsent, NewConsent, Status, VaultRow};
+pub use postgres::PgVault;
+
+use crate::crypto::Sealed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("database error while trying to {op}: {source}")]
+    Database {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored row {id} is inconsistent: {problem}")]
+    Corrupt { id: Uuid, problem: &'static str },
+}
+
+pub(crate) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {
+    move |source| VaultError::Database { op, source }
+}
+
+#[async_trait]
+pub trait TokenVault: Send + Sync + 'static {
+    /// Stores a new pending consent.
+    async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError>;
+
+    /// Atomically redeems a consent `state`: the pending, unexpired row holding this digest is
+    /// returned once, and its state digest and PKCE verifier are erased in the same statement.
+    /// A replayed, unknown or expired state yields `None` and changes nothing.
+    async fn claim_consent(
+        &self,
+        state_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<ClaimedConsent>, VaultError>;
+
+    /// Stores the sealed offline token and marks a pending row active. False if the row is no
+    /// longer pending.
+    async fn activate(
+        &self,
+        id: Uuid,
+        sealed: &Sealed,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError>;
+
+    /// Marks a pending row failed with a reason. False if the row is no longer pending.
+    async fn fail_pending(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError>;
+
+    async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError>;
+
+    /// Locks a row for the refresh path. While the lease lives, no other request (in this or any
+    /// other broker process) can refresh the same row, so a rotated refresh token is never lost
+    /// to a race. Dropping the lease without finishing it leaves the row untouched.
+    async fn lock_for_refresh(&self, id: Uuid)
+        -> Result<Option<Box<dyn RefreshLease>>, VaultError>;
+}
+
+/// A row held under lock by [`TokenVault::lock_for_refresh`].
+#[async_trait]
+pub trait RefreshLease: Send {
+    fn row(&self) -> &VaultRow;
+
+    /// Records a successful use, storing a rotated refresh token if the provider issued one,
+    /// and releases the lock.
+    async fn finish_used(
+        self: Box<Self>,
+        rotated: Option<&Sealed>,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError>;
+
+    /// Marks the row failed (the provider killed the grant) and releases the lock.
+    async fn finish_failed(self: Box<Self>, reason: &str, now: DateTime<Utc>)
+        -> Result<(), VaultError>;
+}

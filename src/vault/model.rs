@@ -1,0 +1,92 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::crypto::Sealed;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Active,
+    Failed,
+    Revoked,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Active => "active",
+            Status::Failed => "failed",
+            Status::Revoked => "revoked",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Status::Pending),
+            "active" => Ok(Status::Active),
+            "failed" => Ok(Status::Failed),
+            "revoked" => Ok(Status::Revoked),
+            "expired" => Ok(Status::Expired),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A consent about to be stored as a pending row. Holds digests and sealed values only.
+#[derive(Debug)]
+pub struct NewConsent {
+    pub id: Uuid,
+    pub user_id: String,
+    pub task_id: String,
+    pub state_hash: Vec<u8>,
+    pub state_expires_at: DateTime<Utc>,
+    /// `Sealed::to_bytes` of the PKCE verifier.
+    pub pkce_verifier: Vec<u8>,
+    pub nonce_hash: Vec<u8>,
+    pub redirect_uri: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub metadata: serde_json::Value,
+}
+
+/// What the callback needs from a consent it has just claimed.
+#[derive(Debug)]
+pub struct ClaimedConsent {
+    pub id: Uuid,
+    pub user_id: String,
+    pub task_id: String,
+    pub pkce_verifier: Option<Vec<u8>>,
+    pub nonce_hash: Option<Vec<u8>>,
+    pub redirect_uri: Option<String>,
+}
+
+/// A vault row without its consent secrets.
+#[derive(Debug)]
+pub struct VaultRow {
+    pub id: Uuid,
+    pub user_id: String,
+    pub task_id: String,
+    pub status: Status,
+    pub status_reason: Option<String>,
+    pub sealed: Option<Sealed>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}

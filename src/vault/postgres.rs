@@ -1,0 +1,288 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{
+    db_error, ClaimedConsent, NewConsent, RefreshLease, TokenVault, VaultError, VaultRow,
+};
+use crate::crypto::Sealed;
+
+/// The production vault: PostgreSQL, safe for several broker instances on one database.
+#[derive(Clone)]
+pub struct PgVault {
+    pool: PgPool,
+}
+
+impl PgVault {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await
+    }
+}
+
+const ROW_COLUMNS: &str = "id, user_id, task_id, status, status_reason, encrypted_token, iv, \
+                           key_id, expires_at, created_at, updated_at, last_used_at";
+
+#[derive(sqlx::FromRow)]
+struct RowRecord {
+    id: Uuid,
+    user_id: String,
+    task_id: String,
+    status: String,
+    status_reason: Option<String>,
+    encrypted_token: Option<Vec<u8>>,
+    iv: Option<Vec<u8>>,
+    key_id: Option<String>,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<RowRecord> for VaultRow {
+    type Error = VaultError;
+
+    fn try_from(r: RowRecord) -> Result<Self, Self::Error> {
+        let status = r.status.parse().map_err(|_| VaultError::Corrupt {
+            id: r.id,
+            problem: "unknown status",
+        })?;
+        let sealed = match (r.key_id, r.iv, r.encrypted_token) {
+            (Some(key_id), Some(nonce), Some(ciphertext)) => Some(Sealed {
+                key_id,
+                nonce,
+                ciphertext,
+            }),
+            _ => None,
+        };
+        Ok(VaultRow {
+            id: r.id,
+            user_id: r.user_id,
+            task_id: r.task_id,
+            status,
+            status_reason: r.status_reason,
+            sealed,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_used_at: r.last_used_at,
+        })
+    }
+}
+
+#[async_trait]
+impl TokenVault for PgVault {
+    #[tracing::instrument(skip_all, fields(id = %consent.id))]
+    async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError> {
+        sqlx::query(
+            "insert into token_vault (id, user_id, task_id, status, state_hash, state_expires_at, \
+             pkce_verifier, nonce_hash, redirect_uri, expires_at, metadata) \
+             values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(consent.id)
+        .bind(&consent.user_id)
+        .bind(&consent.task_id)
+        .bind(&consent.state_hash)
+        .bind(consent.state_expires_at)
+        .bind(&consent.pkce_verifier)
+        .bind(&consent.nonce_hash)
+        .bind(&consent.redirect_uri)
+        .bind(consent.expires_at)
+        .bind(&consent.metadata)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("store a pending consent"))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_consent(
+        &self,
+        state_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<ClaimedConsent>, VaultError> {
+        // One statement: the row lock taken by the CTE makes a concurrent replay wait, and by
+        // then the digest is gone, so exactly one request wins.
+        let claimed: Option<(Uuid, String, String, Option<Vec<u8>>, Option<Vec<u8>>, Option<String>)> =
+            sqlx::query_as(
+                "with claimed as ( \
+                   select id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri \
+                   from token_vault \
+                   where state_hash = $1 and status = 'pending' and state_expires_at > $2 \
+                   for update) \
+                 update token_vault t \
+                 set state_hash = null, pkce_verifier = null, updated_at = $2 \
+                 from claimed where t.id = claimed.id \
+                 returning claimed.id, claimed.user_id, claimed.task_id, \
+                           claimed.pkce_verifier, claimed.nonce_hash, claimed.redirect_uri",
+            )
+            .bind(state_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("claim a consent"))?;
+        Ok(claimed.map(
+            |(id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri)| ClaimedConsent {
+                id,
+                user_id,
+                task_id,
+                pkce_verifier,
+                nonce_hash,
+                redirect_uri,
+            },
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn activate(
+        &self,
+        id: Uuid,
+        sealed: &Sealed,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set status = 'active', status_reason = null, \
+             encrypted_token = $2, iv = $3, key_id = $4, nonce_hash = null, updated_at = $5 \
+             where id = $1 and status = 'pending'",
+        )
+        .bind(id)
+        .bind(&sealed.ciphertext)
+        .bind(&sealed.nonce)
+        .bind(&sealed.key_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("activate a consent"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id, reason))]
+    async fn fail_pending(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set status = 'failed', status_reason = $2, state_hash = null, \
+             pkce_verifier = null, nonce_hash = null, updated_at = $3 \
+             where id = $1 and status = 'pending'",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("mark a consent failed"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError> {
+        let record: Option<RowRecord> =
+            sqlx::query_as(&format!("select {ROW_COLUMNS} from token_vault where id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error("read a vault row"))?;
+        record.map(VaultRow::try_from).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn lock_for_refresh(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Box<dyn RefreshLease>>, VaultError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_error("begin a refresh"))?;
+        let record: Option<RowRecord> = sqlx::query_as(&format!(
+            "select {ROW_COLUMNS} from token_vault where id = $1 for update"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error("lock a vault row"))?;
+        match record {
+            None => Ok(None),
+            Some(record) => Ok(Some(Box::new(PgLease {
+                tx,
+                row: record.try_into()?,
+            }))),
+        }
+    }
+}
+
+struct PgLease {
+    tx: Transaction<'static, Postgres>,
+    row: VaultRow,
+}
+
+#[async_trait]
+impl RefreshLease for PgLease {
+    fn row(&self) -> &VaultRow {
+        &self.row
+    }
+
+    async fn finish_used(
+        mut self: Box<Self>,
+        rotated: Option<&Sealed>,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError> {
+        let query = match rotated {
+            Some(sealed) => sqlx::query(
+                "update token_vault set encrypted_token = $2, iv = $3, key_id = $4, \
+                 last_used_at = $5, updated_at = $5 where id = $1",
+            )
+            .bind(self.row.id)
+            .bind(&sealed.ciphertext)
+            .bind(&sealed.nonce)
+            .bind(&sealed.key_id)
+            .bind(now),
+            None => sqlx::query("update token_vault set last_used_at = $2 where id = $1")
+                .bind(self.row.id)
+                .bind(now),
+        };
+        query
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_error("record a token use"))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(db_error("commit a token use"))
+    }
+
+    async fn finish_failed(
+        mut self: Box<Self>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError> {
+        sqlx::query(
+            "update token_vault set status = 'failed', status_reason = $2, updated_at = $3 \
+             where id = $1",
+        )
+        .bind(self.row.id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_error("mark a token failed"))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(db_error("commit a token failure"))
+    }
+}

@@ -1,0 +1,238 @@
+// A real OpenID provider for token-broker's tests: panva's oidc-provider, configured to behave
+// like a Keycloak realm (paths, RS256 JWT access tokens with `azp`, refresh tokens on every code
+// grant, `offline_access` without `prompt=consent`). Not a fake: every grant, PKCE check, nonce,
+// rotation and revocation below is the library's own.
+//
+// Environment:
+//   IDP_PORT                   port on 127.0.0.1 (default 0 = any free port)
+//   IDP_REALM                  realm name in the paths (default "test")
+//   IDP_ROTATE_REFRESH_TOKENS  "1": every client's refresh tokens rotate on use
+//   IDP_EXIT_ON_STDIN_CLOSE    "1": exit when stdin closes (the test process that spawned us died)
+//   IDP_ACCESS_TOKEN_TTL       access token lifetime in seconds (default 300)
+// Once listening it prints one JSON line to stdout: {"issuer": ..., "port": ...}.
+//
+// Test-only helpers live under /__test (signing arbitrary JWTs, counting grants); a production
+// provider obviously has no such thing.
+
+import express from 'express';
+import * as jose from 'jose';
+import Provider from 'oidc-provider';
+import { createServer } from 'node:http';
+
+const realm = process.env.IDP_REALM || 'test';
+const rotateAll = process.env.IDP_ROTATE_REFRESH_TOKENS === '1';
+const accessTokenTtl = Number(process.env.IDP_ACCESS_TOKEN_TTL || 300);
+const PASSWORD = 'password';
+const RESOURCE = 'urn:token-broker:api';
+const OIDC = '/protocol/openid-connect';
+
+// Clients whose refresh tokens always rotate, so one provider serves both behaviours at once.
+const ROTATING_CLIENTS = new Set(['token-broker-rotating']);
+
+const brokerClient = (clientId) => ({
+  client_id: clientId,
+  client_secret: 'broker-secret',
+  redirect_uris: ['http://broker.test/api/auth/manager/offline-callback'],
+  grant_types: ['authorization_code', 'refresh_token', 'client_credentials',
+    'urn:ietf:params:oauth:grant-type:device_code'],
+  response_types: ['code'],
+  scope: 'openid profile email offline_access',
+});
+
+const clients = [
+  brokerClient('token-broker'),
+  brokerClient('token-broker-rotating'),
+  {
+    // The platform's frontend: signs users in and calls the broker with their access token.
+    client_id: 'frontend',
+    client_secret: 'frontend-secret',
+    redirect_uris: ['http://frontend.test/callback'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    scope: 'openid profile email offline_access',
+  },
+  {
+    // The token-broker CLI: a public client using the device authorization grant.
+    client_id: 'token-broker-cli',
+    token_endpoint_auth_method: 'none',
+    redirect_uris: [],
+    grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+    response_types: [],
+    scope: 'openid profile email offline_access',
+  },
+];
+
+const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
+const signingJwk = { ...(await jose.exportJWK(privateKey)), kid: 'idp-rs256', alg: 'RS256', use: 'sig' };
+// A second key with the same kid: tokens it signs must be rejected by anyone using our JWKS.
+const { privateKey: foreignKey } = await jose.generateKeyPair('RS256', { extractable: true });
+
+const events = [];
+const record = (name) => (token) => events.push({
+  event: name, clientId: token?.clientId, accountId: token?.accountId, at: Date.now(),
+});
+
+const app = express();
+const server = createServer(app);
+await new Promise((resolve) => server.listen(Number(process.env.IDP_PORT || 0), '127.0.0.1', resolve));
+const { port } = server.address();
+const issuer = `http://127.0.0.1:${port}/realms/${realm}`;
+
+const provider = new Provider(issuer, {
+  clients,
+  jwks: { keys: [signingJwk] },
+  pkce: { required: () => true },
+  findAccount: async (_ctx, id) => ({
+    accountId: id,
+    claims: async () => ({ sub: id, email: `${id}@example.test`, preferred_username: id }),
+  }),
+  claims: { openid: ['sub'], email: ['email'], profile: ['preferred_username'] },
+  scopes: ['openid', 'offline_access', 'profile', 'email'],
+  routes: {
+    authorization: `${OIDC}/auth`,
+    token: `${OIDC}/token`,
+    userinfo: `${OIDC}/userinfo`,
+    jwks: `${OIDC}/certs`,
+    revocation: `${OIDC}/revoke`,
+    introspection: `${OIDC}/token/introspect`,
+    device_authorization: `${OIDC}/auth/device`,
+    end_session: `${OIDC}/logout`,
+    code_verification: '/device',
+  },
+  features: {
+    devInteractions: { enabled: false },
+    deviceFlow: { enabled: true },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    // Keycloak issues JWT access tokens; oidc-provider does so for a resource server.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => RESOURCE,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({
+        scope: 'openid profile email offline_access',
+        audience: 'account',
+        accessTokenTTL: accessTokenTtl,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
+  },
+  // Keycloak puts the requesting client in `azp`.
+  extraTokenClaims: (_ctx, token) => ({ azp: token.clientId }),
+  // Keycloak returns a refresh token for every code grant, offline or not.
+  issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: (ctx) => rotateAll || ROTATING_CLIENTS.has(ctx.oidc.client.clientId),
+  ttl: {
+    AccessToken: accessTokenTtl,
+    AuthorizationCode: 60,
+    IdToken: 300,
+    DeviceCode: 600,
+    Interaction: 600,
+    Session: 86400,
+    Grant: 86400 * 30,
+    RefreshToken: 86400 * 30,
+    ClientCredentials: accessTokenTtl,
+  },
+  interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+});
+provider.proxy = false;
+
+provider.on('grant.success', (ctx) => events.push({
+  event: `grant.${ctx.oidc.params.grant_type}`,
+  clientId: ctx.oidc.client?.clientId,
+  at: Date.now(),
+}));
+provider.on('refresh_token.consumed', record('refresh_token.consumed'));
+provider.on('refresh_token.destroyed', record('refresh_token.destroyed'));
+
+// Keycloak honours offline_access without prompt=consent; oidc-provider drops the scope unless
+// consent is prompted. Asking for consent here keeps the library's own checks and matches Keycloak.
+app.use(`/realms/${realm}${OIDC}/auth`, (req, _res, next) => {
+  const url = new URL(req.originalUrl, issuer);
+  const scope = url.searchParams.get('scope') || '';
+  if (req.method === 'GET' && url.searchParams.has('client_id') && scope.split(' ').includes('offline_access')) {
+    const prompts = new Set((url.searchParams.get('prompt') || '').split(' ').filter(Boolean));
+    prompts.add('consent');
+    url.searchParams.set('prompt', [...prompts].join(' '));
+    req.url = `${req.url.split('?')[0]}?${url.searchParams}`;
+  }
+  next();
+});
+
+const page = (title, body) => `<!doctype html><html><head><title>${title}</title></head><body>${body}</body></html>`;
+const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// The login form: username, password ("password" for everyone) and whether to grant
+// offline_access. Submitting it logs in and consents in one step, so plain HTTP can drive it.
+app.get('/interaction/:uid', async (req, res, next) => {
+  try {
+    const { uid, params } = await provider.interactionDetails(req, res);
+    res.type('html').send(page('Sign in', `
+      <h1>Sign in to ${escapeHtml(realm)}</h1>
+      <p>${escapeHtml(params.client_id)} asks for: ${escapeHtml(params.scope)}</p>
+      <form method="post" action="/interaction/${uid}/login">
+        <input name="username" autofocus> <input name="password" type="password">
+        <label><input type="checkbox" name="grant_offline" value="yes" checked> offline access</label>
+        <button type="submit">Sign in</button>
+      </form>`));
+  } catch (err) { next(err); }
+});
+
+app.post('/interaction/:uid/login', express.urlencoded({ extended: false }), async (req, res, next) => {
+  try {
+    const details = await provider.interactionDetails(req, res);
+    const { username, password } = req.body;
+    if (!username || password !== PASSWORD) {
+      res.status(400).type('html').send(page('Sign in', '<p id="error">Invalid username or password</p>'));
+      return;
+    }
+    const requested = (details.params.scope || 'openid').split(' ');
+    const granted = requested.filter((s) => s !== 'offline_access' || req.body.grant_offline === 'yes');
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: username, clientId: details.params.client_id });
+    grant.addOIDCScope(granted.join(' '));
+    grant.addResourceScope(RESOURCE, granted.join(' '));
+    const grantId = await grant.save();
+    await provider.interactionFinished(req, res, {
+      login: { accountId: username },
+      consent: { grantId },
+    }, { mergeWithLastSubmission: false });
+  } catch (err) { next(err); }
+});
+
+app.post('/interaction/:uid/abort', async (req, res, next) => {
+  try {
+    await provider.interactionFinished(req, res, {
+      error: 'access_denied', error_description: 'End-User aborted interaction',
+    }, { mergeWithLastSubmission: false });
+  } catch (err) { next(err); }
+});
+
+// --- test-only helpers -------------------------------------------------------------------------
+
+app.post('/__test/sign', express.json(), async (req, res, next) => {
+  try {
+    const { claims = {}, header = {}, foreign = false } = req.body;
+    const jwt = await new jose.SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'JWT', ...header })
+      .sign(foreign ? foreignKey : privateKey);
+    res.json({ jwt });
+  } catch (err) { next(err); }
+});
+
+app.get('/__test/events', (_req, res) => res.json(events));
+app.get('/__test/ready', (_req, res) => res.json({ ok: true }));
+
+app.use(`/realms/${realm}`, provider.callback());
+
+process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+
+if (process.env.IDP_EXIT_ON_STDIN_CLOSE === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
