@@ -7,7 +7,11 @@ use crate::app::{open_vault, Application};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "token-broker", version, about = "Offline-token broker for long-running work")]
+#[command(
+    name = "token-broker",
+    version,
+    about = "Offline-token broker for long-running work"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "LOG_FORMAT_JSON")]
@@ -30,7 +34,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::from_env().map_err(|e| format!("configuration error: {e}"))?;
     match cli.command {
         Command::Serve => {
-            let app = Application::build(config).await.map_err(|e| e.to_string())?;
+            let app = Application::build(config)
+                .await
+                .map_err(|e| e.to_string())?;
             let addr = app.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(%addr, "token-broker listening");
             app.run_until_stopped(shutdown_signal())
@@ -46,8 +52,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // A second initialisation (tests) is harmless; ignore it.
     let _ = if json {

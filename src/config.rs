@@ -103,7 +103,10 @@ impl Config {
             "KEYCLOAK_ISSUER"
         };
         let issuer = get(issuer_var).ok_or_else(|| {
-            ConfigError::new("OIDC_ISSUER", "is required (or KEYCLOAK_ISSUER) but not set")
+            ConfigError::new(
+                "OIDC_ISSUER",
+                "is required (or KEYCLOAK_ISSUER) but not set",
+            )
         })?;
         let issuer = parse_http_url(issuer_var, issuer.trim_end_matches('/'))?;
         let public_base_url = parse_http_url(
@@ -190,7 +193,10 @@ fn seconds(raw: Option<String>, var: &'static str, default: u64) -> Result<Durat
         None => Ok(Duration::from_secs(default)),
         Some(v) => match v.trim().parse::<u64>() {
             Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-            _ => Err(ConfigError::new(var, "must be a positive whole number of seconds")),
+            _ => Err(ConfigError::new(
+                var,
+                "must be a positive whole number of seconds",
+            )),
         },
     }
 }

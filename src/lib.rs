@@ -4,7 +4,10 @@
 //! offline refresh token with AES-256-GCM and later mints fresh access tokens from it for the
 //! user's tasks. See `docs/security.md` for the threat model.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod app;
 pub mod cli;

@@ -269,10 +269,7 @@ mod tests {
         let sealed = ring.seal(b"offline-token", binding(row)).unwrap();
         assert_eq!(sealed.key_id, "k1");
         assert_eq!(sealed.nonce.len(), 12);
-        assert!(!sealed
-            .ciphertext
-            .windows(13)
-            .any(|w| w == b"offline-token"));
+        assert!(!sealed.ciphertext.windows(13).any(|w| w == b"offline-token"));
         assert_eq!(
             ring.open(&sealed, binding(row)).unwrap().as_slice(),
             b"offline-token"

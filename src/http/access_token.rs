@@ -55,24 +55,26 @@ pub async fn issue_access_token(
         return Err(ApiError::token_not_found());
     }
     refuse_unusable(row)?;
-    let sealed = row.sealed.as_ref().ok_or_else(|| {
-        ApiError::internal("an active row has no sealed token", row.id)
-    })?;
+    let sealed = row
+        .sealed
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("an active row has no sealed token", row.id))?;
     let binding = Binding {
         purpose: REFRESH_TOKEN_PURPOSE,
         row_id: row.id,
         user_id: &row.user_id,
     };
     let refresh_token = state.keyring.open_string(sealed, binding).map_err(|e| {
-        ApiError::internal(&format!("cannot open the sealed token of row {}", row.id), e)
+        ApiError::internal(
+            &format!("cannot open the sealed token of row {}", row.id),
+            e,
+        )
     })?;
 
     let grant = match state.oidc.refresh(&refresh_token).await {
         Ok(grant) => grant,
         Err(ProviderError::InvalidGrant) => {
-            lease
-                .finish_failed(REVOKED_BY_PROVIDER, Utc::now())
-                .await?;
+            lease.finish_failed(REVOKED_BY_PROVIDER, Utc::now()).await?;
             tracing::warn!(%id, "provider refused the offline token; row failed");
             return Err(gone(Status::Failed, Some(REVOKED_BY_PROVIDER)));
         }

@@ -71,7 +71,9 @@ pub async fn complete_offline_consent(
         .state
         .as_deref()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "The state parameter is required"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_request", "The state parameter is required")
+        })?;
     if raw_state.len() > MAX_STATE_LEN {
         return Err(invalid_state());
     }
@@ -84,7 +86,11 @@ pub async fn complete_offline_consent(
 
     match obtain_sealed_token(&state, &consent, &query).await {
         Ok(sealed) => {
-            if !state.vault.activate(consent.id, &sealed, Utc::now()).await? {
+            if !state
+                .vault
+                .activate(consent.id, &sealed, Utc::now())
+                .await?
+            {
                 return Err(ApiError::internal(
                     "a claimed consent stopped being pending",
                     consent.id,
@@ -147,7 +153,12 @@ async fn obtain_sealed_token(
         .as_deref()
         .ok_or(())
         .and_then(|blob| Sealed::from_bytes(blob).map_err(|_| ()))
-        .and_then(|sealed| services.keyring.open_string(&sealed, binding).map_err(|_| ()))
+        .and_then(|sealed| {
+            services
+                .keyring
+                .open_string(&sealed, binding)
+                .map_err(|_| ())
+        })
         .map_err(|()| {
             tracing::error!(id = %consent.id, "cannot open the sealed PKCE verifier");
             Failure::new(
@@ -211,9 +222,12 @@ async fn obtain_sealed_token(
             ));
         }
     }
-    let refresh_token = grant
-        .refresh_token
-        .ok_or_else(|| Failure::bad("missing_refresh_token", "The provider returned no refresh token"))?;
+    let refresh_token = grant.refresh_token.ok_or_else(|| {
+        Failure::bad(
+            "missing_refresh_token",
+            "The provider returned no refresh token",
+        )
+    })?;
 
     services
         .keyring

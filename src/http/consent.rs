@@ -97,7 +97,10 @@ pub async fn request_offline_consent(
 fn validate_task_id(task_id: &str) -> Result<&str, ApiError> {
     let trimmed = task_id.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::bad_request("invalid_request", "taskId must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "taskId must not be empty",
+        ));
     }
     if trimmed.chars().count() > MAX_TASK_ID_LEN || trimmed.chars().any(char::is_control) {
         return Err(ApiError::bad_request(

@@ -148,12 +148,13 @@ impl OidcClient {
         })
     }
 
-    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<RefreshGrant, ProviderError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<RefreshGrant, ProviderError> {
         let response = self
             .oauth
-            .exchange_refresh_token(&RefreshToken::new(
-                refresh_token.expose_secret().to_owned(),
-            ))
+            .exchange_refresh_token(&RefreshToken::new(refresh_token.expose_secret().to_owned()))
             .request_async(&self.http)
             .await
             .map_err(classify)?;
@@ -161,12 +162,9 @@ impl OidcClient {
             access_token: SecretString::from(response.access_token().secret().to_owned()),
             token_type: response.token_type().as_ref().to_owned(),
             expires_in: response.expires_in(),
-            scope: response.scopes().map(|s| {
-                s.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }),
+            scope: response
+                .scopes()
+                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
             refresh_token: response
                 .refresh_token()
                 .map(|t| SecretString::from(t.secret().to_owned())),
@@ -190,9 +188,7 @@ fn classify(error: TokenError) -> ProviderError {
         },
         RequestTokenError::Request(e) => ProviderError::Unavailable(e.to_string()),
         // A non-JSON answer: typically a proxy's 502/503 page.
-        RequestTokenError::Parse(_, _) => {
-            ProviderError::Unavailable("unparseable response".into())
-        }
+        RequestTokenError::Parse(_, _) => ProviderError::Unavailable("unparseable response".into()),
         RequestTokenError::Other(message) => ProviderError::Unavailable(message),
     }
 }

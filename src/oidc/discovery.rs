@@ -52,13 +52,14 @@ pub async fn discover(
             status: response.status().as_u16(),
         });
     }
-    let metadata: ProviderMetadata = response
-        .json()
-        .await
-        .map_err(|source| DiscoveryError::Parse {
-            url: url.clone(),
-            source,
-        })?;
+    let metadata: ProviderMetadata =
+        response
+            .json()
+            .await
+            .map_err(|source| DiscoveryError::Parse {
+                url: url.clone(),
+                source,
+            })?;
     let expected = issuer.as_str().trim_end_matches('/');
     if metadata.issuer.trim_end_matches('/') != expected {
         return Err(DiscoveryError::IssuerMismatch {

@@ -6,9 +6,7 @@ mod http;
 mod jwks;
 mod jwt;
 
-pub use client::{
-    AuthorizationRequest, CodeGrant, OidcClient, ProviderError, RefreshGrant,
-};
+pub use client::{AuthorizationRequest, CodeGrant, OidcClient, ProviderError, RefreshGrant};
 pub use discovery::{discover, DiscoveryError, ProviderMetadata};
 pub use http::http_client;
 pub use jwks::JwksCache;

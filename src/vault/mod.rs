@@ -85,6 +85,9 @@ pub trait RefreshLease: Send {
     ) -> Result<(), VaultError>;
 
     /// Marks the row failed (the provider killed the grant) and releases the lock.
-    async fn finish_failed(self: Box<Self>, reason: &str, now: DateTime<Utc>)
-        -> Result<(), VaultError>;
+    async fn finish_failed(
+        self: Box<Self>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError>;
 }

@@ -3,9 +3,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{
-    db_error, ClaimedConsent, NewConsent, RefreshLease, TokenVault, VaultError, VaultRow,
-};
+use super::{db_error, ClaimedConsent, NewConsent, RefreshLease, TokenVault, VaultError, VaultRow};
 use crate::crypto::Sealed;
 
 /// The production vault: PostgreSQL, safe for several broker instances on one database.
@@ -113,9 +111,15 @@ impl TokenVault for PgVault {
     ) -> Result<Option<ClaimedConsent>, VaultError> {
         // One statement: the row lock taken by the CTE makes a concurrent replay wait, and by
         // then the digest is gone, so exactly one request wins.
-        let claimed: Option<(Uuid, String, String, Option<Vec<u8>>, Option<Vec<u8>>, Option<String>)> =
-            sqlx::query_as(
-                "with claimed as ( \
+        let claimed: Option<(
+            Uuid,
+            String,
+            String,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "with claimed as ( \
                    select id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri \
                    from token_vault \
                    where state_hash = $1 and status = 'pending' and state_expires_at > $2 \
@@ -125,12 +129,12 @@ impl TokenVault for PgVault {
                  from claimed where t.id = claimed.id \
                  returning claimed.id, claimed.user_id, claimed.task_id, \
                            claimed.pkce_verifier, claimed.nonce_hash, claimed.redirect_uri",
-            )
-            .bind(state_hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error("claim a consent"))?;
+        )
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("claim a consent"))?;
         Ok(claimed.map(
             |(id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri)| ClaimedConsent {
                 id,
@@ -189,12 +193,13 @@ impl TokenVault for PgVault {
 
     #[tracing::instrument(skip_all, fields(%id))]
     async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError> {
-        let record: Option<RowRecord> =
-            sqlx::query_as(&format!("select {ROW_COLUMNS} from token_vault where id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_error("read a vault row"))?;
+        let record: Option<RowRecord> = sqlx::query_as(&format!(
+            "select {ROW_COLUMNS} from token_vault where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("read a vault row"))?;
         record.map(VaultRow::try_from).transpose()
     }
 

@@ -139,9 +139,19 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-provider.on('grant.success', (ctx) => events.push({
-  event: `grant.${ctx.oidc.params.grant_type}`,
+provider.on('grant.success', (ctx) => {
+  const e = ctx.oidc.entities;
+  events.push({
+    event: `grant.${ctx.oidc.params.grant_type}`,
+    clientId: ctx.oidc.client?.clientId,
+    accountId: e.Account?.accountId ?? e.AuthorizationCode?.accountId ?? e.RefreshToken?.accountId,
+    at: Date.now(),
+  });
+});
+provider.on('grant.error', (ctx, err) => events.push({
+  event: `grant.error.${ctx.oidc.params?.grant_type}`,
   clientId: ctx.oidc.client?.clientId,
+  error: err.error,
   at: Date.now(),
 }));
 provider.on('refresh_token.consumed', record('refresh_token.consumed'));
@@ -195,6 +205,12 @@ app.post('/interaction/:uid/login', express.urlencoded({ extended: false }), asy
       : new provider.Grant({ accountId: username, clientId: details.params.client_id });
     grant.addOIDCScope(granted.join(' '));
     grant.addResourceScope(RESOURCE, granted.join(' '));
+    // A withheld scope is rejected explicitly, or the provider would ask for it again.
+    const withheld = requested.filter((s) => !granted.includes(s));
+    if (withheld.length) {
+      grant.rejectOIDCScope(withheld.join(' '));
+      grant.rejectResourceScope(RESOURCE, withheld.join(' '));
+    }
     const grantId = await grant.save();
     await provider.interactionFinished(req, res, {
       login: { accountId: username },
@@ -228,6 +244,8 @@ app.get('/__test/ready', (_req, res) => res.json({ ok: true }));
 
 app.use(`/realms/${realm}`, provider.callback());
 
+// Whoever started us may read our address and close the pipe; later writes must not kill us.
+process.stdout.on('error', () => {});
 process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
 
 if (process.env.IDP_EXIT_ON_STDIN_CLOSE === '1') {

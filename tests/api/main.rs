@@ -1,0 +1,12 @@
+//! End-to-end tests of the broker's API against a real OpenID provider and PostgreSQL.
+//!
+//! Each `#[sqlx::test]` gets its own freshly migrated database (DATABASE_URL names the server);
+//! all tests share one provider process and keep apart by user names.
+
+mod access;
+mod app;
+mod auth;
+mod callback;
+mod consent;
+mod idp;
+mod logs;
