@@ -3,23 +3,21 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{create_private_dir, Config, Storage};
 use crate::http::{self, Policy, Services};
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, TokenVerifier};
-use crate::vault::{PgVault, TokenVault};
+use crate::vault::{self, TokenVault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot connect to the database: {0}")]
-    Database(#[source] sqlx::Error),
-    #[error("cannot apply database migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Vault(#[from] vault::OpenError),
+    #[error("{0}")]
+    DataDir(String),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot discover the OpenID provider: {0}")]
@@ -33,17 +31,13 @@ pub enum StartupError {
     },
 }
 
-/// Connects to the database named by the configuration and applies migrations.
-pub async fn open_vault(config: &Config) -> Result<PgVault, StartupError> {
-    let pool = PgPoolOptions::new()
-        .max_connections(20)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(config.database_url.expose_secret())
-        .await
-        .map_err(StartupError::Database)?;
-    let vault = PgVault::new(pool);
-    vault.migrate().await?;
-    Ok(vault)
+/// Opens the vault the configuration names (creating the data directory for the embedded
+/// default) and applies migrations.
+pub async fn open_vault(config: &Config) -> Result<Arc<dyn TokenVault>, StartupError> {
+    if matches!(config.storage, Storage::EmbeddedDefault) {
+        create_private_dir(&config.data_dir).map_err(StartupError::DataDir)?;
+    }
+    Ok(vault::open(config.database_url.expose_secret()).await?)
 }
 
 /// Discovers the provider and wires the services the handlers share.
@@ -90,7 +84,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let addr = config.bind_addr;
         let vault = open_vault(&config).await?;
-        let services = build_services(config, Arc::new(vault)).await?;
+        let services = build_services(config, vault).await?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;

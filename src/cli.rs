@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{open_vault, Application};
-use crate::config::Config;
+use crate::config::{Config, Storage};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,7 +23,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API (applies pending migrations first).
-    Serve,
+    Serve {
+        /// Development mode: without TOKEN_ENCRYPTION_KEYS, generate a key into the data
+        /// directory (also TOKEN_BROKER_DEV=1). Never use it in production.
+        #[arg(long)]
+        dev: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
 }
@@ -31,9 +36,11 @@ pub enum Command {
 /// Runs the parsed command; the error is one line for the operator.
 pub async fn run(cli: Cli) -> Result<(), String> {
     init_logging(cli.log_json);
-    let config = Config::from_env().map_err(|e| format!("configuration error: {e}"))?;
+    let dev = matches!(cli.command, Command::Serve { dev: true });
+    let config = Config::from_env(dev).map_err(|e| format!("configuration error: {e}"))?;
+    announce(&config);
     match cli.command {
-        Command::Serve => {
+        Command::Serve { .. } => {
             let app = Application::build(config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -48,6 +55,25 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             tracing::info!("migrations applied");
             Ok(())
         }
+    }
+}
+
+/// The first log lines say where tokens will be stored and with which key.
+fn announce(config: &Config) {
+    match config.storage {
+        Storage::EmbeddedDefault => tracing::info!(
+            path = %config.data_dir.join("token-broker.db").display(),
+            "storage: embedded SQLite (DATABASE_URL not set; set it to postgres://... for production)"
+        ),
+        Storage::Configured => tracing::info!("storage: DATABASE_URL"),
+    }
+    if let Some((path, created)) = &config.dev_key {
+        tracing::warn!(
+            path = %path.display(),
+            created,
+            "DEV MODE: tokens are sealed with a development key from the data directory; \
+             set TOKEN_ENCRYPTION_KEYS in production"
+        );
     }
 }
 

@@ -78,6 +78,7 @@ pub async fn request_offline_consent(
             nonce_hash: sha256(nonce.as_bytes()),
             redirect_uri,
             expires_at: now + state.policy.offline_token_max_age,
+            created_at: now,
             metadata: serde_json::json!({ "createdBy": "api" }),
         })
         .await?;

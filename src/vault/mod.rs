@@ -5,6 +5,10 @@
 
 mod model;
 mod postgres;
+mod row_locks;
+mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,6 +16,7 @@ use uuid::Uuid;
 
 pub use model::{ClaimedConsent, NewConsent, Status, VaultRow};
 pub use postgres::PgVault;
+pub use sqlite::SqliteVault;
 
 use crate::crypto::Sealed;
 
@@ -25,6 +30,34 @@ pub enum VaultError {
     },
     #[error("stored row {id} is inconsistent: {problem}")]
     Corrupt { id: Uuid, problem: &'static str },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("DATABASE_URL must start with postgres://, postgresql:// or sqlite:")]
+    UnknownScheme,
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens the vault a `DATABASE_URL` names and applies its migrations: PostgreSQL for
+/// production (several broker instances may share it), SQLite for a single embedded instance.
+pub async fn open(url: &str) -> Result<Arc<dyn TokenVault>, OpenError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let vault = PgVault::connect(url).await.map_err(OpenError::Connect)?;
+        vault.migrate().await?;
+        Ok(Arc::new(vault))
+    } else if url.starts_with("sqlite:") {
+        let vault = SqliteVault::connect(url)
+            .await
+            .map_err(OpenError::Connect)?;
+        vault.migrate().await?;
+        Ok(Arc::new(vault))
+    } else {
+        Err(OpenError::UnknownScheme)
+    }
 }
 
 pub(crate) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {

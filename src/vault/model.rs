@@ -62,6 +62,7 @@ pub struct NewConsent {
     pub nonce_hash: Vec<u8>,
     pub redirect_uri: Option<String>,
     pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
     pub metadata: serde_json::Value,
 }
 
@@ -89,4 +90,56 @@ pub struct VaultRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of a [`VaultRow`], in the order `RowRecord` reads them.
+pub(super) const ROW_COLUMNS: &str = "id, user_id, task_id, status, status_reason, \
+    encrypted_token, iv, key_id, expires_at, created_at, updated_at, last_used_at";
+
+/// A row as either backend returns it; the conversion below is the one place that checks it.
+#[derive(sqlx::FromRow)]
+pub(super) struct RowRecord {
+    id: Uuid,
+    user_id: String,
+    task_id: String,
+    status: String,
+    status_reason: Option<String>,
+    encrypted_token: Option<Vec<u8>>,
+    iv: Option<Vec<u8>>,
+    key_id: Option<String>,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<RowRecord> for VaultRow {
+    type Error = super::VaultError;
+
+    fn try_from(r: RowRecord) -> Result<Self, Self::Error> {
+        let status = r.status.parse().map_err(|_| super::VaultError::Corrupt {
+            id: r.id,
+            problem: "unknown status",
+        })?;
+        let sealed = match (r.key_id, r.iv, r.encrypted_token) {
+            (Some(key_id), Some(nonce), Some(ciphertext)) => Some(Sealed {
+                key_id,
+                nonce,
+                ciphertext,
+            }),
+            _ => None,
+        };
+        Ok(VaultRow {
+            id: r.id,
+            user_id: r.user_id,
+            task_id: r.task_id,
+            status,
+            status_reason: r.status_reason,
+            sealed,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_used_at: r.last_used_at,
+        })
+    }
 }

@@ -1,8 +1,12 @@
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::model::{RowRecord, ROW_COLUMNS};
 use super::{db_error, ClaimedConsent, NewConsent, RefreshLease, TokenVault, VaultError, VaultRow};
 use crate::crypto::Sealed;
 
@@ -17,6 +21,15 @@ impl PgVault {
         Self { pool }
     }
 
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self::new(pool))
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -28,64 +41,14 @@ impl PgVault {
     }
 }
 
-const ROW_COLUMNS: &str = "id, user_id, task_id, status, status_reason, encrypted_token, iv, \
-                           key_id, expires_at, created_at, updated_at, last_used_at";
-
-#[derive(sqlx::FromRow)]
-struct RowRecord {
-    id: Uuid,
-    user_id: String,
-    task_id: String,
-    status: String,
-    status_reason: Option<String>,
-    encrypted_token: Option<Vec<u8>>,
-    iv: Option<Vec<u8>>,
-    key_id: Option<String>,
-    expires_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<RowRecord> for VaultRow {
-    type Error = VaultError;
-
-    fn try_from(r: RowRecord) -> Result<Self, Self::Error> {
-        let status = r.status.parse().map_err(|_| VaultError::Corrupt {
-            id: r.id,
-            problem: "unknown status",
-        })?;
-        let sealed = match (r.key_id, r.iv, r.encrypted_token) {
-            (Some(key_id), Some(nonce), Some(ciphertext)) => Some(Sealed {
-                key_id,
-                nonce,
-                ciphertext,
-            }),
-            _ => None,
-        };
-        Ok(VaultRow {
-            id: r.id,
-            user_id: r.user_id,
-            task_id: r.task_id,
-            status,
-            status_reason: r.status_reason,
-            sealed,
-            expires_at: r.expires_at,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            last_used_at: r.last_used_at,
-        })
-    }
-}
-
 #[async_trait]
 impl TokenVault for PgVault {
     #[tracing::instrument(skip_all, fields(id = %consent.id))]
     async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError> {
         sqlx::query(
             "insert into token_vault (id, user_id, task_id, status, state_hash, state_expires_at, \
-             pkce_verifier, nonce_hash, redirect_uri, expires_at, metadata) \
-             values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10)",
+             pkce_verifier, nonce_hash, redirect_uri, expires_at, metadata, created_at, updated_at) \
+             values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $11)",
         )
         .bind(consent.id)
         .bind(&consent.user_id)
@@ -97,6 +60,7 @@ impl TokenVault for PgVault {
         .bind(&consent.redirect_uri)
         .bind(consent.expires_at)
         .bind(&consent.metadata)
+        .bind(consent.created_at)
         .execute(&self.pool)
         .await
         .map_err(db_error("store a pending consent"))?;

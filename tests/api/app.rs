@@ -58,7 +58,7 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
         ("ALLOWED_REDIRECT_ORIGINS", FRONTEND_ORIGIN.to_owned()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
     ]);
-    let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration");
+    let config = Config::from_lookup(|k| vars.get(k).cloned(), false).expect("test configuration");
     let vault = Arc::new(PgVault::new(pool.clone()));
     let services = build_services(config, vault).await.expect("broker starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

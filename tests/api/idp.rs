@@ -52,6 +52,19 @@ fn install_once() {
     });
 }
 
+/// The provider's stderr goes to a file, so a crash can be read without cluttering test output.
+fn provider_log() -> Stdio {
+    let path = std::env::temp_dir().join("token-broker-test-idp.log");
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(file) => Stdio::from(file),
+        Err(_) => Stdio::null(),
+    }
+}
+
 impl Idp {
     /// Starts a provider of our own (for tests that stop it or need other settings).
     pub fn start(env: &[(&str, &str)]) -> Idp {
@@ -63,7 +76,7 @@ impl Idp {
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(provider_log())
             .spawn()
             .expect("node must be installed to run the test provider");
         let stdin = child.stdin.take().expect("stdin is piped");

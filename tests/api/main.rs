@@ -10,3 +10,4 @@ mod callback;
 mod consent;
 mod idp;
 mod logs;
+mod serve;

@@ -32,7 +32,12 @@ const ROTATING_CLIENTS = new Set(['token-broker-rotating']);
 const brokerClient = (clientId) => ({
   client_id: clientId,
   client_secret: 'broker-secret',
-  redirect_uris: ['http://broker.test/api/auth/manager/offline-callback'],
+  // broker.test: the tests deliver the redirect themselves; 127.0.0.1/localhost: scripts/dev.
+  redirect_uris: [
+    'http://broker.test/api/auth/manager/offline-callback',
+    'http://127.0.0.1:8080/api/auth/manager/offline-callback',
+    'http://localhost:8080/api/auth/manager/offline-callback',
+  ],
   grant_types: ['authorization_code', 'refresh_token', 'client_credentials',
     'urn:ietf:params:oauth:grant-type:device_code'],
   response_types: ['code'],
@@ -236,6 +241,22 @@ app.post('/__test/sign', express.json(), async (req, res, next) => {
       .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'JWT', ...header })
       .sign(foreign ? foreignKey : privateKey);
     res.json({ jwt });
+  } catch (err) { next(err); }
+});
+
+// A user access token without a frontend, for trying the API with curl (scripts/dev, README).
+app.post('/__test/user-token', express.json(), async (req, res, next) => {
+  try {
+    const sub = String(req.body?.sub || '');
+    if (!/^[A-Za-z0-9._@-]{1,64}$/.test(sub)) {
+      res.status(400).json({ error: 'invalid_request', message: 'sub: 1-64 of A-Z a-z 0-9 . _ @ -' });
+      return;
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const accessToken = await new jose.SignJWT({
+      iss: issuer, sub, aud: 'account', azp: 'frontend', typ: 'Bearer', scope: 'openid', iat: now, exp: now + 3600,
+    }).setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'JWT' }).sign(privateKey);
+    res.json({ accessToken, expiresIn: 3600 });
   } catch (err) { next(err); }
 });
 

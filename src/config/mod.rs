@@ -2,8 +2,11 @@
 //!
 //! Every error names the variable at fault in one line; secrets are redacted from `Debug`.
 
+mod dev_key;
+
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -53,8 +56,24 @@ impl fmt::Debug for OidcSettings {
     }
 }
 
+pub use dev_key::create_private_dir;
+
+/// Where the configuration came from, for the first log lines.
+#[derive(Debug)]
+pub enum Storage {
+    /// `DATABASE_URL` was set.
+    Configured,
+    /// No `DATABASE_URL`: the embedded SQLite file in the data directory.
+    EmbeddedDefault,
+}
+
 pub struct Config {
     pub database_url: SecretString,
+    pub storage: Storage,
+    /// Holds the embedded database and, in dev mode, the generated key.
+    pub data_dir: PathBuf,
+    /// Set when dev mode supplied the key: its file, and whether it was just created.
+    pub dev_key: Option<(PathBuf, bool)>,
     pub oidc: OidcSettings,
     pub public_base_url: Url,
     pub keyring: Keyring,
@@ -71,6 +90,8 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database_url", &"[redacted]")
+            .field("storage", &self.storage)
+            .field("data_dir", &self.data_dir)
             .field("oidc", &self.oidc)
             .field("public_base_url", &self.public_base_url.as_str())
             .field("keyring", &self.keyring)
@@ -84,19 +105,31 @@ impl fmt::Debug for Config {
 
 impl Config {
     /// Reads the process environment (after an optional `.env` file, loaded by `main`).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// `dev` (the `--dev` flag; `TOKEN_BROKER_DEV=1` does the same) allows a generated key.
+    pub fn from_env(dev: bool) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok(), dev)
     }
 
     /// Reads configuration through `lookup`, so tests can supply variables without touching the
     /// process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        dev: bool,
+    ) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let required = |name: &'static str| {
             get(name).ok_or_else(|| ConfigError::new(name, "is required but not set"))
         };
+        let dev = dev || get("TOKEN_BROKER_DEV").is_some_and(|v| matches!(v.trim(), "1" | "true"));
+        let data_dir = PathBuf::from(get("TOKEN_BROKER_DATA_DIR").unwrap_or_else(|| "data".into()));
 
-        let database_url = required("DATABASE_URL")?;
+        let (database_url, storage) = match get("DATABASE_URL") {
+            Some(url) => (url, Storage::Configured),
+            None => (
+                format!("sqlite://{}", data_dir.join("token-broker.db").display()),
+                Storage::EmbeddedDefault,
+            ),
+        };
         let issuer_var = if get("OIDC_ISSUER").is_some() {
             "OIDC_ISSUER"
         } else {
@@ -113,11 +146,29 @@ impl Config {
             "PUBLIC_BASE_URL",
             required("PUBLIC_BASE_URL")?.trim_end_matches('/'),
         )?;
-        let keyring = Keyring::parse(&required("TOKEN_ENCRYPTION_KEYS")?)
-            .map_err(|e: KeyringError| ConfigError::new("TOKEN_ENCRYPTION_KEYS", e.to_string()))?;
+        let (keyring, dev_key) = match get("TOKEN_ENCRYPTION_KEYS") {
+            Some(spec) => (
+                Keyring::parse(&spec).map_err(|e: KeyringError| {
+                    ConfigError::new("TOKEN_ENCRYPTION_KEYS", e.to_string())
+                })?,
+                None,
+            ),
+            None if dev => {
+                let key = dev_key::load_or_create(&data_dir)
+                    .map_err(|e| ConfigError::new("TOKEN_ENCRYPTION_KEYS", e))?;
+                (key.keyring, Some((key.path, key.created)))
+            }
+            None => return Err(ConfigError::new(
+                "TOKEN_ENCRYPTION_KEYS",
+                "is required but not set (or run `serve --dev` to use a generated development key)",
+            )),
+        };
 
         Ok(Self {
             database_url: SecretString::from(database_url),
+            storage,
+            data_dir,
+            dev_key,
             oidc: OidcSettings {
                 issuer,
                 client_id: required("OIDC_CLIENT_ID")?,
@@ -204,6 +255,7 @@ fn seconds(raw: Option<String>, var: &'static str, default: u64) -> Result<Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn base() -> HashMap<&'static str, String> {
@@ -221,7 +273,7 @@ mod tests {
     }
 
     fn load(vars: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| vars.get(k).cloned())
+        Config::from_lookup(|k| vars.get(k).cloned(), false)
     }
 
     #[test]
@@ -234,6 +286,36 @@ mod tests {
         );
         assert_eq!(config.consent_ttl, Duration::from_secs(600));
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn without_database_url_the_embedded_sqlite_file_is_used() {
+        let mut vars = base();
+        vars.remove("DATABASE_URL");
+        vars.insert("TOKEN_BROKER_DATA_DIR", "/var/lib/tb".into());
+        let config = load(&vars).unwrap();
+        assert!(matches!(config.storage, Storage::EmbeddedDefault));
+        assert_eq!(
+            config.database_url.expose_secret(),
+            "sqlite:///var/lib/tb/token-broker.db"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_is_an_error_outside_dev_mode_and_generated_in_it() {
+        let mut vars = base();
+        vars.remove("TOKEN_ENCRYPTION_KEYS");
+        let err = load(&vars).unwrap_err();
+        assert_eq!(err.var, "TOKEN_ENCRYPTION_KEYS");
+        assert!(err.to_string().contains("--dev"));
+
+        let dir = std::env::temp_dir().join(format!("tb-config-{}", uuid::Uuid::new_v4()));
+        vars.insert("TOKEN_BROKER_DATA_DIR", dir.display().to_string());
+        vars.insert("TOKEN_BROKER_DEV", "1".into());
+        let config = load(&vars).unwrap();
+        let (path, created) = config.dev_key.clone().unwrap();
+        assert!(created && path.starts_with(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -250,7 +332,6 @@ mod tests {
     #[test]
     fn each_missing_variable_is_named() {
         for var in [
-            "DATABASE_URL",
             "OIDC_ISSUER",
             "OIDC_CLIENT_ID",
             "OIDC_CLIENT_SECRET",

@@ -1,0 +1,264 @@
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::SqlitePool;
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+use super::model::{RowRecord, ROW_COLUMNS};
+use super::row_locks::RowLocks;
+use super::{db_error, ClaimedConsent, NewConsent, RefreshLease, TokenVault, VaultError, VaultRow};
+use crate::crypto::Sealed;
+
+/// The embedded vault: one SQLite file, one broker process.
+#[derive(Clone)]
+pub struct SqliteVault {
+    pool: SqlitePool,
+    row_locks: Arc<RowLocks>,
+}
+
+impl SqliteVault {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`).
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL lets readers proceed while one writer commits.
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // An in-memory database exists per connection, so it must stay on one.
+        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            row_locks: Arc::default(),
+        })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await
+    }
+
+    async fn find_row(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError> {
+        let record: Option<RowRecord> = sqlx::query_as(&format!(
+            "select {ROW_COLUMNS} from token_vault where id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("read a vault row"))?;
+        record.map(VaultRow::try_from).transpose()
+    }
+}
+
+#[async_trait]
+impl TokenVault for SqliteVault {
+    #[tracing::instrument(skip_all, fields(id = %consent.id))]
+    async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError> {
+        sqlx::query(
+            "insert into token_vault (id, user_id, task_id, status, state_hash, state_expires_at, \
+             pkce_verifier, nonce_hash, redirect_uri, expires_at, metadata, created_at, updated_at) \
+             values (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        )
+        .bind(consent.id)
+        .bind(&consent.user_id)
+        .bind(&consent.task_id)
+        .bind(&consent.state_hash)
+        .bind(consent.state_expires_at)
+        .bind(&consent.pkce_verifier)
+        .bind(&consent.nonce_hash)
+        .bind(&consent.redirect_uri)
+        .bind(consent.expires_at)
+        .bind(consent.metadata.to_string())
+        .bind(consent.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("store a pending consent"))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_consent(
+        &self,
+        state_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<ClaimedConsent>, VaultError> {
+        // BEGIN IMMEDIATE takes the write lock before reading, so two claims cannot both read
+        // the row before either erases its state.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error("begin a claim"))?;
+        let claimed: Option<(
+            Uuid,
+            String,
+            String,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "select id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri \
+                 from token_vault \
+                 where state_hash = ?1 and status = 'pending' and state_expires_at > ?2",
+        )
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error("claim a consent"))?;
+        let Some((id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri)) = claimed else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "update token_vault set state_hash = null, pkce_verifier = null, updated_at = ?2 \
+             where id = ?1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error("claim a consent"))?;
+        tx.commit().await.map_err(db_error("commit a claim"))?;
+        Ok(Some(ClaimedConsent {
+            id,
+            user_id,
+            task_id,
+            pkce_verifier,
+            nonce_hash,
+            redirect_uri,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn activate(
+        &self,
+        id: Uuid,
+        sealed: &Sealed,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set status = 'active', status_reason = null, \
+             encrypted_token = ?2, iv = ?3, key_id = ?4, nonce_hash = null, updated_at = ?5 \
+             where id = ?1 and status = 'pending'",
+        )
+        .bind(id)
+        .bind(&sealed.ciphertext)
+        .bind(&sealed.nonce)
+        .bind(&sealed.key_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("activate a consent"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id, reason))]
+    async fn fail_pending(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set status = 'failed', status_reason = ?2, state_hash = null, \
+             pkce_verifier = null, nonce_hash = null, updated_at = ?3 \
+             where id = ?1 and status = 'pending'",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("mark a consent failed"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError> {
+        self.find_row(id).await
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn lock_for_refresh(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Box<dyn RefreshLease>>, VaultError> {
+        let guard = self.row_locks.lock(id).await;
+        Ok(self.find_row(id).await?.map(|row| {
+            Box::new(SqliteLease {
+                pool: self.pool.clone(),
+                row,
+                _guard: guard,
+            }) as Box<dyn RefreshLease>
+        }))
+    }
+}
+
+struct SqliteLease {
+    pool: SqlitePool,
+    row: VaultRow,
+    _guard: OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl RefreshLease for SqliteLease {
+    fn row(&self) -> &VaultRow {
+        &self.row
+    }
+
+    async fn finish_used(
+        self: Box<Self>,
+        rotated: Option<&Sealed>,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError> {
+        let query = match rotated {
+            Some(sealed) => sqlx::query(
+                "update token_vault set encrypted_token = ?2, iv = ?3, key_id = ?4, \
+                 last_used_at = ?5, updated_at = ?5 where id = ?1",
+            )
+            .bind(self.row.id)
+            .bind(&sealed.ciphertext)
+            .bind(&sealed.nonce)
+            .bind(&sealed.key_id)
+            .bind(now),
+            None => sqlx::query("update token_vault set last_used_at = ?2 where id = ?1")
+                .bind(self.row.id)
+                .bind(now),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("record a token use"))?;
+        Ok(())
+    }
+
+    async fn finish_failed(
+        self: Box<Self>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError> {
+        sqlx::query(
+            "update token_vault set status = 'failed', status_reason = ?2, updated_at = ?3 \
+             where id = ?1",
+        )
+        .bind(self.row.id)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("mark a token failed"))?;
+        Ok(())
+    }
+}
