@@ -8,7 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use token_broker::crypto::Sealed;
-use token_broker::vault::{NewConsent, PgVault, SqliteVault, Status, TokenVault};
+use token_broker::vault::{
+    AuditAction, AuditEvent, AuditQuery, ListFilter, NewConsent, PgVault, SqliteVault, Status,
+    TokenVault,
+};
 use uuid::Uuid;
 
 const PG: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -197,6 +200,7 @@ async fn a_lease_can_fail_the_row(vault: Vault) {
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Failed);
     assert_eq!(row.status_reason.as_deref(), Some("revoked_by_provider"));
+    assert!(row.sealed.is_none(), "a dead token is not kept");
 }
 
 async fn a_dropped_lease_changes_nothing(vault: Vault) {
@@ -248,6 +252,246 @@ async fn leases_on_one_row_are_taken_in_turn_and_see_the_rotation(vault: Vault) 
     );
 }
 
+async fn a_lease_can_revoke_the_row_and_wipe_its_secrets(vault: Vault) {
+    let id = activated(&vault).await;
+    let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
+    lease
+        .finish_revoked("revoked_by_user", Utc::now())
+        .await
+        .unwrap();
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Revoked);
+    assert_eq!(row.status_reason.as_deref(), Some("revoked_by_user"));
+    assert!(row.sealed.is_none());
+
+    let pending = stored_pending(&vault, b"to-revoke").await;
+    let lease = vault.lock_for_refresh(pending).await.unwrap().unwrap();
+    lease
+        .finish_revoked("revoked_by_user", Utc::now())
+        .await
+        .unwrap();
+    assert!(vault
+        .claim_consent(b"to-revoke", Utc::now())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vault) {
+    let base = Utc::now() - chrono::Duration::hours(1);
+    let mut ids = Vec::new();
+    for (i, task) in ["a", "b", "a", "a"].iter().enumerate() {
+        let mut new = consent(&[i as u8], in_ten_minutes());
+        new.task_id = task.to_string();
+        new.created_at = base + chrono::Duration::minutes(i as i64);
+        vault.create_pending(&new).await.unwrap();
+        ids.push(new.id);
+    }
+    let mut stranger = consent(b"x", in_ten_minutes());
+    stranger.user_id = "bob".into();
+    vault.create_pending(&stranger).await.unwrap();
+    vault
+        .activate(ids[2], &sealed(1), Utc::now())
+        .await
+        .unwrap();
+
+    let list = |task: Option<&str>, status: Option<Status>, limit, offset| {
+        let vault = vault.clone();
+        let filter = ListFilter {
+            task_id: task.map(str::to_owned),
+            status,
+            limit,
+            offset,
+        };
+        async move {
+            vault
+                .list_for_user("alice|with|bars", &filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(None, None, 10, 0).await,
+        vec![ids[3], ids[2], ids[1], ids[0]]
+    );
+    assert_eq!(
+        list(Some("a"), None, 10, 0).await,
+        vec![ids[3], ids[2], ids[0]]
+    );
+    assert_eq!(
+        list(Some("a"), Some(Status::Active), 10, 0).await,
+        vec![ids[2]]
+    );
+    assert_eq!(list(None, None, 2, 0).await, vec![ids[3], ids[2]]);
+    assert_eq!(list(None, None, 2, 2).await, vec![ids[1], ids[0]]);
+    assert!(list(None, None, 2, 4).await.is_empty());
+}
+
+async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
+    let past = Utc::now() - chrono::Duration::seconds(5);
+    let mut timed_out = Vec::new();
+    for i in 0..3u8 {
+        let new = consent(&[b'p', i], past);
+        vault.create_pending(&new).await.unwrap();
+        timed_out.push(new.id);
+    }
+    let fresh = stored_pending(&vault, b"fresh").await;
+    let mut aged = consent(b"aged", in_ten_minutes());
+    aged.expires_at = past;
+    vault.create_pending(&aged).await.unwrap();
+    vault
+        .activate(aged.id, &sealed(1), Utc::now())
+        .await
+        .unwrap();
+    let live = activated(&vault).await;
+
+    let first = vault.expire_stale(Utc::now(), 2).await.unwrap();
+    assert_eq!(first.len(), 2, "a batch is bounded");
+    let rest = vault.expire_stale(Utc::now(), 100).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(vault
+        .expire_stale(Utc::now(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    for id in &timed_out {
+        let row = vault.find(*id).await.unwrap().unwrap();
+        assert_eq!(row.status, Status::Expired);
+        assert_eq!(row.status_reason.as_deref(), Some("consent_timeout"));
+    }
+    let aged_row = vault.find(aged.id).await.unwrap().unwrap();
+    assert_eq!(aged_row.status, Status::Expired);
+    assert_eq!(aged_row.status_reason.as_deref(), Some("max_age_reached"));
+    assert!(aged_row.sealed.is_none());
+    assert!(first
+        .iter()
+        .chain(&rest)
+        .all(|c| c.status == Status::Expired));
+    assert_eq!(
+        vault.find(fresh).await.unwrap().unwrap().status,
+        Status::Pending
+    );
+    assert_eq!(
+        vault.find(live).await.unwrap().unwrap().status,
+        Status::Active
+    );
+    assert!(vault
+        .claim_consent(&[b'p', 0], Utc::now())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn finished_rows_are_purged_after_retention_in_batches(vault: Vault) {
+    let long_ago = Utc::now() - chrono::Duration::days(8);
+    let mut old = Vec::new();
+    for i in 0..3u8 {
+        let id = stored_pending(&vault, &[b'o', i]).await;
+        vault
+            .fail_pending(id, "access_denied", long_ago)
+            .await
+            .unwrap();
+        old.push(id);
+    }
+    let recent = stored_pending(&vault, b"recent").await;
+    vault
+        .fail_pending(recent, "access_denied", Utc::now())
+        .await
+        .unwrap();
+    let active = activated(&vault).await;
+    let cutoff = Utc::now() - chrono::Duration::days(7);
+
+    assert_eq!(vault.purge_finished(cutoff, 2).await.unwrap().len(), 2);
+    let last = vault.purge_finished(cutoff, 100).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].status, Status::Failed);
+    for id in old {
+        assert!(vault.find(id).await.unwrap().is_none());
+    }
+    assert!(vault.find(recent).await.unwrap().is_some());
+    assert!(vault.find(active).await.unwrap().is_some());
+}
+
+async fn reseal_replaces_only_the_expected_ciphertext(vault: Vault) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(activated(&vault).await);
+    }
+    ids.sort();
+    assert_eq!(vault.count_sealed_under_other_keys("k9").await.unwrap(), 5);
+    assert_eq!(vault.count_sealed_under_other_keys("k1").await.unwrap(), 0);
+
+    let page = vault.sealed_under_other_keys("k9", None, 3).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..3]);
+    let next = vault
+        .sealed_under_other_keys("k9", Some(ids[2]), 3)
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), ids[3..]);
+
+    assert!(vault.reseal(ids[0], &sealed(1), &sealed(9)).await.unwrap());
+    assert!(
+        !vault.reseal(ids[0], &sealed(1), &sealed(8)).await.unwrap(),
+        "stale old value"
+    );
+    assert_eq!(
+        vault.find(ids[0]).await.unwrap().unwrap().sealed,
+        Some(sealed(9))
+    );
+    assert_eq!(vault.count_sealed_under_other_keys("k9").await.unwrap(), 4);
+}
+
+async fn audit_records_are_read_by_token_and_by_user(vault: Vault) {
+    let token = Uuid::new_v4();
+    for (action, user) in [
+        (AuditAction::ConsentRequested, "alice"),
+        (AuditAction::ConsentCompleted, "alice"),
+        (AuditAction::TokenIssued, "bob"),
+    ] {
+        vault
+            .record_audit(&AuditEvent {
+                at: Utc::now(),
+                actor: user.into(),
+                token_id: Some(token),
+                user_id: Some(user.into()),
+                task_id: Some("t".into()),
+                action,
+                success: action != AuditAction::TokenIssued,
+                reason: None,
+            })
+            .await
+            .unwrap();
+    }
+    let by_token = vault
+        .audit_trail(&AuditQuery::Token(token), 10)
+        .await
+        .unwrap();
+    let actions: Vec<_> = by_token.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["consent_requested", "consent_completed", "token_issued"]
+    );
+    assert_eq!(by_token[2].outcome, "failure");
+    assert_eq!(by_token[0].token_id, Some(token));
+    let by_user = vault
+        .audit_trail(&AuditQuery::User("bob".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(by_user.len(), 1);
+    assert_eq!(
+        vault
+            .audit_trail(&AuditQuery::Token(token), 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 async fn postgres(pool: PgPool) -> Vault {
     Arc::new(PgVault::new(pool))
 }
@@ -293,4 +537,10 @@ contract!(
     a_lease_can_fail_the_row,
     a_dropped_lease_changes_nothing,
     leases_on_one_row_are_taken_in_turn_and_see_the_rotation,
+    a_lease_can_revoke_the_row_and_wipe_its_secrets,
+    a_users_rows_are_listed_newest_first_with_filters_and_pages,
+    stale_rows_expire_in_batches_and_fresh_ones_stay,
+    finished_rows_are_purged_after_retention_in_batches,
+    reseal_replaces_only_the_expected_ciphertext,
+    audit_records_are_read_by_token_and_by_user,
 );

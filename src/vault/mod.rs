@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use model::{ClaimedConsent, NewConsent, Status, VaultRow};
+pub use model::{
+    AuditAction, AuditEvent, AuditQuery, AuditRecord, ClaimedConsent, ListFilter, NewConsent,
+    SealedRow, Status, StatusChange, VaultRow,
+};
 pub use postgres::PgVault;
 pub use sqlite::SqliteVault;
 
@@ -102,6 +105,52 @@ pub trait TokenVault: Send + Sync + 'static {
     /// to a race. Dropping the lease without finishing it leaves the row untouched.
     async fn lock_for_refresh(&self, id: Uuid)
         -> Result<Option<Box<dyn RefreshLease>>, VaultError>;
+
+    /// One page of a user's rows, newest first.
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<VaultRow>, VaultError>;
+
+    /// Marks up to `batch` stale rows `expired`: pending consents whose state expired
+    /// (`consent_timeout`) and active tokens past their maximum age (`max_age_reached`, sealed
+    /// token wiped). Returns the rows it changed.
+    async fn expire_stale(
+        &self,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Vec<StatusChange>, VaultError>;
+
+    /// Deletes up to `batch` failed, expired or revoked rows last changed before `cutoff`.
+    async fn purge_finished(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Vec<StatusChange>, VaultError>;
+
+    /// Up to `limit` sealed tokens not sealed under `key_id`, in id order after `after`.
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<SealedRow>, VaultError>;
+
+    /// Replaces `old` with `new` if the row still holds exactly `old` (compare-and-swap), so a
+    /// refresh that rotated the token meanwhile is never overwritten. False if it changed.
+    async fn reseal(&self, id: Uuid, old: &Sealed, new: &Sealed) -> Result<bool, VaultError>;
+
+    async fn count_sealed_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError>;
+
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError>;
+
+    /// Audit records, oldest first, at most `limit`.
+    async fn audit_trail(
+        &self,
+        query: &AuditQuery,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, VaultError>;
 }
 
 /// A row held under lock by [`TokenVault::lock_for_refresh`].
@@ -119,6 +168,13 @@ pub trait RefreshLease: Send {
 
     /// Marks the row failed (the provider killed the grant) and releases the lock.
     async fn finish_failed(
+        self: Box<Self>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError>;
+
+    /// Marks the row revoked, wipes its sealed token and consent secrets, releases the lock.
+    async fn finish_revoked(
         self: Box<Self>,
         reason: &str,
         now: DateTime<Utc>,

@@ -143,3 +143,155 @@ impl TryFrom<RowRecord> for VaultRow {
         })
     }
 }
+
+/// Which of a user's rows to list, newest first.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub task_id: Option<String>,
+    pub status: Option<Status>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// A row whose status a background job changed, for the audit trail and webhooks.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub id: Uuid,
+    pub user_id: String,
+    pub task_id: String,
+    pub status: Status,
+    pub reason: String,
+}
+
+/// A sealed token as key rotation sees it.
+#[derive(Debug)]
+pub struct SealedRow {
+    pub id: Uuid,
+    pub user_id: String,
+    pub sealed: Sealed,
+}
+
+/// What happened, for `token_audit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditAction {
+    ConsentRequested,
+    ConsentCompleted,
+    ConsentFailed,
+    TokenIssued,
+    TokenRefreshFailed,
+    TokenRevoked,
+    TokenExpired,
+    TokenResealed,
+    TokenPurged,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::ConsentRequested => "consent_requested",
+            AuditAction::ConsentCompleted => "consent_completed",
+            AuditAction::ConsentFailed => "consent_failed",
+            AuditAction::TokenIssued => "token_issued",
+            AuditAction::TokenRefreshFailed => "token_refresh_failed",
+            AuditAction::TokenRevoked => "token_revoked",
+            AuditAction::TokenExpired => "token_expired",
+            AuditAction::TokenResealed => "token_resealed",
+            AuditAction::TokenPurged => "token_purged",
+        }
+    }
+}
+
+/// One audit record. `reason` is a short code, never token material.
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub token_id: Option<Uuid>,
+    pub user_id: Option<String>,
+    pub task_id: Option<String>,
+    pub action: AuditAction,
+    pub success: bool,
+    pub reason: Option<String>,
+}
+
+/// An audit record as stored.
+#[derive(Debug, sqlx::FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub token_id: Option<Uuid>,
+    pub user_id: Option<String>,
+    pub task_id: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+/// Whose audit trail to read.
+#[derive(Debug)]
+pub enum AuditQuery {
+    Token(Uuid),
+    User(String),
+}
+
+impl AuditEvent {
+    pub fn outcome(&self) -> &'static str {
+        if self.success {
+            "success"
+        } else {
+            "failure"
+        }
+    }
+}
+
+/// `id, user_id, task_id, status, status_reason` as both backends return them.
+#[derive(sqlx::FromRow)]
+pub(super) struct ChangeRecord {
+    id: Uuid,
+    user_id: String,
+    task_id: String,
+    status: String,
+    status_reason: Option<String>,
+}
+
+impl TryFrom<ChangeRecord> for StatusChange {
+    type Error = super::VaultError;
+
+    fn try_from(r: ChangeRecord) -> Result<Self, Self::Error> {
+        Ok(StatusChange {
+            status: r.status.parse().map_err(|_| super::VaultError::Corrupt {
+                id: r.id,
+                problem: "unknown status",
+            })?,
+            id: r.id,
+            user_id: r.user_id,
+            task_id: r.task_id,
+            reason: r.status_reason.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SealedRecord {
+    id: Uuid,
+    user_id: String,
+    key_id: String,
+    iv: Vec<u8>,
+    encrypted_token: Vec<u8>,
+}
+
+impl From<SealedRecord> for SealedRow {
+    fn from(r: SealedRecord) -> Self {
+        SealedRow {
+            id: r.id,
+            user_id: r.user_id,
+            sealed: Sealed {
+                key_id: r.key_id,
+                nonce: r.iv,
+                ciphertext: r.encrypted_token,
+            },
+        }
+    }
+}

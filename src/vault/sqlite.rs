@@ -9,9 +9,12 @@ use sqlx::SqlitePool;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use super::model::{RowRecord, ROW_COLUMNS};
+use super::model::{ChangeRecord, RowRecord, SealedRecord, ROW_COLUMNS};
 use super::row_locks::RowLocks;
-use super::{db_error, ClaimedConsent, NewConsent, RefreshLease, TokenVault, VaultError, VaultRow};
+use super::{
+    db_error, AuditEvent, AuditQuery, AuditRecord, ClaimedConsent, ListFilter, NewConsent,
+    RefreshLease, SealedRow, StatusChange, TokenVault, VaultError, VaultRow,
+};
 use crate::crypto::Sealed;
 
 /// The embedded vault: one SQLite file, one broker process.
@@ -204,6 +207,173 @@ impl TokenVault for SqliteVault {
             }) as Box<dyn RefreshLease>
         }))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<VaultRow>, VaultError> {
+        let records: Vec<RowRecord> = sqlx::query_as(&format!(
+            "select {ROW_COLUMNS} from token_vault \
+             where user_id = ?1 and (?2 is null or task_id = ?2) and (?3 is null or status = ?3) \
+             order by created_at desc, id desc limit ?4 offset ?5"
+        ))
+        .bind(user_id)
+        .bind(&filter.task_id)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(i64::from(filter.limit))
+        .bind(i64::from(filter.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("list vault rows"))?;
+        records.into_iter().map(VaultRow::try_from).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn expire_stale(
+        &self,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Vec<StatusChange>, VaultError> {
+        let rows: Vec<ChangeRecord> = sqlx::query_as(
+            "update token_vault set status = 'expired', \
+               status_reason = case when status = 'pending' then 'consent_timeout' \
+                                    else 'max_age_reached' end, \
+               state_hash = null, pkce_verifier = null, nonce_hash = null, \
+               encrypted_token = null, iv = null, key_id = null, updated_at = ?1 \
+             where id in ( \
+               select id from token_vault \
+               where (status = 'pending' and state_expires_at <= ?1) \
+                  or (status = 'active' and expires_at <= ?1) \
+               order by id limit ?2) \
+             returning id, user_id, task_id, status, status_reason",
+        )
+        .bind(now)
+        .bind(i64::from(batch))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("expire stale rows"))?;
+        rows.into_iter().map(StatusChange::try_from).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_finished(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Vec<StatusChange>, VaultError> {
+        let rows: Vec<ChangeRecord> = sqlx::query_as(
+            "delete from token_vault where id in ( \
+               select id from token_vault \
+               where status in ('failed', 'expired', 'revoked') and updated_at < ?1 \
+               order by id limit ?2) \
+             returning id, user_id, task_id, status, status_reason",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("purge finished rows"))?;
+        rows.into_iter().map(StatusChange::try_from).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sealed_under_other_keys(
+        &self,
+        key_id: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<SealedRow>, VaultError> {
+        let rows: Vec<SealedRecord> = sqlx::query_as(
+            "select id, user_id, key_id, iv, encrypted_token from token_vault \
+             where encrypted_token is not null and key_id <> ?1 \
+             and (?2 is null or id > ?2) order by id limit ?3",
+        )
+        .bind(key_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("read tokens to re-seal"))?;
+        Ok(rows.into_iter().map(SealedRow::from).collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn reseal(&self, id: Uuid, old: &Sealed, new: &Sealed) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set encrypted_token = ?2, iv = ?3, key_id = ?4 \
+             where id = ?1 and key_id = ?5 and iv = ?6 and encrypted_token = ?7",
+        )
+        .bind(id)
+        .bind(&new.ciphertext)
+        .bind(&new.nonce)
+        .bind(&new.key_id)
+        .bind(&old.key_id)
+        .bind(&old.nonce)
+        .bind(&old.ciphertext)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("re-seal a token"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn count_sealed_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError> {
+        let count: i64 = sqlx::query_scalar(
+            "select count(*) from token_vault where encrypted_token is not null and key_id <> ?1",
+        )
+        .bind(key_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error("count tokens to re-seal"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    #[tracing::instrument(skip_all, fields(action = event.action.as_str()))]
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError> {
+        sqlx::query(
+            "insert into token_audit (at, actor, token_id, user_id, task_id, action, outcome, reason) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(event.at)
+        .bind(&event.actor)
+        .bind(event.token_id)
+        .bind(&event.user_id)
+        .bind(&event.task_id)
+        .bind(event.action.as_str())
+        .bind(event.outcome())
+        .bind(&event.reason)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("write an audit record"))?;
+        Ok(())
+    }
+
+    async fn audit_trail(
+        &self,
+        query: &AuditQuery,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, VaultError> {
+        let column = match query {
+            AuditQuery::Token(_) => "token_id",
+            AuditQuery::User(_) => "user_id",
+        };
+        let sql = format!(
+            "select id, at, actor, token_id, user_id, task_id, action, outcome, reason \
+             from token_audit where {column} = ?1 order by id limit ?2"
+        );
+        let select = sqlx::query_as(&sql);
+        let select = match query {
+            AuditQuery::Token(id) => select.bind(*id),
+            AuditQuery::User(user) => select.bind(user.clone()),
+        };
+        let rows = select
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("read the audit trail"))?;
+        Ok(rows)
+    }
 }
 
 struct SqliteLease {
@@ -250,7 +420,8 @@ impl RefreshLease for SqliteLease {
         now: DateTime<Utc>,
     ) -> Result<(), VaultError> {
         sqlx::query(
-            "update token_vault set status = 'failed', status_reason = ?2, updated_at = ?3 \
+            "update token_vault set status = 'failed', status_reason = ?2, updated_at = ?3, \
+             encrypted_token = null, iv = null, key_id = null \
              where id = ?1",
         )
         .bind(self.row.id)
@@ -259,6 +430,26 @@ impl RefreshLease for SqliteLease {
         .execute(&self.pool)
         .await
         .map_err(db_error("mark a token failed"))?;
+        Ok(())
+    }
+
+    async fn finish_revoked(
+        self: Box<Self>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError> {
+        sqlx::query(
+            "update token_vault set status = 'revoked', status_reason = ?2, updated_at = ?3, \
+             encrypted_token = null, iv = null, key_id = null, \
+             state_hash = null, pkce_verifier = null, nonce_hash = null \
+             where id = ?1",
+        )
+        .bind(self.row.id)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("revoke a token"))?;
         Ok(())
     }
 }
