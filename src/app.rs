@@ -7,10 +7,13 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::audit::Journal;
 use crate::config::{create_private_dir, Config, Storage};
 use crate::http::{self, Policy, Services};
+use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, TokenVerifier};
 use crate::vault::{self, TokenVault};
+use crate::webhook::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -51,7 +54,9 @@ pub async fn build_services(
     jwks.load()
         .await
         .map_err(|e| StartupError::Jwks(e.to_string()))?;
-    let oidc = OidcClient::new(&metadata, &config.oidc, config.callback_url(), http);
+    let oidc = OidcClient::new(&metadata, &config.oidc, config.callback_url(), http.clone());
+    let webhooks = config.webhook.map(|webhook| Webhooks::start(webhook, http));
+    let journal = Journal::new(vault.clone(), webhooks);
     let issuer = config.oidc.issuer.as_str().trim_end_matches('/').to_owned();
     let verifier = TokenVerifier::new(
         jwks,
@@ -65,11 +70,13 @@ pub async fn build_services(
         oidc,
         verifier,
         keyring: config.keyring,
+        journal,
         policy: Policy {
             issuer,
             allowed_redirect_origins: config.allowed_redirect_origins,
             consent_ttl: config.consent_ttl,
             offline_token_max_age: config.offline_token_max_age,
+            provider_revocation: config.provider_revocation,
         },
     })
 }
@@ -81,10 +88,18 @@ pub struct Application {
 }
 
 impl Application {
+    /// Opens the vault, wires the services and starts the periodic clean-up.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let addr = config.bind_addr;
+        let (interval, retention) = (config.cleanup_interval, config.retention);
         let vault = open_vault(&config).await?;
         let services = build_services(config, vault).await?;
+        tokio::spawn(lifecycle::run_periodically(
+            services.vault.clone(),
+            services.journal.clone(),
+            interval,
+            retention,
+        ));
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;

@@ -10,9 +10,13 @@
 )]
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod keys;
+pub mod lifecycle;
 pub mod oidc;
 pub mod vault;
+pub mod webhook;

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::crypto::{Keyring, KeyringError};
+use crate::webhook::WebhookConfig;
 
 /// Where the callback lives below `PUBLIC_BASE_URL`; it must be registered at the provider.
 pub const CALLBACK_PATH: &str = "/api/auth/manager/offline-callback";
@@ -84,6 +85,12 @@ pub struct Config {
     pub consent_ttl: Duration,
     /// How long a stored offline token may be used before the user must consent again.
     pub offline_token_max_age: Duration,
+    /// Revoke tokens at the provider (RFC 7009) when a user revokes them here.
+    pub provider_revocation: bool,
+    pub cleanup_interval: Duration,
+    /// How long failed, expired and revoked rows are kept before clean-up deletes them.
+    pub retention: Duration,
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -99,6 +106,10 @@ impl fmt::Debug for Config {
             .field("bind_addr", &self.bind_addr)
             .field("consent_ttl", &self.consent_ttl)
             .field("offline_token_max_age", &self.offline_token_max_age)
+            .field("provider_revocation", &self.provider_revocation)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("retention", &self.retention)
+            .field("webhook", &self.webhook)
             .finish()
     }
 }
@@ -189,6 +200,19 @@ impl Config {
                 "OFFLINE_TOKEN_MAX_AGE_SECS",
                 365 * 24 * 3600,
             )?,
+            provider_revocation: match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
+                None | Some("token") => true,
+                Some("none") => false,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "PROVIDER_REVOCATION",
+                        "must be `token` (revoke at the provider) or `none`",
+                    ))
+                }
+            },
+            cleanup_interval: seconds(get("CLEANUP_INTERVAL_SECS"), "CLEANUP_INTERVAL_SECS", 300)?,
+            retention: seconds(get("RETENTION_SECS"), "RETENTION_SECS", 7 * 24 * 3600)?,
+            webhook: parse_webhook(&get)?,
         })
     }
 
@@ -210,6 +234,52 @@ fn parse_http_url(var: &'static str, raw: &str) -> Result<Url, ConfigError> {
         return Err(ConfigError::new(var, "must not carry a query or fragment"));
     }
     Ok(url)
+}
+
+fn parse_webhook(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<WebhookConfig>, ConfigError> {
+    let (url, secret) = match (get("WEBHOOK_URL"), get("WEBHOOK_SECRET")) {
+        (None, None) => return Ok(None),
+        (Some(url), Some(secret)) => (url, secret),
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "WEBHOOK_SECRET",
+                "is required with WEBHOOK_URL",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "WEBHOOK_URL",
+                "is required with WEBHOOK_SECRET",
+            ))
+        }
+    };
+    if secret.len() < 16 {
+        return Err(ConfigError::new(
+            "WEBHOOK_SECRET",
+            "must be at least 16 characters",
+        ));
+    }
+    let retry_ms = match get("WEBHOOK_RETRY_BASE_MS") {
+        None => 1000,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "WEBHOOK_RETRY_BASE_MS",
+                    "must be a positive whole number of milliseconds",
+                )
+            })?,
+    };
+    Ok(Some(WebhookConfig {
+        url: parse_http_url("WEBHOOK_URL", &url)?,
+        secret: SecretString::from(secret),
+        retry_base: Duration::from_millis(retry_ms),
+    }))
 }
 
 fn parse_origins(raw: Option<String>) -> Result<Vec<url::Origin>, ConfigError> {
@@ -355,12 +425,29 @@ mod tests {
             ("ALLOWED_REDIRECT_ORIGINS", "https://app.test/with/path"),
             ("BIND_ADDR", "everywhere"),
             ("CONSENT_TTL_SECS", "0"),
+            ("PROVIDER_REVOCATION", "sometimes"),
+            ("RETENTION_SECS", "-1"),
         ];
         for (var, value) in cases {
             let mut vars = base();
             vars.insert(var, value.to_string());
             assert_eq!(load(&vars).unwrap_err().var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn a_webhook_needs_url_and_a_long_enough_secret() {
+        let mut vars = base();
+        vars.insert("WEBHOOK_SECRET", "a-secret-without-a-url".into());
+        assert_eq!(load(&vars).unwrap_err().var, "WEBHOOK_URL");
+        vars.insert("WEBHOOK_URL", "http://hooks.test/x".into());
+        vars.insert("WEBHOOK_SECRET", "short".into());
+        assert_eq!(load(&vars).unwrap_err().var, "WEBHOOK_SECRET");
+        vars.insert("WEBHOOK_SECRET", "a-long-enough-shared-secret".into());
+        let config = load(&vars).unwrap();
+        let printed = format!("{config:?}");
+        assert!(config.webhook.is_some());
+        assert!(!printed.contains("a-long-enough-shared-secret"));
     }
 
     #[test]

@@ -5,3 +5,9 @@ mod random;
 
 pub use keyring::{Binding, CryptoError, KeyId, Keyring, KeyringError, Sealed};
 pub use random::{constant_time_eq, random_token, sha256};
+
+/// What a sealed value is, bound into its associated data so one kind cannot pass for another.
+pub mod purpose {
+    pub const REFRESH_TOKEN: &str = "refresh_token";
+    pub const PKCE_VERIFIER: &str = "pkce_verifier";
+}

@@ -2,17 +2,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::callback::REFRESH_TOKEN_PURPOSE;
 use super::error::ApiError;
 use super::extract::{ApiJson, AuthUser};
-use super::state::AppState;
-use crate::crypto::Binding;
-use crate::oidc::ProviderError;
-use crate::vault::{Status, VaultRow};
+use super::state::{AppState, Services};
+use crate::audit::Subject;
+use crate::crypto::{purpose, Binding};
+use crate::oidc::{ProviderError, RefreshGrant};
+use crate::vault::{AuditAction, RefreshLease, Status, VaultRow};
 
 /// Used when the provider omits `expires_in`: short, so callers come back early, not late.
 const DEFAULT_EXPIRES_IN_SECS: u64 = 60;
@@ -49,63 +49,16 @@ pub async fn issue_access_token(
         .lock_for_refresh(id)
         .await?
         .ok_or_else(ApiError::token_not_found)?;
-    let row = lease.row();
     // Someone else's token id is answered exactly like a missing one, so ids cannot be probed.
-    if row.user_id != user.subject {
+    if lease.row().user_id != user.subject {
         return Err(ApiError::token_not_found());
     }
-    refuse_unusable(row)?;
-    let sealed = row
-        .sealed
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("an active row has no sealed token", row.id))?;
-    let binding = Binding {
-        purpose: REFRESH_TOKEN_PURPOSE,
-        row_id: row.id,
-        user_id: &row.user_id,
-    };
-    let refresh_token = state.keyring.open_string(sealed, binding).map_err(|e| {
-        ApiError::internal(
-            &format!("cannot open the sealed token of row {}", row.id),
-            e,
-        )
-    })?;
+    refuse_unusable(lease.row())?;
+    let refresh_token = open_refresh_token(&state, lease.row())?;
+    let outcome = state.oidc.refresh(&refresh_token).await;
+    let grant = settle(&state, lease, &refresh_token, outcome, &user.subject).await?;
 
-    let grant = match state.oidc.refresh(&refresh_token).await {
-        Ok(grant) => grant,
-        Err(ProviderError::InvalidGrant) => {
-            lease.finish_failed(REVOKED_BY_PROVIDER, Utc::now()).await?;
-            tracing::warn!(%id, "provider refused the offline token; row failed");
-            return Err(gone(Status::Failed, Some(REVOKED_BY_PROVIDER)));
-        }
-        Err(ProviderError::Unavailable(reason)) => {
-            tracing::warn!(%id, %reason, "provider unavailable during refresh");
-            return Err(ApiError::provider_unavailable());
-        }
-        Err(ProviderError::Rejected(reason)) => {
-            tracing::error!(%id, %reason, "provider rejected the refresh request");
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "provider_error",
-                "The identity provider rejected the broker's request",
-            ));
-        }
-    };
-
-    // Store a rotated refresh token in the same transaction that holds the row lock: if we
-    // lost it, the next refresh would present a spent token and the grant would be gone.
-    let rotated = match &grant.refresh_token {
-        Some(new) if new.expose_secret() != refresh_token.expose_secret() => Some(
-            state
-                .keyring
-                .seal(new.expose_secret().as_bytes(), binding)
-                .map_err(|e| ApiError::internal("sealing a rotated token failed", e))?,
-        ),
-        _ => None,
-    };
     let now = Utc::now();
-    lease.finish_used(rotated.as_ref(), now).await?;
-
     let expires_in = grant
         .expires_in
         .map(|d| d.as_secs())
@@ -117,6 +70,98 @@ pub async fn issue_access_token(
         expires_at: now + chrono::Duration::seconds(i64::try_from(expires_in).unwrap_or(0)),
         scope: grant.scope,
     }))
+}
+
+fn open_refresh_token(state: &Services, row: &VaultRow) -> Result<SecretString, ApiError> {
+    let sealed = row
+        .sealed
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("an active row has no sealed token", row.id))?;
+    let binding = Binding {
+        purpose: purpose::REFRESH_TOKEN,
+        row_id: row.id,
+        user_id: &row.user_id,
+    };
+    state.keyring.open_string(sealed, binding).map_err(|e| {
+        ApiError::internal(
+            &format!("cannot open the sealed token of row {}", row.id),
+            e,
+        )
+    })
+}
+
+/// Writes the provider's answer back under the row lock and journals it. A rotated refresh
+/// token is sealed and stored in the same transaction that holds the lock: if it were lost, the
+/// next refresh would present a spent token and the grant would be gone.
+async fn settle(
+    state: &Services,
+    lease: Box<dyn RefreshLease>,
+    presented: &SecretString,
+    outcome: Result<RefreshGrant, ProviderError>,
+    actor: &str,
+) -> Result<RefreshGrant, ApiError> {
+    let row = lease.row();
+    let (id, user_id, task_id) = (row.id, row.user_id.clone(), row.task_id.clone());
+    let subject = Subject {
+        token_id: id,
+        user_id: &user_id,
+        task_id: &task_id,
+    };
+    let journal = &state.journal;
+    match outcome {
+        Ok(grant) => {
+            let rotated = match &grant.refresh_token {
+                Some(new) if new.expose_secret() != presented.expose_secret() => {
+                    let binding = Binding {
+                        purpose: purpose::REFRESH_TOKEN,
+                        row_id: id,
+                        user_id: &user_id,
+                    };
+                    Some(
+                        state
+                            .keyring
+                            .seal(new.expose_secret().as_bytes(), binding)
+                            .map_err(|e| ApiError::internal("sealing a rotated token failed", e))?,
+                    )
+                }
+                _ => None,
+            };
+            lease.finish_used(rotated.as_ref(), Utc::now()).await?;
+            let detail = rotated.as_ref().map(|_| "rotated");
+            journal
+                .record(actor, subject, AuditAction::TokenIssued, true, detail)
+                .await;
+            Ok(grant)
+        }
+        Err(ProviderError::InvalidGrant) => {
+            lease.finish_failed(REVOKED_BY_PROVIDER, Utc::now()).await?;
+            tracing::warn!(%id, "provider refused the offline token; row failed");
+            let action = AuditAction::TokenRefreshFailed;
+            journal
+                .record(actor, subject, action, false, Some(REVOKED_BY_PROVIDER))
+                .await;
+            Err(gone(Status::Failed, Some(REVOKED_BY_PROVIDER)))
+        }
+        Err(ProviderError::Unavailable(reason)) => {
+            // Dropping the lease rolls back: the row stays exactly as it was.
+            drop(lease);
+            tracing::warn!(%id, %reason, "provider unavailable during refresh");
+            let action = AuditAction::TokenIssued;
+            journal
+                .record(actor, subject, action, false, Some("provider_unavailable"))
+                .await;
+            Err(ApiError::provider_unavailable())
+        }
+        Err(ProviderError::Rejected(reason)) => {
+            drop(lease);
+            tracing::error!(%id, %reason, "provider rejected the refresh request");
+            Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_error",
+                "The identity provider rejected the broker's request",
+            ))
+        }
+    }
 }
 
 fn refuse_unusable(row: &VaultRow) -> Result<(), ApiError> {
@@ -134,7 +179,7 @@ fn refuse_unusable(row: &VaultRow) -> Result<(), ApiError> {
     }
 }
 
-fn gone(status: Status, reason: Option<&str>) -> ApiError {
+pub(super) fn gone(status: Status, reason: Option<&str>) -> ApiError {
     let code = match status {
         Status::Revoked => "token_revoked",
         Status::Expired => "token_expired",

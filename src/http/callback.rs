@@ -8,15 +8,14 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
-use super::consent::PKCE_PURPOSE;
 use super::error::ApiError;
 use super::extract::ApiQuery;
 use super::state::{AppState, Services};
-use crate::crypto::{sha256, Binding, Sealed};
+use crate::audit::Subject;
+use crate::crypto::{purpose, sha256, Binding, Sealed};
 use crate::oidc::{JwtError, ProviderError};
-use crate::vault::ClaimedConsent;
+use crate::vault::{AuditAction, ClaimedConsent};
 
-pub const REFRESH_TOKEN_PURPOSE: &str = "refresh_token";
 const MAX_STATE_LEN: usize = 512;
 
 #[derive(Deserialize)]
@@ -97,6 +96,16 @@ pub async fn complete_offline_consent(
                 ));
             }
             tracing::info!(id = %consent.id, user = %consent.user_id, "offline token stored");
+            state
+                .journal
+                .record(
+                    &consent.user_id,
+                    subject(&consent),
+                    AuditAction::ConsentCompleted,
+                    true,
+                    None,
+                )
+                .await;
             Ok(respond_success(&consent))
         }
         Err(failure) => {
@@ -105,8 +114,26 @@ pub async fn complete_offline_consent(
                 .fail_pending(consent.id, &failure.reason, Utc::now())
                 .await?;
             tracing::warn!(id = %consent.id, reason = %failure.reason, "consent failed");
+            state
+                .journal
+                .record(
+                    &consent.user_id,
+                    subject(&consent),
+                    AuditAction::ConsentFailed,
+                    false,
+                    Some(&failure.reason),
+                )
+                .await;
             Ok(respond_failure(&consent, failure))
         }
+    }
+}
+
+fn subject(consent: &ClaimedConsent) -> Subject<'_> {
+    Subject {
+        token_id: consent.id,
+        user_id: &consent.user_id,
+        task_id: &consent.task_id,
     }
 }
 
@@ -144,7 +171,7 @@ async fn obtain_sealed_token(
         .ok_or_else(|| Failure::bad("missing_code", "The provider sent no authorization code"))?;
 
     let binding = Binding {
-        purpose: PKCE_PURPOSE,
+        purpose: purpose::PKCE_VERIFIER,
         row_id: consent.id,
         user_id: &consent.user_id,
     };
@@ -234,7 +261,7 @@ async fn obtain_sealed_token(
         .seal(
             refresh_token.expose_secret().as_bytes(),
             Binding {
-                purpose: REFRESH_TOKEN_PURPOSE,
+                purpose: purpose::REFRESH_TOKEN,
                 ..binding
             },
         )

@@ -10,10 +10,10 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{ApiJson, AuthUser};
 use super::state::{AppState, Policy};
-use crate::crypto::{random_token, sha256, Binding};
-use crate::vault::NewConsent;
+use crate::audit::Subject;
+use crate::crypto::{purpose, random_token, sha256, Binding};
+use crate::vault::{AuditAction, NewConsent};
 
-pub const PKCE_PURPOSE: &str = "pkce_verifier";
 const MAX_TASK_ID_LEN: usize = 200;
 const MAX_REDIRECT_URI_LEN: usize = 2048;
 /// 256 bits of randomness for `state` and `nonce`.
@@ -58,7 +58,7 @@ pub async fn request_offline_consent(
         .seal(
             authorization.pkce_verifier.expose_secret().as_bytes(),
             Binding {
-                purpose: PKCE_PURPOSE,
+                purpose: purpose::PKCE_VERIFIER,
                 row_id: id,
                 user_id: &user.subject,
             },
@@ -83,6 +83,21 @@ pub async fn request_offline_consent(
         })
         .await?;
     tracing::info!(%id, user = %user.subject, task_id, "consent requested");
+    let subject = Subject {
+        token_id: id,
+        user_id: &user.subject,
+        task_id,
+    };
+    state
+        .journal
+        .record(
+            &user.subject,
+            subject,
+            AuditAction::ConsentRequested,
+            true,
+            None,
+        )
+        .await;
 
     Ok((
         StatusCode::CREATED,

@@ -6,10 +6,11 @@ mod consent;
 mod error;
 mod extract;
 mod state;
+mod tokens;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
@@ -32,6 +33,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/auth/manager/access-token",
             post(access_token::issue_access_token),
+        )
+        .route("/api/auth/manager/offline-tokens", get(tokens::list_tokens))
+        .route(
+            "/api/auth/manager/offline-tokens/{id}",
+            get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
         .fallback(|| async {
             ApiError::new(

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::Journal;
 use crate::crypto::Keyring;
 use crate::oidc::{OidcClient, TokenVerifier};
 use crate::vault::TokenVault;
@@ -13,6 +14,7 @@ pub struct Services {
     pub oidc: OidcClient,
     pub verifier: TokenVerifier,
     pub keyring: Keyring,
+    pub journal: Journal,
     pub policy: Policy,
 }
 
@@ -23,4 +25,6 @@ pub struct Policy {
     pub allowed_redirect_origins: Vec<url::Origin>,
     pub consent_ttl: Duration,
     pub offline_token_max_age: Duration,
+    /// Revoke at the provider when a user revokes a token here.
+    pub provider_revocation: bool,
 }

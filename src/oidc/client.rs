@@ -5,10 +5,10 @@ use oauth2::basic::{
     BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, ExtraTokenFields, HttpClientError, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken,
-    StandardTokenResponse, TokenResponse, TokenUrl,
+    AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, ExtraTokenFields, HttpClientError, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, RevocationUrl, Scope,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,7 @@ type OAuthClient = Client<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointNotSet,
+    EndpointMaybeSet,
     EndpointSet,
 >;
 type TokenError = RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>;
@@ -101,7 +101,13 @@ impl OidcClient {
             ))
             .set_auth_uri(AuthUrl::from_url(metadata.authorization_endpoint.clone()))
             .set_token_uri(TokenUrl::from_url(metadata.token_endpoint.clone()))
-            .set_redirect_uri(RedirectUrl::from_url(redirect));
+            .set_redirect_uri(RedirectUrl::from_url(redirect))
+            .set_revocation_url_option(
+                metadata
+                    .revocation_endpoint
+                    .clone()
+                    .map(RevocationUrl::from_url),
+            );
         Self { oauth, http }
     }
 
@@ -169,6 +175,33 @@ impl OidcClient {
                 .refresh_token()
                 .map(|t| SecretString::from(t.secret().to_owned())),
         })
+    }
+}
+
+impl OidcClient {
+    /// Revokes a refresh token at the provider (RFC 7009).
+    pub async fn revoke_refresh_token(&self, token: &SecretString) -> Result<(), ProviderError> {
+        let request = self
+            .oauth
+            .revoke_token(StandardRevocableToken::RefreshToken(RefreshToken::new(
+                token.expose_secret().to_owned(),
+            )))
+            .map_err(|_| {
+                ProviderError::Rejected("the provider has no revocation endpoint".into())
+            })?;
+        request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => {
+                    ProviderError::Rejected(r.error().to_string())
+                }
+                RequestTokenError::Request(e) => ProviderError::Unavailable(e.to_string()),
+                RequestTokenError::Parse(_, _) => {
+                    ProviderError::Unavailable("unparseable response".into())
+                }
+                RequestTokenError::Other(message) => ProviderError::Unavailable(message),
+            })
     }
 }
 

@@ -1,65 +1,31 @@
-//! The command line: `token-broker serve`, `token-broker migrate`.
+//! `serve` and `migrate`, logging, and graceful shutdown.
 
-use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{open_vault, Application};
 use crate::config::{Config, Storage};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "token-broker",
-    version,
-    about = "Offline-token broker for long-running work"
-)]
-pub struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "LOG_FORMAT_JSON")]
-    pub log_json: bool,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the HTTP API (applies pending migrations first).
-    Serve {
-        /// Development mode: without TOKEN_ENCRYPTION_KEYS, generate a key into the data
-        /// directory (also TOKEN_BROKER_DEV=1). Never use it in production.
-        #[arg(long)]
-        dev: bool,
-    },
-    /// Apply database migrations and exit.
-    Migrate,
-}
-
-/// Runs the parsed command; the error is one line for the operator.
-pub async fn run(cli: Cli) -> Result<(), String> {
-    init_logging(cli.log_json);
-    let dev = matches!(cli.command, Command::Serve { dev: true });
-    let config = Config::from_env(dev).map_err(|e| format!("configuration error: {e}"))?;
+pub async fn serve(config: Config) -> Result<(), String> {
     announce(&config);
-    match cli.command {
-        Command::Serve { .. } => {
-            let app = Application::build(config)
-                .await
-                .map_err(|e| e.to_string())?;
-            let addr = app.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(%addr, "token-broker listening");
-            app.run_until_stopped(shutdown_signal())
-                .await
-                .map_err(|e| format!("server error: {e}"))
-        }
-        Command::Migrate => {
-            open_vault(&config).await.map_err(|e| e.to_string())?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
-    }
+    let app = Application::build(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = app.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "token-broker listening");
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+pub async fn migrate(config: Config) -> Result<(), String> {
+    announce(&config);
+    open_vault(&config).await.map_err(|e| e.to_string())?;
+    tracing::info!("migrations applied");
+    Ok(())
 }
 
 /// The first log lines say where tokens will be stored and with which key.
-fn announce(config: &Config) {
+pub fn announce(config: &Config) {
     match config.storage {
         Storage::EmbeddedDefault => tracing::info!(
             path = %config.data_dir.join("token-broker.db").display(),
@@ -77,7 +43,7 @@ fn announce(config: &Config) {
     }
 }
 
-fn init_logging(json: bool) {
+pub fn init_logging(json: bool) {
     let filter =
         EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

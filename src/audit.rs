@@ -1,0 +1,91 @@
+//! The journal: every consent, callback outcome, token issue, revocation and rotation is written
+//! to `token_audit`, and status changes also go to the webhook, if one is configured.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::vault::{AuditAction, AuditEvent, Status, StatusChange, TokenVault};
+use crate::webhook::{StatusEvent, Webhooks};
+
+/// The actor of background jobs and operator commands.
+pub const SYSTEM: &str = "system";
+
+#[derive(Clone)]
+pub struct Journal {
+    vault: Arc<dyn TokenVault>,
+    webhooks: Option<Webhooks>,
+}
+
+/// What the journal needs to know about the row an event concerns.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub token_id: Uuid,
+    pub user_id: &'a str,
+    pub task_id: &'a str,
+}
+
+impl Journal {
+    pub fn new(vault: Arc<dyn TokenVault>, webhooks: Option<Webhooks>) -> Self {
+        Self { vault, webhooks }
+    }
+
+    /// Records an event. Audit failures are logged, not returned: the operation they describe
+    /// has already happened and must not be reported as failed to its caller.
+    pub async fn record(
+        &self,
+        actor: &str,
+        subject: Subject<'_>,
+        action: AuditAction,
+        success: bool,
+        reason: Option<&str>,
+    ) {
+        let event = AuditEvent {
+            at: Utc::now(),
+            actor: actor.to_owned(),
+            token_id: Some(subject.token_id),
+            user_id: Some(subject.user_id.to_owned()),
+            task_id: Some(subject.task_id.to_owned()),
+            action,
+            success,
+            reason: reason.map(str::to_owned),
+        };
+        if let Err(e) = self.vault.record_audit(&event).await {
+            tracing::error!(error = %e, action = action.as_str(), "audit record lost");
+        }
+        if let (Some(webhooks), Some(status)) = (&self.webhooks, status_after(action, success)) {
+            webhooks.notify(StatusEvent {
+                persistent_token_id: subject.token_id,
+                task_id: subject.task_id.to_owned(),
+                user_id: subject.user_id.to_owned(),
+                status: status.as_str().to_owned(),
+                reason: reason.map(str::to_owned),
+                at: event.at,
+            });
+        }
+    }
+
+    /// Records a change made by a background job.
+    pub async fn record_change(&self, change: &StatusChange, action: AuditAction) {
+        let subject = Subject {
+            token_id: change.id,
+            user_id: &change.user_id,
+            task_id: &change.task_id,
+        };
+        let reason = (!change.reason.is_empty()).then_some(change.reason.as_str());
+        self.record(SYSTEM, subject, action, true, reason).await;
+    }
+}
+
+/// The status a row has after `action`, when the action changes it.
+fn status_after(action: AuditAction, success: bool) -> Option<Status> {
+    match (action, success) {
+        (AuditAction::ConsentCompleted, true) => Some(Status::Active),
+        (AuditAction::ConsentFailed, _) => Some(Status::Failed),
+        (AuditAction::TokenRefreshFailed, false) => Some(Status::Failed),
+        (AuditAction::TokenRevoked, true) => Some(Status::Revoked),
+        (AuditAction::TokenExpired, true) => Some(Status::Expired),
+        _ => None,
+    }
+}

@@ -1,0 +1,97 @@
+//! Operator commands: `cleanup`, `keys generate`, `keys rotate`, `audit`.
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use uuid::Uuid;
+
+use super::serve::announce;
+use crate::app::open_vault;
+use crate::audit::Journal;
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::vault::AuditQuery;
+use crate::{keys, lifecycle};
+
+pub fn generate_key(id: Option<&str>) -> Result<(), String> {
+    let default_id = Utc::now().format("%Y-%m").to_string();
+    let entry = Keyring::generate_entry(id.unwrap_or(&default_id)).map_err(|e| e.to_string())?;
+    println!("{}", entry.as_str());
+    eprintln!("Put this entry first in TOKEN_ENCRYPTION_KEYS, restart, then run `token-broker keys rotate`.");
+    Ok(())
+}
+
+/// One clean-up pass. Audit records are written; webhooks are sent only by `serve`.
+pub async fn cleanup(config: Config) -> Result<(), String> {
+    announce(&config);
+    let retention = config.retention;
+    let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
+    let journal = Journal::new(vault.clone(), None);
+    let report = lifecycle::clean_up(vault.as_ref(), &journal, retention)
+        .await
+        .map_err(|e| format!("clean-up failed: {e}"))?;
+    println!("expired {}, purged {}", report.expired, report.purged);
+    Ok(())
+}
+
+pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
+    if batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    announce(&config);
+    let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
+    let keyring = &config.keyring;
+    let total = keys::remaining(vault.as_ref(), keyring)
+        .await
+        .map_err(|e| e.to_string())?;
+    let target = keyring.sealing_key_id().as_str();
+    eprintln!("{total} token(s) to re-seal under key `{target}`");
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}") {
+        bar.set_style(style);
+    }
+    let journal = Journal::new(vault.clone(), None);
+    let report = keys::rotate(vault.as_ref(), keyring, &journal, batch, |n| bar.inc(n))
+        .await
+        .map_err(|e| format!("rotation stopped: {e}; run it again to resume"))?;
+    bar.finish_and_clear();
+    let left = keys::remaining(vault.as_ref(), keyring)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "re-sealed {}, changed meanwhile {}, failed {}, still under other keys {left}",
+        report.resealed,
+        report.changed_meanwhile,
+        report.failed.len()
+    );
+    if let Some((id, reason)) = report.failed.first() {
+        return Err(format!(
+            "{} token(s) could not be opened (first: row {id}: {reason}); \
+             add the missing key to TOKEN_ENCRYPTION_KEYS and run again",
+            report.failed.len()
+        ));
+    }
+    Ok(())
+}
+
+pub async fn audit(
+    config: Config,
+    token: Option<Uuid>,
+    user: Option<String>,
+    limit: u32,
+) -> Result<(), String> {
+    let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
+    let query = match (token, user) {
+        (Some(token), _) => AuditQuery::Token(token),
+        (None, Some(user)) => AuditQuery::User(user),
+        (None, None) => return Err("give --token or --user".into()),
+    };
+    let records = vault
+        .audit_trail(&query, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    for record in records {
+        let line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        println!("{line}");
+    }
+    Ok(())
+}
