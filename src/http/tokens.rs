@@ -167,6 +167,8 @@ pub async fn revoke_token(
         user_id: &user_id,
         task_id: &task_id,
     };
+    // e.g. "revoked_by_user:provider_revoked": what happened here and at the provider.
+    let reason = format!("{REVOKED_BY_USER}:provider_{provider_revocation}");
     state
         .journal
         .record(
@@ -174,7 +176,7 @@ pub async fn revoke_token(
             subject,
             AuditAction::TokenRevoked,
             true,
-            Some(provider_revocation),
+            Some(&reason),
         )
         .await;
     let row = state

@@ -5,10 +5,10 @@ use oauth2::basic::{
     BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, ExtraTokenFields, HttpClientError, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, RevocationUrl, Scope,
-    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, ExtraTokenFields, HttpClientError, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken,
+    StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,7 @@ type OAuthClient = Client<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointMaybeSet,
+    EndpointNotSet,
     EndpointSet,
 >;
 type TokenError = RequestTokenError<HttpClientError<reqwest::Error>, BasicErrorResponse>;
@@ -86,6 +86,8 @@ pub enum ProviderError {
 pub struct OidcClient {
     oauth: OAuthClient,
     http: reqwest::Client,
+    client_secret: SecretString,
+    revocation_url: Option<Url>,
 }
 
 impl OidcClient {
@@ -101,14 +103,13 @@ impl OidcClient {
             ))
             .set_auth_uri(AuthUrl::from_url(metadata.authorization_endpoint.clone()))
             .set_token_uri(TokenUrl::from_url(metadata.token_endpoint.clone()))
-            .set_redirect_uri(RedirectUrl::from_url(redirect))
-            .set_revocation_url_option(
-                metadata
-                    .revocation_endpoint
-                    .clone()
-                    .map(RevocationUrl::from_url),
-            );
-        Self { oauth, http }
+            .set_redirect_uri(RedirectUrl::from_url(redirect));
+        Self {
+            oauth,
+            http,
+            client_secret: settings.client_secret.clone(),
+            revocation_url: metadata.revocation_endpoint.clone(),
+        }
     }
 
     /// Builds the consent URL: code flow, our `state`, an OIDC `nonce`, and a PKCE S256
@@ -180,28 +181,40 @@ impl OidcClient {
 
 impl OidcClient {
     /// Revokes a refresh token at the provider (RFC 7009).
+    ///
+    /// Sent directly rather than through `oauth2`, which refuses non-HTTPS revocation URLs even
+    /// where the issuer (and so the token endpoint we already use) is plain HTTP on a dev box.
     pub async fn revoke_refresh_token(&self, token: &SecretString) -> Result<(), ProviderError> {
-        let request = self
-            .oauth
-            .revoke_token(StandardRevocableToken::RefreshToken(RefreshToken::new(
-                token.expose_secret().to_owned(),
-            )))
-            .map_err(|_| {
-                ProviderError::Rejected("the provider has no revocation endpoint".into())
-            })?;
-        request
-            .request_async(&self.http)
+        let Some(url) = &self.revocation_url else {
+            return Err(ProviderError::Rejected(
+                "the provider has no revocation endpoint".into(),
+            ));
+        };
+        // RFC 6749 §2.3.1: credentials are form-encoded before they go into Basic auth.
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let response = self
+            .http
+            .post(url.clone())
+            .basic_auth(
+                encode(self.oauth.client_id().as_str()),
+                Some(encode(self.client_secret.expose_secret())),
+            )
+            .form(&[
+                ("token", token.expose_secret()),
+                ("token_type_hint", "refresh_token"),
+            ])
+            .send()
             .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => {
-                    ProviderError::Rejected(r.error().to_string())
-                }
-                RequestTokenError::Request(e) => ProviderError::Unavailable(e.to_string()),
-                RequestTokenError::Parse(_, _) => {
-                    ProviderError::Unavailable("unparseable response".into())
-                }
-                RequestTokenError::Other(message) => ProviderError::Unavailable(message),
-            })
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else if status.is_server_error() {
+            Err(ProviderError::Unavailable(format!("HTTP {status}")))
+        } else {
+            Err(ProviderError::Rejected(format!("HTTP {status}")))
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Options<'a> {
     pub idp: &'a Idp,
     pub client_id: &'a str,
     pub keys: &'a str,
+    /// More environment variables, e.g. a webhook.
+    pub extra: Vec<(&'static str, String)>,
 }
 
 impl<'a> Options<'a> {
@@ -39,6 +41,7 @@ impl<'a> Options<'a> {
             idp,
             client_id: BROKER_CLIENT,
             keys: TEST_KEYS,
+            extra: Vec::new(),
         }
     }
 }
@@ -48,7 +51,7 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 }
 
 pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
-    let vars = HashMap::from([
+    let mut vars = HashMap::from([
         ("DATABASE_URL", "postgres://unused-in-tests".to_owned()),
         ("OIDC_ISSUER", options.idp.issuer.clone()),
         ("OIDC_CLIENT_ID", options.client_id.to_owned()),
@@ -58,6 +61,7 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
         ("ALLOWED_REDIRECT_ORIGINS", FRONTEND_ORIGIN.to_owned()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
     ]);
+    vars.extend(options.extra);
     let config = Config::from_lookup(|k| vars.get(k).cloned(), false).expect("test configuration");
     let vault = Arc::new(PgVault::new(pool.clone()));
     let services = build_services(config, vault).await.expect("broker starts");
@@ -124,6 +128,24 @@ impl TestApp {
     pub async fn get(&self, path_and_query: &str) -> Response {
         self.http
             .get(format!("{}{path_and_query}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_as(&self, bearer: &str, path_and_query: &str) -> Response {
+        self.http
+            .get(format!("{}{path_and_query}", self.base))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_as(&self, bearer: &str, path: &str) -> Response {
+        self.http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(bearer)
             .send()
             .await
             .unwrap()
