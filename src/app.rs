@@ -12,6 +12,7 @@ use crate::config::{create_private_dir, Config, Storage};
 use crate::http::{self, Policy, Services};
 use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, TokenVerifier};
+use crate::refresh::{AccessTokenCache, Refresher};
 use crate::vault::{self, TokenVault};
 use crate::webhook::Webhooks;
 
@@ -54,9 +55,30 @@ pub async fn build_services(
     jwks.load()
         .await
         .map_err(|e| StartupError::Jwks(e.to_string()))?;
-    let oidc = OidcClient::new(&metadata, &config.oidc, config.callback_url(), http.clone());
+    let oidc = Arc::new(OidcClient::new(
+        &metadata,
+        &config.oidc,
+        config.callback_url(),
+        http.clone(),
+    ));
+    let keyring = Arc::new(config.keyring);
     let webhooks = config.webhook.map(|webhook| Webhooks::start(webhook, http));
-    let journal = Journal::new(vault.clone(), webhooks);
+    let cache = Arc::new(AccessTokenCache::default());
+    let journal = Journal::new(vault.clone(), webhooks).invalidating(cache.clone());
+    // Changes made by other instances (or by hand) reach this one's cache.
+    let (on_change, on_reset) = (cache.clone(), cache.clone());
+    vault.watch_changes(
+        Arc::new(move |id| on_change.invalidate(id)),
+        Arc::new(move || on_reset.clear()),
+    );
+    let refresher = Refresher::new(
+        vault.clone(),
+        oidc.clone(),
+        keyring.clone(),
+        journal.clone(),
+        cache,
+        config.refresh,
+    );
     let issuer = config.oidc.issuer.as_str().trim_end_matches('/').to_owned();
     let verifier = TokenVerifier::new(
         jwks,
@@ -69,8 +91,9 @@ pub async fn build_services(
         vault,
         oidc,
         verifier,
-        keyring: config.keyring,
+        keyring,
         journal,
+        refresher,
         policy: Policy {
             issuer,
             allowed_redirect_origins: config.allowed_redirect_origins,

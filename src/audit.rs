@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::refresh::AccessTokenCache;
 use crate::vault::{AuditAction, AuditEvent, Status, StatusChange, TokenVault};
 use crate::webhook::{StatusEvent, Webhooks};
 
@@ -16,6 +17,8 @@ pub const SYSTEM: &str = "system";
 pub struct Journal {
     vault: Arc<dyn TokenVault>,
     webhooks: Option<Webhooks>,
+    /// Access tokens cached for a row die with its status change.
+    cache: Option<Arc<AccessTokenCache>>,
 }
 
 /// What the journal needs to know about the row an event concerns.
@@ -28,7 +31,17 @@ pub struct Subject<'a> {
 
 impl Journal {
     pub fn new(vault: Arc<dyn TokenVault>, webhooks: Option<Webhooks>) -> Self {
-        Self { vault, webhooks }
+        Self {
+            vault,
+            webhooks,
+            cache: None,
+        }
+    }
+
+    /// Also invalidates `cache` entries of rows whose status changes.
+    pub fn invalidating(mut self, cache: Arc<AccessTokenCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Records an event. Audit failures are logged, not returned: the operation they describe
@@ -51,10 +64,14 @@ impl Journal {
             success,
             reason: reason.map(str::to_owned),
         };
+        let new_status = status_after(action, success);
+        if let (Some(cache), Some(_)) = (&self.cache, new_status) {
+            cache.invalidate(subject.token_id);
+        }
         if let Err(e) = self.vault.record_audit(&event).await {
             tracing::error!(error = %e, action = action.as_str(), "audit record lost");
         }
-        if let (Some(webhooks), Some(status)) = (&self.webhooks, status_after(action, success)) {
+        if let (Some(webhooks), Some(status)) = (&self.webhooks, new_status) {
             webhooks.notify(StatusEvent {
                 persistent_token_id: subject.token_id,
                 task_id: subject.task_id.to_owned(),

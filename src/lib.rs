@@ -18,5 +18,6 @@ pub mod http;
 pub mod keys;
 pub mod lifecycle;
 pub mod oidc;
+pub mod refresh;
 pub mod vault;
 pub mod webhook;

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
     AuditAction, AuditEvent, AuditQuery, ListFilter, NewConsent, PgVault, SqliteVault, Status,
-    TokenVault,
+    StoredAccess, TokenVault,
 };
 use uuid::Uuid;
 
@@ -37,6 +37,15 @@ fn consent(state_hash: &[u8], state_expires_at: DateTime<Utc>) -> NewConsent {
 
 fn in_ten_minutes() -> DateTime<Utc> {
     Utc::now() + chrono::Duration::minutes(10)
+}
+
+fn access(tag: u8) -> StoredAccess {
+    StoredAccess {
+        sealed: vec![tag; 30],
+        expires_at: Utc::now() + chrono::Duration::minutes(5),
+        token_type: "bearer".into(),
+        scope: Some("openid offline_access".into()),
+    }
 }
 
 fn sealed(tag: u8) -> Sealed {
@@ -175,18 +184,35 @@ async fn a_lease_stores_a_rotated_token_and_records_use(vault: Vault) {
     let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
     assert_eq!(lease.row().sealed, Some(sealed(1)));
     lease
-        .finish_used(Some(&sealed(2)), Utc::now())
+        .finish_used(Some(&sealed(2)), Some(&access(5)), Utc::now())
         .await
         .unwrap();
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.sealed, Some(sealed(2)));
     assert!(row.last_used_at.is_some());
+    let stored = row.access.unwrap();
+    assert_eq!(stored.sealed, vec![5; 30]);
+    assert_eq!(stored.token_type, "bearer");
+    assert_eq!(stored.scope.as_deref(), Some("openid offline_access"));
 
     let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
-    lease.finish_used(None, Utc::now()).await.unwrap();
+    lease.finish_used(None, None, Utc::now()).await.unwrap();
+    let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(
-        vault.find(id).await.unwrap().unwrap().sealed,
-        Some(sealed(2))
+        row.sealed,
+        Some(sealed(2)),
+        "absent values keep what is stored"
+    );
+    assert_eq!(row.access.unwrap().sealed, vec![5; 30]);
+
+    let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
+    lease
+        .finish_failed("revoked_by_provider", Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        vault.find(id).await.unwrap().unwrap().access.is_none(),
+        "wiped with the row"
     );
 }
 
@@ -224,7 +250,7 @@ async fn leases_on_one_row_are_taken_in_turn_and_see_the_rotation(vault: Vault) 
         tokio::spawn(async move {
             let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
             let seen = lease.row().sealed.clone();
-            lease.finish_used(None, Utc::now()).await.unwrap();
+            lease.finish_used(None, None, Utc::now()).await.unwrap();
             seen
         })
     };
@@ -238,7 +264,7 @@ async fn leases_on_one_row_are_taken_in_turn_and_see_the_rotation(vault: Vault) 
     drop(vault.lock_for_refresh(other).await.unwrap().unwrap());
 
     first
-        .finish_used(Some(&sealed(3)), Utc::now())
+        .finish_used(Some(&sealed(3)), None, Utc::now())
         .await
         .unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(5), second)

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::crypto::{Keyring, KeyringError};
+use crate::refresh::RefreshSettings;
 use crate::webhook::WebhookConfig;
 
 /// Where the callback lives below `PUBLIC_BASE_URL`; it must be registered at the provider.
@@ -91,6 +92,7 @@ pub struct Config {
     /// How long failed, expired and revoked rows are kept before clean-up deletes them.
     pub retention: Duration,
     pub webhook: Option<WebhookConfig>,
+    pub refresh: RefreshSettings,
 }
 
 impl fmt::Debug for Config {
@@ -110,6 +112,7 @@ impl fmt::Debug for Config {
             .field("cleanup_interval", &self.cleanup_interval)
             .field("retention", &self.retention)
             .field("webhook", &self.webhook)
+            .field("cache_margin", &self.refresh.margin)
             .finish()
     }
 }
@@ -213,6 +216,35 @@ impl Config {
             cleanup_interval: seconds(get("CLEANUP_INTERVAL_SECS"), "CLEANUP_INTERVAL_SECS", 300)?,
             retention: seconds(get("RETENTION_SECS"), "RETENTION_SECS", 7 * 24 * 3600)?,
             webhook: parse_webhook(&get)?,
+            refresh: RefreshSettings {
+                margin: Duration::from_secs(
+                    get("ACCESS_TOKEN_CACHE_MARGIN_SECS")
+                        .map(|v| v.trim().parse::<u64>())
+                        .transpose()
+                        .map_err(|_| {
+                            ConfigError::new(
+                                "ACCESS_TOKEN_CACHE_MARGIN_SECS",
+                                "must be a whole number of seconds",
+                            )
+                        })?
+                        .unwrap_or(30),
+                ),
+                attempts: match get("PROVIDER_RETRY_ATTEMPTS") {
+                    None => 3,
+                    Some(v) => v
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=10).contains(n))
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "PROVIDER_RETRY_ATTEMPTS",
+                                "must be a whole number from 1 to 10",
+                            )
+                        })?,
+                },
+                retry_base: Duration::from_millis(100),
+            },
         })
     }
 

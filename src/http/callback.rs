@@ -202,7 +202,7 @@ async fn obtain_sealed_token(
         .map_err(|error| {
             tracing::warn!(id = %consent.id, %error, "code exchange failed");
             match error {
-                ProviderError::Unavailable(_) => Failure::new(
+                ProviderError::Unavailable { .. } => Failure::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "provider_unavailable",
                     "The identity provider cannot be reached; start the consent again later",

@@ -4,6 +4,7 @@ use std::time::Duration;
 use crate::audit::Journal;
 use crate::crypto::Keyring;
 use crate::oidc::{OidcClient, TokenVerifier};
+use crate::refresh::Refresher;
 use crate::vault::TokenVault;
 
 /// What the handlers share. Cheap to clone: one `Arc`.
@@ -11,10 +12,11 @@ pub type AppState = Arc<Services>;
 
 pub struct Services {
     pub vault: Arc<dyn TokenVault>,
-    pub oidc: OidcClient,
+    pub oidc: Arc<OidcClient>,
     pub verifier: TokenVerifier,
-    pub keyring: Keyring,
+    pub keyring: Arc<Keyring>,
     pub journal: Journal,
+    pub refresher: Refresher,
     pub policy: Policy,
 }
 

@@ -73,9 +73,12 @@ pub enum ProviderError {
     /// The grant is dead (revoked, expired, session ended): retrying cannot help.
     #[error("provider refused the grant (invalid_grant)")]
     InvalidGrant,
-    /// Network trouble, timeouts, 5xx, garbage: retrying later may help.
-    #[error("provider unavailable: {0}")]
-    Unavailable(String),
+    /// Network trouble, timeouts, 5xx, garbage: retrying later may help. `retry_now` says
+    /// whether the request certainly did not change anything at the provider (it never got
+    /// there, or the provider said so), so that an immediate retry cannot spend a rotated token
+    /// twice.
+    #[error("provider unavailable: {reason}")]
+    Unavailable { reason: String, retry_now: bool },
     /// Any other refusal, usually our misconfiguration (client id/secret, scopes).
     #[error("provider rejected the request: {0}")]
     Rejected(String),
@@ -206,12 +209,12 @@ impl OidcClient {
             ])
             .send()
             .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(&e.to_string(), e.is_connect()))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else if status.is_server_error() {
-            Err(ProviderError::Unavailable(format!("HTTP {status}")))
+            Err(unavailable(&format!("HTTP {status}"), false))
         } else {
             Err(ProviderError::Rejected(format!("HTTP {status}")))
         }
@@ -225,16 +228,27 @@ fn classify(error: TokenError) -> ProviderError {
     match error {
         RequestTokenError::ServerResponse(response) => match response.error() {
             BasicErrorResponseType::InvalidGrant => ProviderError::InvalidGrant,
-            BasicErrorResponseType::Extension(code)
-                if code == "temporarily_unavailable" || code == "server_error" =>
-            {
-                ProviderError::Unavailable(code.clone())
+            BasicErrorResponseType::Extension(code) if code == "temporarily_unavailable" => {
+                unavailable(code, true)
+            }
+            BasicErrorResponseType::Extension(code) if code == "server_error" => {
+                unavailable(code, false)
             }
             other => ProviderError::Rejected(other.to_string()),
         },
-        RequestTokenError::Request(e) => ProviderError::Unavailable(e.to_string()),
-        // A non-JSON answer: typically a proxy's 502/503 page.
-        RequestTokenError::Parse(_, _) => ProviderError::Unavailable("unparseable response".into()),
-        RequestTokenError::Other(message) => ProviderError::Unavailable(message),
+        RequestTokenError::Request(HttpClientError::Reqwest(e)) => {
+            unavailable(&e.to_string(), e.is_connect())
+        }
+        RequestTokenError::Request(e) => unavailable(&e.to_string(), false),
+        // A non-JSON answer: typically a gateway's 502/503 page, from in front of the provider.
+        RequestTokenError::Parse(_, _) => unavailable("unparseable response", true),
+        RequestTokenError::Other(message) => unavailable(&message, false),
+    }
+}
+
+fn unavailable(reason: &str, retry_now: bool) -> ProviderError {
+    ProviderError::Unavailable {
+        reason: reason.to_owned(),
+        retry_now,
     }
 }

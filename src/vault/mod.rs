@@ -5,7 +5,7 @@
 
 mod model;
 mod postgres;
-mod row_locks;
+pub(crate) mod row_locks;
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 pub use model::{
     AuditAction, AuditEvent, AuditQuery, AuditRecord, ClaimedConsent, ListFilter, NewConsent,
-    SealedRow, Status, StatusChange, VaultRow,
+    SealedRow, Status, StatusChange, StoredAccess, VaultRow,
 };
 pub use postgres::PgVault;
 pub use sqlite::SqliteVault;
@@ -62,6 +62,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn TokenVault>, OpenError> {
         Err(OpenError::UnknownScheme)
     }
 }
+
+pub type ChangeSink = Arc<dyn Fn(Uuid) + Send + Sync>;
+pub type ResetSink = Arc<dyn Fn() + Send + Sync>;
 
 pub(crate) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {
     move |source| VaultError::Database { op, source }
@@ -145,6 +148,14 @@ pub trait TokenVault: Send + Sync + 'static {
 
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError>;
 
+    /// Calls `on_change` with the id of every row whose status changes or that is deleted by
+    /// anyone, including other broker processes. Returns false if the backend has no such feed
+    /// (SQLite: one process, which sees its own changes). A lost connection calls `on_reset`:
+    /// changes may have been missed meanwhile.
+    fn watch_changes(&self, _on_change: ChangeSink, _on_reset: ResetSink) -> bool {
+        false
+    }
+
     /// Audit records, oldest first, at most `limit`.
     async fn audit_trail(
         &self,
@@ -158,11 +169,12 @@ pub trait TokenVault: Send + Sync + 'static {
 pub trait RefreshLease: Send {
     fn row(&self) -> &VaultRow;
 
-    /// Records a successful use, storing a rotated refresh token if the provider issued one,
-    /// and releases the lock.
+    /// Records a successful use, storing a rotated refresh token if the provider issued one and
+    /// the freshly minted access token if there is one, and releases the lock.
     async fn finish_used(
         self: Box<Self>,
         rotated: Option<&Sealed>,
+        minted: Option<&StoredAccess>,
         now: DateTime<Utc>,
     ) -> Result<(), VaultError>;
 

@@ -77,6 +77,15 @@ pub struct ClaimedConsent {
     pub redirect_uri: Option<String>,
 }
 
+/// The last access token minted for a row, sealed (`Sealed::to_bytes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAccess {
+    pub sealed: Vec<u8>,
+    pub expires_at: DateTime<Utc>,
+    pub token_type: String,
+    pub scope: Option<String>,
+}
+
 /// A vault row without its consent secrets.
 #[derive(Debug)]
 pub struct VaultRow {
@@ -86,6 +95,7 @@ pub struct VaultRow {
     pub status: Status,
     pub status_reason: Option<String>,
     pub sealed: Option<Sealed>,
+    pub access: Option<StoredAccess>,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -94,7 +104,8 @@ pub struct VaultRow {
 
 /// The columns of a [`VaultRow`], in the order `RowRecord` reads them.
 pub(super) const ROW_COLUMNS: &str = "id, user_id, task_id, status, status_reason, \
-    encrypted_token, iv, key_id, expires_at, created_at, updated_at, last_used_at";
+    encrypted_token, iv, key_id, access_token, access_token_expires_at, access_token_type, \
+    access_token_scope, expires_at, created_at, updated_at, last_used_at";
 
 /// A row as either backend returns it; the conversion below is the one place that checks it.
 #[derive(sqlx::FromRow)]
@@ -107,6 +118,10 @@ pub(super) struct RowRecord {
     encrypted_token: Option<Vec<u8>>,
     iv: Option<Vec<u8>>,
     key_id: Option<String>,
+    access_token: Option<Vec<u8>>,
+    access_token_expires_at: Option<DateTime<Utc>>,
+    access_token_type: Option<String>,
+    access_token_scope: Option<String>,
     expires_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -129,6 +144,19 @@ impl TryFrom<RowRecord> for VaultRow {
             }),
             _ => None,
         };
+        let access = match (
+            r.access_token,
+            r.access_token_expires_at,
+            r.access_token_type,
+        ) {
+            (Some(sealed), Some(expires_at), Some(token_type)) => Some(StoredAccess {
+                sealed,
+                expires_at,
+                token_type,
+                scope: r.access_token_scope,
+            }),
+            _ => None,
+        };
         Ok(VaultRow {
             id: r.id,
             user_id: r.user_id,
@@ -136,6 +164,7 @@ impl TryFrom<RowRecord> for VaultRow {
             status,
             status_reason: r.status_reason,
             sealed,
+            access,
             expires_at: r.expires_at,
             created_at: r.created_at,
             updated_at: r.updated_at,

@@ -2,14 +2,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::model::{ChangeRecord, RowRecord, SealedRecord, ROW_COLUMNS};
 use super::{
-    db_error, AuditEvent, AuditQuery, AuditRecord, ClaimedConsent, ListFilter, NewConsent,
-    RefreshLease, SealedRow, StatusChange, TokenVault, VaultError, VaultRow,
+    db_error, AuditEvent, AuditQuery, AuditRecord, ChangeSink, ClaimedConsent, ListFilter,
+    NewConsent, RefreshLease, ResetSink, SealedRow, StatusChange, StoredAccess, TokenVault,
+    VaultError, VaultRow,
 };
 use crate::crypto::Sealed;
 
@@ -236,7 +237,8 @@ impl TokenVault for PgVault {
                status_reason = case when t.status = 'pending' then 'consent_timeout' \
                                     else 'max_age_reached' end, \
                state_hash = null, pkce_verifier = null, nonce_hash = null, \
-               encrypted_token = null, iv = null, key_id = null, updated_at = $1 \
+               encrypted_token = null, iv = null, key_id = null, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null, updated_at = $1 \
              from stale where t.id = stale.id \
              returning t.id, t.user_id, t.task_id, t.status, t.status_reason",
         )
@@ -310,6 +312,11 @@ impl TokenVault for PgVault {
         Ok(result.rows_affected() == 1)
     }
 
+    fn watch_changes(&self, on_change: ChangeSink, on_reset: ResetSink) -> bool {
+        tokio::spawn(listen_for_changes(self.pool.clone(), on_change, on_reset));
+        true
+    }
+
     async fn count_sealed_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError> {
         let count: i64 = sqlx::query_scalar(
             "select count(*) from token_vault where encrypted_token is not null and key_id <> $1",
@@ -368,6 +375,54 @@ impl TokenVault for PgVault {
     }
 }
 
+/// Follows `token_vault_changed` notifications (sent by the trigger of migration 3) until the
+/// pool closes, reconnecting after failures. Whenever notifications may have been missed,
+/// `on_reset` runs.
+async fn listen_for_changes(pool: PgPool, on_change: ChangeSink, on_reset: ResetSink) {
+    let closed = pool.close_event();
+    tokio::select! {
+        () = follow_changes(&pool, &on_change, &on_reset) => {}
+        () = closed => {}
+    }
+}
+
+async fn follow_changes(pool: &PgPool, on_change: &ChangeSink, on_reset: &ResetSink) {
+    loop {
+        let mut listener = match PgListener::connect_with(pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for vault changes; retrying");
+                on_reset();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANGE_CHANNEL).await {
+            tracing::warn!(error = %e, "cannot subscribe to vault changes; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        on_reset();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => match notification.payload().parse() {
+                    Ok(id) => on_change(id),
+                    Err(_) => on_reset(),
+                },
+                // The connection dropped; the next call reconnects. Anything may have changed.
+                Ok(None) => on_reset(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "vault change feed failed; reconnecting");
+                    on_reset();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+const CHANGE_CHANNEL: &str = "token_vault_changed";
+
 struct PgLease {
     tx: Transaction<'static, Postgres>,
     row: VaultRow,
@@ -382,26 +437,34 @@ impl RefreshLease for PgLease {
     async fn finish_used(
         mut self: Box<Self>,
         rotated: Option<&Sealed>,
+        minted: Option<&StoredAccess>,
         now: DateTime<Utc>,
     ) -> Result<(), VaultError> {
-        let query = match rotated {
-            Some(sealed) => sqlx::query(
-                "update token_vault set encrypted_token = $2, iv = $3, key_id = $4, \
-                 last_used_at = $5, updated_at = $5 where id = $1",
-            )
-            .bind(self.row.id)
-            .bind(&sealed.ciphertext)
-            .bind(&sealed.nonce)
-            .bind(&sealed.key_id)
-            .bind(now),
-            None => sqlx::query("update token_vault set last_used_at = $2 where id = $1")
-                .bind(self.row.id)
-                .bind(now),
-        };
-        query
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_error("record a token use"))?;
+        // One statement: absent values keep what the row has.
+        sqlx::query(
+            "update token_vault set \
+             encrypted_token = coalesce($2, encrypted_token), iv = coalesce($3, iv), \
+             key_id = coalesce($4, key_id), \
+             access_token = coalesce($5, access_token), \
+             access_token_expires_at = coalesce($6, access_token_expires_at), \
+             access_token_type = coalesce($7, access_token_type), \
+             access_token_scope = case when $5 is null then access_token_scope else $8 end, \
+             last_used_at = $9, \
+             updated_at = case when $2 is null then updated_at else $9 end \
+             where id = $1",
+        )
+        .bind(self.row.id)
+        .bind(rotated.map(|s| &s.ciphertext))
+        .bind(rotated.map(|s| &s.nonce))
+        .bind(rotated.map(|s| &s.key_id))
+        .bind(minted.map(|m| &m.sealed))
+        .bind(minted.map(|m| m.expires_at))
+        .bind(minted.map(|m| &m.token_type))
+        .bind(minted.and_then(|m| m.scope.as_ref()))
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_error("record a token use"))?;
         self.tx
             .commit()
             .await
@@ -415,7 +478,8 @@ impl RefreshLease for PgLease {
     ) -> Result<(), VaultError> {
         sqlx::query(
             "update token_vault set status = 'failed', status_reason = $2, updated_at = $3, \
-             encrypted_token = null, iv = null, key_id = null \
+             encrypted_token = null, iv = null, key_id = null, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null \
              where id = $1",
         )
         .bind(self.row.id)
@@ -438,6 +502,7 @@ impl RefreshLease for PgLease {
         sqlx::query(
             "update token_vault set status = 'revoked', status_reason = $2, updated_at = $3, \
              encrypted_token = null, iv = null, key_id = null, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null, \
              state_hash = null, pkce_verifier = null, nonce_hash = null \
              where id = $1",
         )

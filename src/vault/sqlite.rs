@@ -13,7 +13,7 @@ use super::model::{ChangeRecord, RowRecord, SealedRecord, ROW_COLUMNS};
 use super::row_locks::RowLocks;
 use super::{
     db_error, AuditEvent, AuditQuery, AuditRecord, ClaimedConsent, ListFilter, NewConsent,
-    RefreshLease, SealedRow, StatusChange, TokenVault, VaultError, VaultRow,
+    RefreshLease, SealedRow, StatusChange, StoredAccess, TokenVault, VaultError, VaultRow,
 };
 use crate::crypto::Sealed;
 
@@ -241,7 +241,8 @@ impl TokenVault for SqliteVault {
                status_reason = case when status = 'pending' then 'consent_timeout' \
                                     else 'max_age_reached' end, \
                state_hash = null, pkce_verifier = null, nonce_hash = null, \
-               encrypted_token = null, iv = null, key_id = null, updated_at = ?1 \
+               encrypted_token = null, iv = null, key_id = null, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null, updated_at = ?1 \
              where id in ( \
                select id from token_vault \
                where (status = 'pending' and state_expires_at <= ?1) \
@@ -391,26 +392,34 @@ impl RefreshLease for SqliteLease {
     async fn finish_used(
         self: Box<Self>,
         rotated: Option<&Sealed>,
+        minted: Option<&StoredAccess>,
         now: DateTime<Utc>,
     ) -> Result<(), VaultError> {
-        let query = match rotated {
-            Some(sealed) => sqlx::query(
-                "update token_vault set encrypted_token = ?2, iv = ?3, key_id = ?4, \
-                 last_used_at = ?5, updated_at = ?5 where id = ?1",
-            )
-            .bind(self.row.id)
-            .bind(&sealed.ciphertext)
-            .bind(&sealed.nonce)
-            .bind(&sealed.key_id)
-            .bind(now),
-            None => sqlx::query("update token_vault set last_used_at = ?2 where id = ?1")
-                .bind(self.row.id)
-                .bind(now),
-        };
-        query
-            .execute(&self.pool)
-            .await
-            .map_err(db_error("record a token use"))?;
+        // One statement: absent values keep what the row has.
+        sqlx::query(
+            "update token_vault set \
+             encrypted_token = coalesce(?2, encrypted_token), iv = coalesce(?3, iv), \
+             key_id = coalesce(?4, key_id), \
+             access_token = coalesce(?5, access_token), \
+             access_token_expires_at = coalesce(?6, access_token_expires_at), \
+             access_token_type = coalesce(?7, access_token_type), \
+             access_token_scope = case when ?5 is null then access_token_scope else ?8 end, \
+             last_used_at = ?9, \
+             updated_at = case when ?2 is null then updated_at else ?9 end \
+             where id = ?1",
+        )
+        .bind(self.row.id)
+        .bind(rotated.map(|s| &s.ciphertext))
+        .bind(rotated.map(|s| &s.nonce))
+        .bind(rotated.map(|s| &s.key_id))
+        .bind(minted.map(|m| &m.sealed))
+        .bind(minted.map(|m| m.expires_at))
+        .bind(minted.map(|m| &m.token_type))
+        .bind(minted.and_then(|m| m.scope.as_ref()))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("record a token use"))?;
         Ok(())
     }
 
@@ -421,7 +430,8 @@ impl RefreshLease for SqliteLease {
     ) -> Result<(), VaultError> {
         sqlx::query(
             "update token_vault set status = 'failed', status_reason = ?2, updated_at = ?3, \
-             encrypted_token = null, iv = null, key_id = null \
+             encrypted_token = null, iv = null, key_id = null, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null \
              where id = ?1",
         )
         .bind(self.row.id)
@@ -441,6 +451,7 @@ impl RefreshLease for SqliteLease {
         sqlx::query(
             "update token_vault set status = 'revoked', status_reason = ?2, updated_at = ?3, \
              encrypted_token = null, iv = null, key_id = null, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null, \
              state_hash = null, pkce_verifier = null, nonce_hash = null \
              where id = ?1",
         )
