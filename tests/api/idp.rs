@@ -23,6 +23,7 @@ const FRONTEND_REDIRECT: &str = "http://frontend.test/callback";
 pub struct Idp {
     pub issuer: String,
     pub base: String,
+    pub port: u16,
     child: Child,
     _stdin: ChildStdin,
 }
@@ -90,6 +91,7 @@ impl Idp {
         Idp {
             issuer: ready["issuer"].as_str().expect("issuer").to_owned(),
             base: format!("http://127.0.0.1:{port}"),
+            port: u16::try_from(port).expect("a port"),
             child,
             _stdin: stdin,
         }

@@ -9,6 +9,7 @@
 //   IDP_ROTATE_REFRESH_TOKENS  "1": every client's refresh tokens rotate on use
 //   IDP_EXIT_ON_STDIN_CLOSE    "1": exit when stdin closes (the test process that spawned us died)
 //   IDP_ACCESS_TOKEN_TTL       access token lifetime in seconds (default 300)
+//   IDP_ISSUER_PORT            port to put in the issuer URL, when a proxy forwards to us
 // Once listening it prints one JSON line to stdout: {"issuer": ..., "port": ...}.
 //
 // Test-only helpers live under /__test (signing arbitrary JWTs, counting grants); a production
@@ -81,7 +82,7 @@ const app = express();
 const server = createServer(app);
 await new Promise((resolve) => server.listen(Number(process.env.IDP_PORT || 0), '127.0.0.1', resolve));
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}/realms/${realm}`;
+const issuer = `http://127.0.0.1:${process.env.IDP_ISSUER_PORT || port}/realms/${realm}`;
 
 const provider = new Provider(issuer, {
   clients,

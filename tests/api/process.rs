@@ -1,0 +1,110 @@
+//! Broker processes (the real binary) and a TCP proxy that can play a provider outage.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A running `token-broker serve`; killed on drop.
+pub struct BrokerProcess {
+    pub base: String,
+    child: Child,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl BrokerProcess {
+    /// Starts the binary with exactly `env` (plus PATH) and waits for its address.
+    pub fn start(env: &[(&str, String)]) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_token-broker"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).ok();
+                panic!("broker exited: {stderr}\n{}", seen.join("\n"));
+            };
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            seen.push(line);
+        };
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        BrokerProcess {
+            base: format!("http://{addr}"),
+            child,
+        }
+    }
+}
+
+/// Forwards 127.0.0.1:<port> to a target port, or, while "down", drops every connection, open
+/// ones included (as a provider that died would).
+#[derive(Clone)]
+pub struct FaultProxy {
+    pub port: u16,
+    target: Arc<AtomicU16>,
+    down: Arc<watch::Sender<bool>>,
+}
+
+impl FaultProxy {
+    pub async fn start() -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (down, _) = watch::channel(false);
+        let proxy = FaultProxy {
+            port: listener.local_addr().unwrap().port(),
+            target: Arc::new(AtomicU16::new(0)),
+            down: Arc::new(down),
+        };
+        let (target, down) = (proxy.target.clone(), proxy.down.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *down.borrow() {
+                    continue;
+                }
+                let port = target.load(Ordering::SeqCst);
+                let mut went_down = down.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", port)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = went_down.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn forward_to(&self, port: u16) {
+        self.target.store(port, Ordering::SeqCst);
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+}
