@@ -1,4 +1,5 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
@@ -24,6 +25,9 @@ const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
 
 /// Clock skew tolerated on `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 30;
+/// Verified bearer tokens are remembered at most this long, and never past their `exp`.
+const VERIFIED_TTL_SECS: i64 = 300;
+const VERIFIED_MAX: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
@@ -74,9 +78,10 @@ impl Audience {
 }
 
 /// Who is calling: the verified claims of a bearer access token.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct CallerClaims {
     pub sub: String,
+    exp: i64,
     #[serde(default)]
     azp: Option<String>,
     #[serde(default)]
@@ -105,6 +110,9 @@ pub struct TokenVerifier {
     client_id: String,
     audiences: Vec<String>,
     authorized_parties: Vec<String>,
+    /// SHA-256 of bearer tokens that verified, with their claims and until when to trust that.
+    /// Signature checks dominate the hot path, and a task presents the same token many times.
+    verified: RwLock<HashMap<Vec<u8>, (CallerClaims, i64)>>,
 }
 
 impl TokenVerifier {
@@ -121,11 +129,38 @@ impl TokenVerifier {
             client_id,
             audiences,
             authorized_parties,
+            verified: RwLock::default(),
         }
     }
 
-    /// Verifies a caller's bearer access token.
+    /// Verifies a caller's bearer access token, remembering a success for a while.
     pub async fn verify_caller(&self, token: &str) -> Result<CallerClaims, JwtError> {
+        let digest = sha256(token.as_bytes());
+        let now = chrono::Utc::now().timestamp();
+        let remembered = self
+            .verified
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .filter(|(_, until)| *until > now)
+            .map(|(claims, _)| claims.clone());
+        if let Some(claims) = remembered {
+            return Ok(claims);
+        }
+        let claims = self.verify_caller_now(token).await?;
+        let until = claims.exp.min(now + VERIFIED_TTL_SECS);
+        let mut verified = self.verified.write().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= VERIFIED_MAX {
+            verified.retain(|_, (_, until)| *until > now);
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, (claims.clone(), until));
+        Ok(claims)
+    }
+
+    async fn verify_caller_now(&self, token: &str) -> Result<CallerClaims, JwtError> {
         let audiences = (!self.audiences.is_empty()).then_some(self.audiences.as_slice());
         let claims: CallerClaims = self.verify(token, audiences).await?;
         if let Some(typ) = &claims.typ {
