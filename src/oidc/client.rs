@@ -224,8 +224,21 @@ impl OidcClient {
 /// Sorts a failed token request into dead grant, try-again-later, or misconfiguration.
 /// Keycloak's "Offline user session not found", "Token is not active" and "Stale token" all
 /// arrive as `invalid_grant`.
+/// Keycloak's descriptions of a grant that is gone for good. They come with `invalid_grant`,
+/// but are recognised under any code, since retrying them can never succeed.
+const DEAD_GRANT_DESCRIPTIONS: [&str; 5] = [
+    "offline user session not found",
+    "offline session not active",
+    "session not active",
+    "token is not active",
+    "stale token",
+];
+
 fn classify(error: TokenError) -> ProviderError {
     match error {
+        RequestTokenError::ServerResponse(response) if describes_dead_grant(&response) => {
+            ProviderError::InvalidGrant
+        }
         RequestTokenError::ServerResponse(response) => match response.error() {
             BasicErrorResponseType::InvalidGrant => ProviderError::InvalidGrant,
             BasicErrorResponseType::Extension(code) if code == "temporarily_unavailable" => {
@@ -246,9 +259,92 @@ fn classify(error: TokenError) -> ProviderError {
     }
 }
 
+fn describes_dead_grant(response: &BasicErrorResponse) -> bool {
+    response.error_description().is_some_and(|description| {
+        let description = description.to_ascii_lowercase();
+        DEAD_GRANT_DESCRIPTIONS
+            .iter()
+            .any(|dead| description.contains(dead))
+    })
+}
+
 fn unavailable(reason: &str, retry_now: bool) -> ProviderError {
     ProviderError::Unavailable {
         reason: reason.to_owned(),
         retry_now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(error: BasicErrorResponseType, description: Option<&str>) -> TokenError {
+        RequestTokenError::ServerResponse(BasicErrorResponse::new(
+            error,
+            description.map(str::to_owned),
+            None,
+        ))
+    }
+
+    #[test]
+    fn dead_grants_are_permanent_whatever_the_code() {
+        assert!(matches!(
+            classify(server(BasicErrorResponseType::InvalidGrant, None)),
+            ProviderError::InvalidGrant
+        ));
+        for description in [
+            "Offline user session not found",
+            "Offline session not active",
+            "Token is not active",
+            "Stale token",
+        ] {
+            let other = BasicErrorResponseType::Extension("unknown_error".into());
+            assert!(
+                matches!(
+                    classify(server(other, Some(description))),
+                    ProviderError::InvalidGrant
+                ),
+                "{description}"
+            );
+        }
+    }
+
+    #[test]
+    fn outages_are_transient_and_only_safe_ones_retry_now() {
+        let busy = BasicErrorResponseType::Extension("temporarily_unavailable".into());
+        assert!(matches!(
+            classify(server(busy, None)),
+            ProviderError::Unavailable {
+                retry_now: true,
+                ..
+            }
+        ));
+        let broken = BasicErrorResponseType::Extension("server_error".into());
+        assert!(matches!(
+            classify(server(broken, None)),
+            ProviderError::Unavailable {
+                retry_now: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(RequestTokenError::Other("empty".into())),
+            ProviderError::Unavailable {
+                retry_now: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn our_own_misconfiguration_is_a_rejection() {
+        assert!(matches!(
+            classify(server(
+                BasicErrorResponseType::InvalidClient,
+                Some("bad secret")
+            )),
+            ProviderError::Rejected(_)
+        ));
     }
 }

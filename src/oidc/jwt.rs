@@ -149,7 +149,10 @@ impl TokenVerifier {
         }
         let claims = self.verify_caller_now(token).await?;
         let until = claims.exp.min(now + VERIFIED_TTL_SECS);
-        let mut verified = self.verified.write().unwrap_or_else(PoisonError::into_inner);
+        let mut verified = self
+            .verified
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if verified.len() >= VERIFIED_MAX {
             verified.retain(|_, (_, until)| *until > now);
             if verified.len() >= VERIFIED_MAX {

@@ -145,6 +145,7 @@ async fn three_broker_processes_on_one_database_refresh_once_and_share_revocatio
         .await
         .unwrap();
     assert_eq!(revoked.status(), 200);
+    let revoked_at = std::time::Instant::now();
     for base in &bases[1..] {
         let mut status = 0;
         for _ in 0..100 {
@@ -156,6 +157,11 @@ async fn three_broker_processes_on_one_database_refresh_once_and_share_revocatio
         }
         assert_eq!(status, 410, "{base} stopped serving the revoked token");
     }
+    // Reported, not asserted: timing on a shared machine is not a test result.
+    eprintln!(
+        "revocation seen by the other processes after {:?}",
+        revoked_at.elapsed()
+    );
 }
 
 #[sqlx::test(migrator = "MIGRATIONS")]
