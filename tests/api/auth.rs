@@ -136,3 +136,43 @@ async fn access_token_requires_a_valid_bearer_too(pool: PgPool) {
         .await;
     assert_eq!(response.status(), 401);
 }
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn configured_audience_and_authorized_parties_are_enforced(pool: PgPool) {
+    let idp = Idp::shared();
+    let app = crate::app::spawn_with(
+        pool,
+        crate::app::Options {
+            extra: vec![
+                ("OIDC_AUDIENCE", "broker-api".into()),
+                ("OIDC_AUTHORIZED_PARTIES", "frontend, notebook".into()),
+            ],
+            ..crate::app::Options::new(idp)
+        },
+    )
+    .await;
+    let claims = |aud: &str, azp: &str| {
+        let mut claims = good_claims(&idp.issuer);
+        claims["aud"] = json!(aud);
+        claims["azp"] = json!(azp);
+        claims
+    };
+    let accepted = idp
+        .sign(claims("broker-api", "notebook"), json!({}), false)
+        .await;
+    assert_eq!(consent_status(&app, &accepted).await, 201);
+    let other_audience = idp
+        .sign(claims("account", "frontend"), json!({}), false)
+        .await;
+    assert_eq!(consent_status(&app, &other_audience).await, 401);
+    let other_party = idp
+        .sign(claims("broker-api", "intruder"), json!({}), false)
+        .await;
+    assert_eq!(consent_status(&app, &other_party).await, 401);
+    // Without azp, Keycloak-style client_id counts.
+    let mut by_client_id = claims("broker-api", "x");
+    by_client_id.as_object_mut().unwrap().remove("azp");
+    by_client_id["client_id"] = json!("frontend");
+    let by_client_id = idp.sign(by_client_id, json!({}), false).await;
+    assert_eq!(consent_status(&app, &by_client_id).await, 201);
+}
