@@ -12,6 +12,7 @@
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod http;

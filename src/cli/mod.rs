@@ -2,8 +2,11 @@
 
 mod admin;
 mod serve;
+mod user;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -18,8 +21,80 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "LOG_FORMAT_JSON")]
     pub log_json: bool,
+    #[command(flatten)]
+    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where the user-side commands keep their login and which broker they talk to.
+#[derive(Debug, Args)]
+pub struct ClientOptions {
+    /// The CLI's config file [default: <user config dir>/token-broker/config.yaml].
+    #[arg(long, global = true, env = "TOKEN_BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The broker's base URL [default: the config's broker-url, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "TOKEN_BROKER_URL")]
+    pub broker: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LoginMethod {
+    /// Device authorization grant: sign in as a person in a browser.
+    Device,
+    /// Client credentials: a service account.
+    Credentials,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Sign in at the provider; tokens are stored encrypted in the config file.
+    Login {
+        /// Ask for offline access (adds offline_access to the scope).
+        #[arg(long)]
+        offline: bool,
+        /// The scopes to ask for [default: "openid profile email"; none for credentials].
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long, value_enum, default_value = "device")]
+        method: LoginMethod,
+        /// [default: token-broker-cli]
+        #[arg(long, env = "TOKEN_BROKER_CLIENT_ID")]
+        client_id: Option<String>,
+        /// For --method credentials. Prefer the environment variable: arguments are visible
+        /// to other users of the machine.
+        #[arg(long, env = "TOKEN_BROKER_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
+        /// The provider's issuer URL; remembered in the config file.
+        #[arg(long, env = "TOKEN_BROKER_ISSUER")]
+        issuer: Option<String>,
+    },
+    /// Remove the stored tokens.
+    Logout,
+    /// Show who the stored login is (renewing it if it is about to expire).
+    Whoami,
+    /// Ask the broker for an offline-token consent for a task; prints the consent URL.
+    Consent {
+        #[arg(long)]
+        task: String,
+        /// Wait until the consent is completed or fails.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Show one persistent token's status.
+    Status { id: String },
+    /// List your persistent tokens.
+    List {
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// Print a fresh access token for a persistent token (only the token, for $(...)).
+    Token { id: String },
+    /// Revoke a persistent token.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +113,8 @@ pub enum Command {
     /// Encryption keys: generate one, or re-seal every token under the first key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    #[command(flatten)]
+    User(UserCommand),
     /// Print audit records (JSON lines) for a token or a user.
     Audit {
         #[arg(long, conflicts_with = "user", required_unless_present = "user")]
@@ -67,6 +144,12 @@ pub enum KeysCommand {
 
 /// Runs the parsed command; the error is one line for the operator.
 pub async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::User(command) = cli.command {
+        // Client commands log nothing below warnings, and only to stderr: `token ID` prints
+        // the token alone on stdout.
+        serve::init_client_logging();
+        return user::run(command, cli.client.config, cli.client.broker).await;
+    }
     serve::init_logging(cli.log_json);
     if let Command::Keys(KeysCommand::Generate { id }) = &cli.command {
         return admin::generate_key(id.as_deref());
@@ -80,5 +163,6 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(KeysCommand::Rotate { batch }) => admin::rotate_keys(config, batch).await,
         Command::Keys(KeysCommand::Generate { .. }) => Ok(()),
         Command::Audit { token, user, limit } => admin::audit(config, token, user, limit).await,
+        Command::User(_) => Ok(()),
     }
 }

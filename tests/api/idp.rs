@@ -275,4 +275,60 @@ impl Browser {
         }
         panic!("too many redirects, last at {url}");
     }
+    /// Approves a device login at `start` (the verification URI with its code): submits the
+    /// provider's hidden-field forms as they are, signs in as `user` on the login form, and
+    /// stops at the first page without a form.
+    pub async fn approve_device(&self, start: &str, user: &str) -> String {
+        let mut url = Url::parse(start).unwrap();
+        let mut fields: Option<Vec<(String, String)>> = None;
+        for _ in 0..15 {
+            let request = match fields.take() {
+                Some(form) => self.http.post(url.clone()).form(&form),
+                None => self.http.get(url.clone()),
+            };
+            let response = request.send().await.unwrap();
+            if let Some(location) = response.headers().get(LOCATION) {
+                url = url.join(location.to_str().unwrap()).unwrap();
+                continue;
+            }
+            let page = response.text().await.unwrap();
+            let Some((action, mut form)) = first_form(&page) else {
+                return page;
+            };
+            if page.contains("name=\"username\"") {
+                form = vec![
+                    ("username".into(), user.into()),
+                    ("password".into(), "password".into()),
+                    ("grant_offline".into(), "yes".into()),
+                ];
+            }
+            url = url.join(&action).unwrap();
+            fields = Some(form);
+        }
+        panic!("the device approval did not finish, last at {url}");
+    }
+}
+
+/// The action and hidden fields of the first form on a page.
+fn first_form(page: &str) -> Option<(String, Vec<(String, String)>)> {
+    let start = page.find("<form")?;
+    let form = &page[start
+        ..page[start..]
+            .find("</form>")
+            .map_or(page.len(), |e| start + e)];
+    let attr = |tag: &str, name: &str| {
+        tag.split(&format!("{name}=\""))
+            .nth(1)?
+            .split('"')
+            .next()
+            .map(str::to_owned)
+    };
+    let action = attr(form.split('>').next()?, "action")?;
+    let hidden = form
+        .split("<input")
+        .skip(1)
+        .filter(|input| input.contains("type=\"hidden\""))
+        .filter_map(|input| Some((attr(input, "name")?, attr(input, "value")?)))
+        .collect();
+    Some((action, hidden))
 }

@@ -7,6 +7,7 @@ mod access;
 mod app;
 mod auth;
 mod callback;
+mod cli;
 mod concurrency;
 mod consent;
 mod idp;

@@ -1,0 +1,231 @@
+//! User-side commands: `login`, `logout`, `whoami`, and the broker client commands.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use indicatif::{ProgressBar, ProgressStyle};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::{LoginMethod, UserCommand};
+use crate::client::broker::BrokerApi;
+use crate::client::fresh_session;
+use crate::client::login::{credentials_login, device_login, scopes, Provider};
+use crate::client::store::{default_path, Kind, LockedConfig};
+
+const DEFAULT_CLIENT_ID: &str = "token-broker-cli";
+const DEFAULT_BROKER: &str = "http://127.0.0.1:8080";
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+pub async fn run(
+    command: UserCommand,
+    config: Option<PathBuf>,
+    broker: Option<String>,
+) -> Result<(), String> {
+    let path = match config {
+        Some(path) => path,
+        None => default_path()?,
+    };
+    match command {
+        UserCommand::Login {
+            offline,
+            scope,
+            method,
+            client_id,
+            client_secret,
+            issuer,
+        } => {
+            let mut config = LockedConfig::open(&path)?;
+            let issuer = issuer
+                .or_else(|| config.issuer().map(str::to_owned))
+                .ok_or(
+                    "no issuer: pass --issuer URL (or set TOKEN_BROKER_ISSUER) the first time",
+                )?;
+            let provider = Provider::discover(&issuer).await?;
+            let client_id = client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_owned());
+            let (kind, session) = match method {
+                LoginMethod::Device => {
+                    let wanted = scopes(scope.as_deref(), offline);
+                    let mut out = std::io::stdout();
+                    (
+                        Kind::Device,
+                        device_login(&provider, &client_id, &wanted, &mut out).await?,
+                    )
+                }
+                LoginMethod::Credentials => {
+                    let secret = client_secret
+                        .map(SecretString::from)
+                        .ok_or("--method credentials needs --client-secret (or TOKEN_BROKER_CLIENT_SECRET)")?;
+                    // No default scope here: service accounts ask only for what they name.
+                    let wanted = match (scope.as_deref(), offline) {
+                        (None, false) => Vec::new(),
+                        (scope, offline) => scopes(Some(scope.unwrap_or("")), offline),
+                    };
+                    (
+                        Kind::Client,
+                        credentials_login(&provider, &client_id, &secret, &wanted).await?,
+                    )
+                }
+            };
+            config.set_issuer(&issuer);
+            config.set_session(kind, &session)?;
+            config.save()?;
+            let offline_note = if session
+                .scope
+                .as_deref()
+                .is_some_and(|s| s.contains("offline_access"))
+            {
+                " (offline access granted)"
+            } else {
+                ""
+            };
+            println!(
+                "Signed in{offline_note}; tokens saved encrypted in {}",
+                config.path().display()
+            );
+            Ok(())
+        }
+        UserCommand::Logout => {
+            let mut config = LockedConfig::open(&path)?;
+            config.remove_session(Kind::Device);
+            config.remove_session(Kind::Client);
+            config.save()?;
+            println!("Signed out; stored tokens removed from {}", path.display());
+            Ok(())
+        }
+        UserCommand::Whoami => {
+            let session = fresh_session(&path).await?;
+            let claims = jwt_claims(session.access_token.expose_secret());
+            let subject = claims["sub"].as_str().unwrap_or("(opaque token)");
+            let expires = session
+                .expires_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "unknown".into());
+            println!(
+                "{subject} via {} (scope: {}; access token expires {expires})",
+                session.client_id,
+                session.scope.as_deref().unwrap_or("-")
+            );
+            Ok(())
+        }
+        other => run_broker_command(other, &path, broker).await,
+    }
+}
+
+async fn run_broker_command(
+    command: UserCommand,
+    path: &std::path::Path,
+    broker: Option<String>,
+) -> Result<(), String> {
+    let session = fresh_session(path).await?;
+    let base = match broker {
+        Some(url) => url,
+        None => LockedConfig::open(path)?
+            .broker_url()
+            .unwrap_or(DEFAULT_BROKER)
+            .to_owned(),
+    };
+    let api = BrokerApi::new(&base, session.access_token)?;
+    match command {
+        UserCommand::Consent {
+            task,
+            wait,
+            timeout,
+        } => {
+            let consent = api.consent(&task).await?;
+            let id = consent["persistentTokenId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            println!("{}", consent["consentUrl"].as_str().unwrap_or_default());
+            eprintln!("Open the URL above to grant offline access. Token id: {id}");
+            if wait {
+                let status = wait_for_consent(&api, &id, Duration::from_secs(timeout)).await?;
+                println!("{id} {}", describe(&status));
+                if status["status"] != "active" {
+                    return Err(format!("consent ended {}", describe(&status)));
+                }
+            } else {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        UserCommand::Status { id } => {
+            println!("{id} {}", describe(&api.status(&id).await?));
+            Ok(())
+        }
+        UserCommand::List { task } => {
+            for item in api.list(task.as_deref()).await? {
+                println!(
+                    "{} {}",
+                    item["persistentTokenId"].as_str().unwrap_or_default(),
+                    describe(&item)
+                );
+            }
+            Ok(())
+        }
+        UserCommand::Token { id } => {
+            println!("{}", api.access_token(&id).await?);
+            Ok(())
+        }
+        UserCommand::Revoke { id } => {
+            let answer = api.revoke(&id).await?;
+            println!(
+                "{id} {} (provider: {})",
+                describe(&answer),
+                answer["providerRevocation"].as_str().unwrap_or("-")
+            );
+            Ok(())
+        }
+        UserCommand::Login { .. } | UserCommand::Logout | UserCommand::Whoami => Ok(()),
+    }
+}
+
+async fn wait_for_consent(api: &BrokerApi, id: &str, timeout: Duration) -> Result<Value, String> {
+    let spinner = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} waiting for consent… {elapsed}") {
+        spinner.set_style(style);
+    }
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    let result = loop {
+        let status = api.status(id).await?;
+        if status["status"] != "pending" {
+            break Ok(status);
+        }
+        if started.elapsed() > timeout {
+            break Err(format!(
+                "no decision within {} s; still pending",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    };
+    spinner.finish_and_clear();
+    result
+}
+
+/// `active task=jupyter-1` or `failed task=… reason=subject_mismatch`.
+fn describe(token: &Value) -> String {
+    let mut text = format!(
+        "{} task={}",
+        token["status"].as_str().unwrap_or("unknown"),
+        token["taskId"].as_str().unwrap_or("-")
+    );
+    if let Some(reason) = token["statusReason"].as_str() {
+        text.push_str(&format!(" reason={reason}"));
+    }
+    text
+}
+
+/// The claims of a JWT, unverified: for display only.
+fn jwt_claims(token: &str) -> Value {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
+}

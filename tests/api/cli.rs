@@ -1,0 +1,322 @@
+//! The CLI as a user runs it: the real binary, a real provider, a real broker.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use token_broker::client::secrets::SecretsKey;
+use uuid::Uuid;
+
+use crate::app::{spawn_app, unique_user};
+use crate::idp::{Browser, Idp};
+
+const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+const CLI_CLIENT: &str = "token-broker-cli";
+
+fn temp_config() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tb-cli-{}", Uuid::new_v4()));
+    dir.join("config.yaml")
+}
+
+fn cli(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_token-broker"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TOKEN_BROKER_CONFIG", config)
+        .stdin(Stdio::null());
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `token-broker login` and approves the device code in a "browser" as `user`.
+async fn device_login(idp: &Idp, config: &Path, user: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["login", "--issuer", &idp.issuer];
+    args.extend_from_slice(extra);
+    let mut child: Child = cli(config, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let complete = loop {
+        let line = lines.next().expect("login shows the code").unwrap();
+        shown.push(line.clone());
+        if let Some(url) = line.strip_prefix("Or open: ") {
+            break url.to_owned();
+        }
+    };
+    assert!(shown[0].starts_with("To sign in, open "), "{shown:?}");
+    let page = Browser::new().approve_device(&complete, user).await;
+    assert!(!page.contains("<form"), "approval ended on a form: {page}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    Output {
+        stdout: [shown, rest].concat().join("\n").into_bytes(),
+        ..output
+    }
+}
+
+/// The secrets key and decrypted values of a config file, read as only the CLI could.
+fn stored_secret(config: &Path, section: &str, field: &str) -> String {
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let key = SecretsKey::parse(yaml["secrets-encryption"].as_str().unwrap()).unwrap();
+    let value = yaml[section][field].as_str().unwrap();
+    key.decrypt(&format!("{section}.{field}"), value)
+        .unwrap()
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn device_login_stores_tokens_encrypted_and_whoami_uses_them() {
+    let idp = Idp::shared();
+    let config = temp_config();
+    let user = unique_user("carol");
+
+    let output = device_login(idp, &config, &user, &["--offline"]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("Signed in"));
+
+    let file = std::fs::read_to_string(&config).unwrap();
+    let access = stored_secret(&config, "device-token", "access-token");
+    let refresh = stored_secret(&config, "device-token", "refresh-token");
+    assert!(access.starts_with("ey") && refresh.len() > 20);
+    for plain in [&access, &refresh] {
+        assert!(!file.contains(plain.as_str()), "a token is stored in clear");
+    }
+    assert!(file.contains("access-token: secure://"));
+    assert!(file.contains(&format!("issuer: {}", idp.issuer)));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let whoami = cli(&config, &["whoami"]).output().unwrap();
+    assert!(whoami.status.success(), "{}", text(&whoami.stderr));
+    assert!(text(&whoami.stdout).starts_with(&format!("{user} via {CLI_CLIENT}")));
+
+    let logout = cli(&config, &["logout"]).output().unwrap();
+    assert!(logout.status.success());
+    assert!(!std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("device-token"));
+    let after = cli(&config, &["whoami"]).output().unwrap();
+    assert!(!after.status.success());
+    assert_eq!(
+        text(&after.stderr).trim(),
+        "token-broker: not signed in; run `token-broker login`"
+    );
+}
+
+#[tokio::test]
+async fn plain_text_tokens_are_encrypted_on_first_use() {
+    let idp = Idp::shared();
+    let config = temp_config();
+    let user = unique_user("dave");
+    assert!(device_login(idp, &config, &user, &[])
+        .await
+        .status
+        .success());
+    let access = stored_secret(&config, "device-token", "access-token");
+    let refresh = stored_secret(&config, "device-token", "refresh-token");
+    // A config as the original tool wrote it: tokens in clear, no key yet.
+    let plain = format!(
+        "issuer: {}\ndevice-token:\n  client-id: {CLI_CLIENT}\n  access-token: {access}\n  \
+         refresh-token: {refresh}\n  expires-at: 2099-01-01T00:00:00Z\nsome-setting: kept\n",
+        idp.issuer
+    );
+    std::fs::write(&config, plain).unwrap();
+
+    let whoami = cli(&config, &["whoami"]).output().unwrap();
+    assert!(whoami.status.success(), "{}", text(&whoami.stderr));
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(!file.contains(&access) && !file.contains(&refresh));
+    assert!(file.contains("secrets-encryption:"));
+    assert!(file.contains("some-setting: kept"), "unknown keys survive");
+    assert_eq!(
+        stored_secret(&config, "device-token", "refresh-token"),
+        refresh
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_key_is_a_clear_error_and_changes_nothing() {
+    let idp = Idp::shared();
+    let config = temp_config();
+    assert!(device_login(idp, &config, &unique_user("erin"), &[])
+        .await
+        .status
+        .success());
+    let before = std::fs::read(&config).unwrap();
+
+    let (_, other_key) = SecretsKey::generate();
+    let wrong = cli(&config, &["whoami"])
+        .env("TOKEN_BROKER_SECRETS_KEY", other_key.as_str())
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let message = text(&wrong.stderr);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains("cannot decrypt device-token.access-token"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+
+    let without_key: String = text(&before)
+        .lines()
+        .filter(|l| !l.starts_with("secrets-encryption:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, &without_key).unwrap();
+    let missing = cli(&config, &["whoami"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("holds encrypted tokens but no key"));
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        without_key,
+        "no silent re-keying"
+    );
+}
+
+#[tokio::test]
+async fn two_processes_renewing_at_once_keep_the_rotated_token() {
+    // Rotation on, and access tokens shorter than the CLI's renewal margin: every use renews.
+    let idp = Idp::start(&[
+        ("IDP_ROTATE_REFRESH_TOKENS", "1"),
+        ("IDP_ACCESS_TOKEN_TTL", "30"),
+    ]);
+    let config = temp_config();
+    let user = unique_user("frank");
+    assert!(device_login(&idp, &config, &user, &["--offline"])
+        .await
+        .status
+        .success());
+
+    let both: Vec<Child> = (0..2)
+        .map(|_| {
+            cli(&config, &["whoami"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in both {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let third = cli(&config, &["whoami"]).output().unwrap();
+    assert!(
+        third.status.success(),
+        "the stored token still works: {}",
+        text(&third.stderr)
+    );
+    let events = idp.events_for(&user, CLI_CLIENT).await;
+    let refreshes = events
+        .iter()
+        .filter(|e| *e == "grant.refresh_token")
+        .count();
+    assert_eq!(refreshes, 3, "{events:?}");
+}
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn client_commands_drive_the_broker_end_to_end(pool: PgPool) {
+    let idp = Idp::shared();
+    let app = spawn_app(pool).await;
+    let config = temp_config();
+    let user = unique_user("grace");
+    assert!(device_login(idp, &config, &user, &[])
+        .await
+        .status
+        .success());
+    // Commands run off this test's runtime, which also serves the broker.
+    let run = |args: &[&str]| {
+        let mut command = cli(&config, args);
+        command.env("TOKEN_BROKER_URL", &app.base);
+        async move {
+            tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+
+    // consent --wait: the user completes the consent in a browser meanwhile.
+    let mut waiting = cli(&config, &["consent", "--task", "nightly", "--wait"])
+        .env("TOKEN_BROKER_URL", &app.base)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read its output on a thread: this test's runtime also serves the broker.
+    let stdout = waiting.stdout.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let consent_url = lines.recv().await.expect("consent prints the URL first");
+    let back = app.sign_in(&consent_url, &user, true).await;
+    assert_eq!(app.deliver_callback(&back).await.status(), 200);
+    let mut last = None;
+    while let Some(line) = lines.recv().await {
+        last = Some(line);
+    }
+    let done = tokio::task::spawn_blocking(move || waiting.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let last = last.expect("a final status line");
+    let (id, rest) = last.split_once(' ').unwrap();
+    assert_eq!(rest, "active task=nightly");
+
+    let status = run(&["status", id]).await;
+    assert_eq!(
+        text(&status.stdout).trim(),
+        format!("{id} active task=nightly")
+    );
+    let listed = run(&["list", "--task", "nightly"]).await;
+    assert_eq!(
+        text(&listed.stdout).trim(),
+        format!("{id} active task=nightly")
+    );
+
+    let token = run(&["token", id]).await;
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    let printed = text(&token.stdout);
+    assert_eq!(printed.lines().count(), 1, "only the token, for $(...)");
+    assert!(printed.starts_with("ey"));
+
+    let revoked = run(&["revoke", id]).await;
+    assert_eq!(
+        text(&revoked.stdout).trim(),
+        format!("{id} revoked task=nightly reason=revoked_by_user (provider: revoked)")
+    );
+    let refused = run(&["token", id]).await;
+    assert!(!refused.status.success());
+    assert_eq!(text(&refused.stdout), "");
+    let message = text(&refused.stderr);
+    assert_eq!(message.lines().count(), 1);
+    assert!(
+        message.starts_with("token-broker: broker: token_revoked:"),
+        "{message}"
+    );
+
+    let unknown = run(&["status", &Uuid::new_v4().to_string()]).await;
+    assert!(text(&unknown.stderr).contains("token_not_found"));
+}
