@@ -320,3 +320,187 @@ async fn client_commands_drive_the_broker_end_to_end(pool: PgPool) {
     let unknown = run(&["status", &Uuid::new_v4().to_string()]).await;
     assert!(text(&unknown.stderr).contains("token_not_found"));
 }
+
+/// A provider stub that answers the device-token polls from a script, recording when each poll
+/// came: only for injecting the RFC 8628 answers a real provider gives at its own discretion.
+mod stub {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    #[derive(Clone)]
+    pub struct Stub {
+        pub base: String,
+        pub polls: Arc<Mutex<Vec<Instant>>>,
+    }
+
+    type Script = Arc<Mutex<VecDeque<(StatusCode, Value)>>>;
+
+    pub async fn start(answers: Vec<(StatusCode, Value)>) -> Stub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let polls = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(Mutex::new(answers.into()));
+        let metadata = json!({
+            "issuer": base,
+            "authorization_endpoint": format!("{base}/auth"),
+            "token_endpoint": format!("{base}/token"),
+            "jwks_uri": format!("{base}/certs"),
+            "device_authorization_endpoint": format!("{base}/device"),
+        });
+        let device = json!({
+            "device_code": "stub-device-code",
+            "user_code": "STUB-CODE",
+            "verification_uri": format!("{base}/verify"),
+            "verification_uri_complete": format!("{base}/verify?user_code=STUB-CODE"),
+            "interval": 1,
+            "expires_in": 60,
+        });
+        let recorded = polls.clone();
+        let app = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(metadata) }),
+            )
+            .route("/device", post(move || async move { Json(device) }))
+            .route(
+                "/token",
+                post(move |State(script): State<Script>| async move {
+                    recorded.lock().unwrap().push(Instant::now());
+                    let next = script.lock().unwrap().pop_front();
+                    let (status, body) = next.unwrap_or((StatusCode::BAD_REQUEST, json!({})));
+                    (status, Json(body))
+                }),
+            )
+            .with_state(script);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Stub { base, polls }
+    }
+
+    pub fn error(code: &str) -> (StatusCode, Value) {
+        (StatusCode::BAD_REQUEST, json!({ "error": code }))
+    }
+
+    pub fn tokens() -> (StatusCode, Value) {
+        (
+            StatusCode::OK,
+            json!({
+                "access_token": "stub-access-token",
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "refresh_token": "stub-refresh-token",
+                "scope": "openid profile email offline_access",
+            }),
+        )
+    }
+}
+
+async fn login_at_stub(stub: &stub::Stub) -> (Output, PathBuf) {
+    let config = temp_config();
+    let mut command = cli(&config, &["login", "--offline", "--issuer", &stub.base]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (output, config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_polling_waits_on_pending_and_slows_down_by_five_seconds() {
+    let stub = stub::start(vec![
+        stub::error("authorization_pending"),
+        stub::error("slow_down"),
+        stub::tokens(),
+    ])
+    .await;
+    let (output, config) = login_at_stub(&stub).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let polls = stub.polls.lock().unwrap().clone();
+    assert_eq!(polls.len(), 3);
+    let pending_gap = polls[1] - polls[0];
+    let slowed_gap = polls[2] - polls[1];
+    assert!(
+        pending_gap.as_secs_f64() >= 1.0,
+        "interval honoured: {pending_gap:?}"
+    );
+    assert!(
+        slowed_gap.as_secs_f64() >= 6.0,
+        "slow_down adds 5 s: {slowed_gap:?}"
+    );
+    assert_eq!(
+        stored_secret(&config, "device-token", "refresh-token"),
+        "stub-refresh-token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_or_expired_device_code_ends_login_with_one_line() {
+    for (answer, expected) in [
+        ("access_denied", "sign-in was refused"),
+        ("expired_token", "the code expired before it was approved"),
+    ] {
+        let stub = stub::start(vec![stub::error(answer)]).await;
+        let (output, config) = login_at_stub(&stub).await;
+        assert!(!output.status.success(), "{answer}");
+        let message = text(&output.stderr);
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(message.contains(expected), "{message}");
+        assert!(!std::fs::read_to_string(&config)
+            .unwrap_or_default()
+            .contains("device-token"));
+    }
+}
+
+#[tokio::test]
+async fn client_credentials_login_stores_the_secret_encrypted() {
+    let idp = Idp::shared();
+    let config = temp_config();
+    let mut command = cli(
+        &config,
+        &[
+            "login",
+            "--method",
+            "credentials",
+            "--issuer",
+            &idp.issuer,
+            "--client-id",
+            "token-broker",
+        ],
+    );
+    command.env("TOKEN_BROKER_CLIENT_SECRET", crate::idp::CLIENT_SECRET);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(file.contains("client-token:"));
+    assert!(
+        !file.contains(crate::idp::CLIENT_SECRET),
+        "the client secret is encrypted too"
+    );
+    assert_eq!(
+        stored_secret(&config, "client-token", "client-secret"),
+        crate::idp::CLIENT_SECRET
+    );
+    let missing_secret = cli(
+        &config,
+        &[
+            "login",
+            "--method",
+            "credentials",
+            "--issuer",
+            &idp.issuer,
+            "--client-id",
+            "x",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!missing_secret.status.success());
+    assert!(text(&missing_secret.stderr).contains("needs --client-secret"));
+}
