@@ -472,49 +472,48 @@ impl RefreshLease for PgLease {
     }
 
     async fn finish_failed(
-        mut self: Box<Self>,
+        self: Box<Self>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), VaultError> {
-        sqlx::query(
-            "update token_vault set status = 'failed', status_reason = $2, updated_at = $3, \
-             encrypted_token = null, iv = null, key_id = null, \
-             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null \
-             where id = $1",
-        )
-        .bind(self.row.id)
-        .bind(reason)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_error("mark a token failed"))?;
-        self.tx
-            .commit()
-            .await
-            .map_err(db_error("commit a token failure"))
+        self.close("failed", reason, now).await
     }
 
     async fn finish_revoked(
+        self: Box<Self>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError> {
+        self.close("revoked", reason, now).await
+    }
+}
+
+impl PgLease {
+    /// Ends a row's life as `status`: every secret it held (sealed tokens, consent state) is
+    /// wiped in the same statement, then the lock is released.
+    async fn close(
         mut self: Box<Self>,
+        status: &str,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), VaultError> {
         sqlx::query(
-            "update token_vault set status = 'revoked', status_reason = $2, updated_at = $3, \
+            "update token_vault set status = $2, status_reason = $3, updated_at = $4, \
              encrypted_token = null, iv = null, key_id = null, \
-             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null, \
-             state_hash = null, pkce_verifier = null, nonce_hash = null \
+             access_token = null, access_token_expires_at = null, access_token_type = null, \
+             access_token_scope = null, state_hash = null, pkce_verifier = null, nonce_hash = null \
              where id = $1",
         )
         .bind(self.row.id)
+        .bind(status)
         .bind(reason)
         .bind(now)
         .execute(&mut *self.tx)
         .await
-        .map_err(db_error("revoke a token"))?;
+        .map_err(db_error("change a token's status"))?;
         self.tx
             .commit()
             .await
-            .map_err(db_error("commit a revocation"))
+            .map_err(db_error("commit a status change"))
     }
 }
