@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::Journal;
 use crate::config::{create_private_dir, Config, Storage};
-use crate::http::{self, Policy, Services};
+use crate::http::{self, Policy, RateLimit, Services};
 use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, TokenVerifier};
 use crate::refresh::{AccessTokenCache, Refresher};
@@ -79,6 +79,11 @@ pub async fn build_services(
         cache,
         config.refresh,
     );
+    let rate_limit = config.http.rate_limit.map(|(rate, burst)| {
+        Arc::new(RateLimit::new(rate, burst, config.http.trust_forwarded_for))
+    });
+    // Install the metrics recorder before the first request records anything.
+    let _ = crate::telemetry::prometheus();
     let issuer = config.oidc.issuer.as_str().trim_end_matches('/').to_owned();
     let verifier = TokenVerifier::new(
         jwks,
@@ -94,26 +99,31 @@ pub async fn build_services(
         keyring,
         journal,
         refresher,
+        rate_limit,
         policy: Policy {
             issuer,
             allowed_redirect_origins: config.allowed_redirect_origins,
             consent_ttl: config.consent_ttl,
             offline_token_max_age: config.offline_token_max_age,
             provider_revocation: config.provider_revocation,
+            cors_origins: config.http.cors_origins,
         },
     })
 }
 
-/// A bound listener and the router behind it. Tests bind port 0 and read `local_addr`.
+/// A bound listener and the router behind it (and, with `METRICS_ADDR`, a second listener for
+/// `/metrics`). Tests bind port 0 and read `local_addr`.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    metrics: Option<(TcpListener, axum::Router)>,
 }
 
 impl Application {
     /// Opens the vault, wires the services and starts the periodic clean-up.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let addr = config.bind_addr;
+        let metrics_addr = config.http.metrics_addr;
         let (interval, retention) = (config.cleanup_interval, config.retention);
         let vault = open_vault(&config).await?;
         let services = build_services(config, vault).await?;
@@ -126,13 +136,28 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Self::with_listener(listener, services))
+        let state = Arc::new(services);
+        let metrics = match metrics_addr {
+            None => None,
+            Some(addr) => Some((
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+                http::metrics_router(state.clone()),
+            )),
+        };
+        Ok(Self {
+            listener,
+            router: http::router(state, metrics.is_some()),
+            metrics,
+        })
     }
 
     pub fn with_listener(listener: TcpListener, services: Services) -> Self {
         Self {
             listener,
-            router: http::router(Arc::new(services)),
+            router: http::router(Arc::new(services), false),
+            metrics: None,
         }
     }
 
@@ -145,7 +170,17 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        if let Some((listener, router)) = self.metrics {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics listening");
+            }
+            tokio::spawn(async move { axum::serve(listener, router).await });
+        }
+        // Client addresses feed the per-client rate limit.
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
     }

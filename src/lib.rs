@@ -20,5 +20,6 @@ pub mod keys;
 pub mod lifecycle;
 pub mod oidc;
 pub mod refresh;
+pub mod telemetry;
 pub mod vault;
 pub mod webhook;

@@ -6,6 +6,7 @@ mod dev_key;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,6 +94,19 @@ pub struct Config {
     pub retention: Duration,
     pub webhook: Option<WebhookConfig>,
     pub refresh: RefreshSettings,
+    pub http: HttpSettings,
+}
+
+/// How the HTTP server meets browsers, proxies and abusive clients.
+#[derive(Debug)]
+pub struct HttpSettings {
+    /// Origins whose browser pages may call the API (CORS).
+    pub cors_origins: Vec<url::Origin>,
+    /// Requests per second per client on consent, callback and access-token; None = no limit.
+    pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
+    pub trust_forwarded_for: bool,
+    /// Serve `/metrics` here instead of on `BIND_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl fmt::Debug for Config {
@@ -113,6 +127,7 @@ impl fmt::Debug for Config {
             .field("retention", &self.retention)
             .field("webhook", &self.webhook)
             .field("cache_margin", &self.refresh.margin)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -216,6 +231,43 @@ impl Config {
             cleanup_interval: seconds(get("CLEANUP_INTERVAL_SECS"), "CLEANUP_INTERVAL_SECS", 300)?,
             retention: seconds(get("RETENTION_SECS"), "RETENTION_SECS", 7 * 24 * 3600)?,
             webhook: parse_webhook(&get)?,
+            http: HttpSettings {
+                cors_origins: parse_origins_of(
+                    "CORS_ALLOWED_ORIGINS",
+                    get("CORS_ALLOWED_ORIGINS"),
+                )?,
+                rate_limit: match count(get("RATE_LIMIT_PER_SECOND"), "RATE_LIMIT_PER_SECOND", 50)?
+                {
+                    0 => None,
+                    rate => {
+                        let burst = count(
+                            get("RATE_LIMIT_BURST"),
+                            "RATE_LIMIT_BURST",
+                            rate.saturating_mul(2),
+                        )?;
+                        match (NonZeroU32::new(rate), NonZeroU32::new(burst)) {
+                            (Some(rate), Some(burst)) => Some((rate, burst)),
+                            _ => {
+                                return Err(ConfigError::new(
+                                    "RATE_LIMIT_BURST",
+                                    "must be at least 1",
+                                ))
+                            }
+                        }
+                    }
+                },
+                trust_forwarded_for: matches!(
+                    get("TRUST_FORWARDED_FOR").as_deref().map(str::trim),
+                    Some("1" | "true")
+                ),
+                metrics_addr: get("METRICS_ADDR")
+                    .map(|v| {
+                        v.parse().map_err(|_| {
+                            ConfigError::new("METRICS_ADDR", "must look like 127.0.0.1:9090")
+                        })
+                    })
+                    .transpose()?,
+            },
             refresh: RefreshSettings {
                 margin: Duration::from_secs(
                     get("ACCESS_TOKEN_CACHE_MARGIN_SECS")
@@ -315,13 +367,20 @@ fn parse_webhook(
 }
 
 fn parse_origins(raw: Option<String>) -> Result<Vec<url::Origin>, ConfigError> {
+    parse_origins_of("ALLOWED_REDIRECT_ORIGINS", raw)
+}
+
+fn parse_origins_of(
+    var: &'static str,
+    raw: Option<String>,
+) -> Result<Vec<url::Origin>, ConfigError> {
     list(raw)
         .into_iter()
         .map(|entry| {
-            let url = parse_http_url("ALLOWED_REDIRECT_ORIGINS", &entry)?;
+            let url = parse_http_url(var, &entry)?;
             if url.path() != "/" {
                 return Err(ConfigError::new(
-                    "ALLOWED_REDIRECT_ORIGINS",
+                    var,
                     format!("`{entry}` must be an origin (scheme://host[:port]) without a path"),
                 ));
             }
@@ -339,6 +398,16 @@ fn list(raw: Option<String>) -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+fn count(raw: Option<String>, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| ConfigError::new(var, "must be a whole number (0 turns it off)")),
+    }
 }
 
 fn seconds(raw: Option<String>, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
@@ -459,6 +528,9 @@ mod tests {
             ("CONSENT_TTL_SECS", "0"),
             ("PROVIDER_REVOCATION", "sometimes"),
             ("RETENTION_SECS", "-1"),
+            ("CORS_ALLOWED_ORIGINS", "https://app.test/path"),
+            ("RATE_LIMIT_PER_SECOND", "fast"),
+            ("METRICS_ADDR", "everywhere"),
         ];
         for (var, value) in cases {
             let mut vars = base();

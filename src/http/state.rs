@@ -5,6 +5,8 @@ use crate::audit::Journal;
 use crate::crypto::Keyring;
 use crate::oidc::{OidcClient, TokenVerifier};
 use crate::refresh::Refresher;
+
+use super::RateLimit;
 use crate::vault::TokenVault;
 
 /// What the handlers share. Cheap to clone: one `Arc`.
@@ -17,6 +19,8 @@ pub struct Services {
     pub keyring: Arc<Keyring>,
     pub journal: Journal,
     pub refresher: Refresher,
+    /// None when rate limiting is off.
+    pub rate_limit: Option<Arc<RateLimit>>,
     pub policy: Policy,
 }
 
@@ -29,4 +33,6 @@ pub struct Policy {
     pub offline_token_max_age: Duration,
     /// Revoke at the provider when a user revokes a token here.
     pub provider_revocation: bool,
+    /// Origins allowed to call the API from a browser (CORS); empty = no CORS headers.
+    pub cors_origins: Vec<url::Origin>,
 }

@@ -26,6 +26,7 @@ pub use cache::{AccessTokenCache, Minted};
 use crate::audit::{Journal, Subject};
 use crate::crypto::{purpose, Binding, Keyring, Sealed};
 use crate::oidc::{OidcClient, ProviderError, RefreshGrant};
+use crate::telemetry;
 use crate::vault::row_locks::RowLocks;
 use crate::vault::{
     AuditAction, RefreshLease, Status, StoredAccess, TokenVault, VaultError, VaultRow,
@@ -101,7 +102,9 @@ impl Refresher {
 
     /// A valid access token of row `id` for its owner `caller`.
     pub async fn access_token(&self, caller: &str, id: Uuid) -> Result<Minted, RefreshError> {
-        if let Some(hit) = self.cached(id) {
+        let cached = self.cached(id);
+        telemetry::record_cache(cached.is_some());
+        if let Some(hit) = cached {
             return owned_by(hit, caller);
         }
         let _flight = self.flights.lock(id).await;
@@ -213,6 +216,12 @@ impl Refresher {
             user_id: &user_id,
             task_id: &task_id,
         };
+        telemetry::record_refresh(match &outcome {
+            Ok(_) => "success",
+            Err(ProviderError::InvalidGrant) => "invalid_grant",
+            Err(ProviderError::Unavailable { .. }) => "unavailable",
+            Err(ProviderError::Rejected(_)) => "rejected",
+        });
         let grant = match outcome {
             Ok(grant) => grant,
             Err(ProviderError::InvalidGrant) => {

@@ -148,6 +148,12 @@ pub trait TokenVault: Send + Sync + 'static {
 
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError>;
 
+    /// Whether the database answers (readiness).
+    async fn ping(&self) -> Result<(), VaultError>;
+
+    /// How many rows each status has (metrics).
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, VaultError>;
+
     /// Calls `on_change` with the id of every row whose status changes or that is deleted by
     /// anyone, including other broker processes. Returns false if the backend has no such feed
     /// (SQLite: one process, which sees its own changes). A lost connection calls `on_reset`:

@@ -328,6 +328,21 @@ impl TokenVault for PgVault {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn ping(&self) -> Result<(), VaultError> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("reach the database"))?;
+        Ok(())
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, VaultError> {
+        sqlx::query_as("select status, count(*) from token_vault group by status")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("count rows by status"))
+    }
+
     #[tracing::instrument(skip_all, fields(action = event.action.as_str()))]
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError> {
         sqlx::query(

@@ -60,6 +60,8 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
         ("TOKEN_ENCRYPTION_KEYS", options.keys.to_owned()),
         ("ALLOWED_REDIRECT_ORIGINS", FRONTEND_ORIGIN.to_owned()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        // Tests send bursts from one address; the rate limit has tests of its own.
+        ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
     ]);
     vars.extend(options.extra);
     let config = Config::from_lookup(|k| vars.get(k).cloned(), false).expect("test configuration");

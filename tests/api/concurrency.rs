@@ -107,6 +107,7 @@ fn broker_env(idp: &Idp, database_url: &str) -> Vec<(&'static str, String)> {
         ("OIDC_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
         ("PUBLIC_BASE_URL", BROKER_PUBLIC_URL.to_owned()),
         ("TOKEN_ENCRYPTION_KEYS", TEST_KEYS.to_owned()),
+        ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
     ]
 }
 

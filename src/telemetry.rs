@@ -1,0 +1,62 @@
+//! Prometheus metrics. The recorder is process-wide; `/metrics` renders it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "token_broker_http_requests_total";
+pub const HTTP_DURATION: &str = "token_broker_http_request_duration_seconds";
+pub const PROVIDER_REFRESHES: &str = "token_broker_provider_refreshes_total";
+pub const CACHE_LOOKUPS: &str = "token_broker_access_token_cache_total";
+pub const VAULT_ROWS: &str = "token_broker_vault_rows";
+pub const RATE_LIMITED: &str = "token_broker_rate_limited_total";
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Installs the recorder on first use and returns its handle (None if another recorder owns
+/// the process, which only happens when this crate is embedded).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &LATENCY_BUCKETS)
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// `outcome`: success, invalid_grant, unavailable, rejected.
+pub fn record_refresh(outcome: &'static str) {
+    metrics::counter!(PROVIDER_REFRESHES, "outcome" => outcome).increment(1);
+}
+
+pub fn record_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(CACHE_LOOKUPS, "result" => result).increment(1);
+}
+
+pub fn record_rate_limited(route: &str) {
+    metrics::counter!(RATE_LIMITED, "route" => route.to_owned()).increment(1);
+}
+
+pub fn set_vault_rows(status: &str, count: u64) {
+    metrics::gauge!(VAULT_ROWS, "status" => status.to_owned()).set(count as f64);
+}
