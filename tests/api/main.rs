@@ -14,6 +14,7 @@ mod idp;
 mod lifecycle;
 mod logs;
 mod operator;
+mod ops;
 mod process;
 mod serve;
 mod tokens;

@@ -22,6 +22,14 @@ impl Drop for BrokerProcess {
 }
 
 impl BrokerProcess {
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+
     /// Starts the binary with exactly `env` (plus PATH) and waits for its address.
     pub fn start(env: &[(&str, String)]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_token-broker"))
