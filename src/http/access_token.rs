@@ -6,19 +6,19 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
 use super::state::AppState;
 use crate::refresh::RefreshError;
 use crate::vault::Status;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessTokenRequest {
     persistent_token_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessTokenResponse {
     access_token: String,
@@ -30,6 +30,26 @@ pub struct AccessTokenResponse {
 }
 
 /// `POST /api/auth/manager/access-token`: a valid access token from a sealed offline token.
+#[utoipa::path(
+    post,
+    path = "/api/auth/manager/access-token",
+    tag = "tokens",
+    request_body = AccessTokenRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A valid access token", body = AccessTokenResponse),
+        (status = 400, description = "Bad body or id", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 404, description = "No such token for this caller", body = ErrorBody),
+        (status = 409, description = "Consent not completed", body = ErrorBody),
+        (status = 410, description = "Failed, revoked or expired", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 502, description = "Provider refused the broker", body = ErrorBody),
+        (status = 503, description = "Provider unreachable", body = ErrorBody),
+    )
+)]
 pub async fn issue_access_token(
     State(state): State<AppState>,
     user: AuthUser,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
 use super::state::{AppState, Services};
 use crate::audit::Subject;
@@ -18,9 +18,11 @@ use crate::vault::{AuditAction, ClaimedConsent};
 
 const MAX_STATE_LEN: usize = 512;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     code: Option<SecretString>,
     #[serde(default)]
     state: Option<String>,
@@ -31,9 +33,9 @@ pub struct CallbackQuery {
     iss: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CallbackSuccess {
+pub struct CallbackSuccess {
     success: bool,
     persistent_token_id: Uuid,
     task_id: String,
@@ -62,6 +64,20 @@ impl Failure {
 }
 
 /// `GET /api/auth/manager/offline-callback`: where the provider sends the browser back.
+#[utoipa::path(
+    get,
+    path = "/api/auth/manager/offline-callback",
+    tag = "consent",
+    params(CallbackQuery),
+    responses(
+        (status = 200, description = "Offline token stored", body = CallbackSuccess),
+        (status = 303, description = "Back to the consent's redirectUri, with persistentTokenId and status"),
+        (status = 400, description = "Bad, used or expired state; or the consent failed", body = ErrorBody),
+        (status = 403, description = "Someone else signed in at the provider", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Provider unreachable", body = ErrorBody),
+    )
+)]
 pub async fn complete_offline_consent(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<CallbackQuery>,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
 use super::state::{AppState, Policy};
 use crate::audit::Subject;
@@ -19,15 +19,18 @@ const MAX_REDIRECT_URI_LEN: usize = 2048;
 /// 256 bits of randomness for `state` and `nonce`.
 const ONE_TIME_VALUE_BYTES: usize = 32;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsentRequest {
+    /// 1–200 printable characters.
+    #[schema(example = "jupyter-task-123")]
     task_id: String,
+    /// Where to send the browser after the callback; its origin must be allowed.
     #[serde(default)]
     redirect_uri: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsentResponse {
     consent_url: String,
@@ -37,6 +40,21 @@ pub struct ConsentResponse {
 }
 
 /// `POST /api/auth/manager/offline-consent`: starts a consent for the calling user.
+#[utoipa::path(
+    post,
+    path = "/api/auth/manager/offline-consent",
+    tag = "consent",
+    request_body = ConsentRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A pending consent", body = ConsentResponse),
+        (status = 400, description = "Bad body, taskId or redirectUri", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    )
+)]
 pub async fn request_offline_consent(
     State(state): State<AppState>,
     user: AuthUser,
@@ -110,7 +128,7 @@ pub async fn request_offline_consent(
     ))
 }
 
-fn validate_task_id(task_id: &str) -> Result<&str, ApiError> {
+pub(super) fn validate_task_id(task_id: &str) -> Result<&str, ApiError> {
     let trimmed = task_id.trim();
     if trimmed.is_empty() {
         return Err(ApiError::bad_request(

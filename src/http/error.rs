@@ -20,6 +20,16 @@ pub struct ApiError {
     message: Cow<'static, str>,
 }
 
+/// The error shape, for the API description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// A stable code to branch on, e.g. `token_not_found`.
+    error: String,
+    /// For people.
+    message: String,
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,

@@ -6,6 +6,7 @@ mod consent;
 mod error;
 mod extract;
 mod middleware;
+mod openapi;
 mod ops;
 mod state;
 mod tokens;
@@ -20,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use middleware::RateLimit;
+pub use openapi::ApiDoc;
 pub use state::{AppState, Policy, Services};
 
 /// JSON bodies here are a few hundred bytes; anything near this limit is abuse.
@@ -53,6 +55,8 @@ pub fn router(state: AppState, metrics_elsewhere: bool) -> Router {
             "/api/auth/manager/offline-tokens/{id}",
             get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/docs", get(openapi::docs_page))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     if !metrics_elsewhere {

@@ -10,12 +10,15 @@ use super::state::AppState;
 use crate::telemetry;
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The process can serve: the database answers and the provider's metadata and keys were
 /// loaded at start-up (the broker does not start without them).
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready"), (status = 503, description = "Database unreachable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.vault.ping().await {
         Ok(()) => Json(json!({

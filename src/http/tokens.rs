@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, AuthUser};
 use super::state::{AppState, Services};
 use crate::audit::Subject;
@@ -18,7 +18,7 @@ const MAX_PAGE: u32 = 200;
 const REVOKED_BY_USER: &str = "revoked_by_user";
 
 /// A row as its owner may see it: no secrets.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenView {
     persistent_token_id: Uuid,
@@ -46,7 +46,8 @@ impl From<&VaultRow> for TokenView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
@@ -59,7 +60,7 @@ pub struct ListQuery {
     offset: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenPage {
     items: Vec<TokenView>,
@@ -68,7 +69,7 @@ pub struct TokenPage {
     next_offset: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevokeResponse {
     #[serde(flatten)]
@@ -79,6 +80,19 @@ pub struct RevokeResponse {
 }
 
 /// `GET /api/auth/manager/offline-tokens/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/auth/manager/offline-tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "persistentTokenId")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token's status", body = TokenView),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 404, description = "No such token for this caller", body = ErrorBody),
+    )
+)]
 pub async fn get_token_status(
     State(state): State<AppState>,
     user: AuthUser,
@@ -95,6 +109,18 @@ pub async fn get_token_status(
 }
 
 /// `GET /api/auth/manager/offline-tokens?taskId=&status=&limit=&offset=`
+#[utoipa::path(
+    get,
+    path = "/api/auth/manager/offline-tokens",
+    tag = "tokens",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's tokens, newest first", body = TokenPage),
+        (status = 400, description = "Bad parameters", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+    )
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     user: AuthUser,
@@ -119,10 +145,16 @@ pub async fn list_tokens(
             "limit must be between 1 and 200",
         ));
     }
+    let task_id = query
+        .task_id
+        .as_deref()
+        .map(super::consent::validate_task_id)
+        .transpose()?
+        .map(str::to_owned);
     let offset = query.offset.unwrap_or(0);
     // One extra row tells whether another page exists.
     let filter = ListFilter {
-        task_id: query.task_id,
+        task_id,
         status,
         limit: limit + 1,
         offset,
@@ -138,6 +170,19 @@ pub async fn list_tokens(
 
 /// `DELETE /api/auth/manager/offline-tokens/{id}`: revokes at the provider (unless
 /// `PROVIDER_REVOCATION=none`), wipes the sealed token and marks the row revoked. Idempotent.
+#[utoipa::path(
+    delete,
+    path = "/api/auth/manager/offline-tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "persistentTokenId")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Revoked (also when it already was)", body = RevokeResponse),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 404, description = "No such token for this caller", body = ErrorBody),
+    )
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     user: AuthUser,

@@ -184,3 +184,43 @@ async fn sigterm_stops_the_broker_cleanly() {
     let status = broker.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn the_api_describes_itself_in_openapi(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let document: Value = app.get("/api/openapi.json").await.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/api/auth/manager/offline-consent", "post"),
+        ("/api/auth/manager/offline-callback", "get"),
+        ("/api/auth/manager/access-token", "post"),
+        ("/api/auth/manager/offline-tokens", "get"),
+        ("/api/auth/manager/offline-tokens/{id}", "delete"),
+    ] {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path}"
+        );
+    }
+    let consent = &document["components"]["schemas"]["ConsentRequest"];
+    assert!(
+        consent["properties"]["taskId"].is_object(),
+        "camelCase fields"
+    );
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let page = app.get("/api/docs").await.text().await.unwrap();
+    assert!(page.contains("/api/openapi.json"));
+}
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn a_task_filter_with_control_characters_is_refused(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let bearer = Idp::shared().user_token(&unique_user("alice")).await;
+    let response = app
+        .get_as(&bearer, "/api/auth/manager/offline-tokens?taskId=a%00b")
+        .await;
+    assert_eq!(response.status(), 400);
+}
