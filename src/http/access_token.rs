@@ -15,6 +15,7 @@ use crate::vault::Status;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessTokenRequest {
+    #[schema(value_type = uuid::Uuid)]
     persistent_token_id: String,
 }
 

@@ -84,7 +84,7 @@ pub struct RevokeResponse {
     get,
     path = "/api/auth/manager/offline-tokens/{id}",
     tag = "tokens",
-    params(("id" = String, Path, description = "persistentTokenId")),
+    params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The token's status", body = TokenView),
@@ -174,7 +174,7 @@ pub async fn list_tokens(
     delete,
     path = "/api/auth/manager/offline-tokens/{id}",
     tag = "tokens",
-    params(("id" = String, Path, description = "persistentTokenId")),
+    params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Revoked (also when it already was)", body = RevokeResponse),
