@@ -100,6 +100,9 @@ pub async fn build_services(
         journal,
         refresher,
         rate_limit,
+        admin: config
+            .admin_role
+            .map(|role| http::Admin::new(role, &config.public_base_url)),
         policy: Policy {
             issuer,
             allowed_redirect_origins: config.allowed_redirect_origins,

@@ -324,6 +324,7 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
     let list = |task: Option<&str>, status: Option<Status>, limit, offset| {
         let vault = vault.clone();
         let filter = ListFilter {
+            user_id: Some("alice|with|bars".into()),
             task_id: task.map(str::to_owned),
             status,
             limit,
@@ -331,7 +332,7 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
         };
         async move {
             vault
-                .list_for_user("alice|with|bars", &filter)
+                .list(&filter)
                 .await
                 .unwrap()
                 .into_iter()

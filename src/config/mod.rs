@@ -95,6 +95,8 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     pub refresh: RefreshSettings,
     pub http: HttpSettings,
+    /// The role that opens `/admin`; no role, no admin page.
+    pub admin_role: Option<String>,
 }
 
 /// How the HTTP server meets browsers, proxies and abusive clients.
@@ -128,6 +130,7 @@ impl fmt::Debug for Config {
             .field("webhook", &self.webhook)
             .field("cache_margin", &self.refresh.margin)
             .field("http", &self.http)
+            .field("admin_role", &self.admin_role)
             .finish()
     }
 }
@@ -231,6 +234,7 @@ impl Config {
             cleanup_interval: seconds(get("CLEANUP_INTERVAL_SECS"), "CLEANUP_INTERVAL_SECS", 300)?,
             retention: seconds(get("RETENTION_SECS"), "RETENTION_SECS", 7 * 24 * 3600)?,
             webhook: parse_webhook(&get)?,
+            admin_role: get("ADMIN_ROLE").map(|r| r.trim().to_owned()),
             http: HttpSettings {
                 cors_origins: parse_origins_of(
                     "CORS_ALLOWED_ORIGINS",

@@ -1,6 +1,8 @@
 //! The HTTP API: one router, one file per route group.
 
 mod access_token;
+mod admin;
+mod admin_page;
 mod callback;
 mod consent;
 mod error;
@@ -19,6 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use admin::Admin;
 pub use error::ApiError;
 pub use middleware::RateLimit;
 pub use openapi::ApiDoc;
@@ -55,6 +58,9 @@ pub fn router(state: AppState, metrics_elsewhere: bool) -> Router {
             "/api/auth/manager/offline-tokens/{id}",
             get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
+        .route("/admin", get(admin::show_admin_page))
+        .route("/admin/callback", get(admin::finish_admin_sign_in))
+        .route("/admin/tokens/{id}/revoke", post(admin::revoke_as_admin))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/docs", get(openapi::docs_page))
         .route("/healthz", get(ops::healthz))

@@ -6,7 +6,7 @@ use crate::crypto::Keyring;
 use crate::oidc::{OidcClient, TokenVerifier};
 use crate::refresh::Refresher;
 
-use super::RateLimit;
+use super::{Admin, RateLimit};
 use crate::vault::TokenVault;
 
 /// What the handlers share. Cheap to clone: one `Arc`.
@@ -21,6 +21,8 @@ pub struct Services {
     pub refresher: Refresher,
     /// None when rate limiting is off.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// None unless `ADMIN_ROLE` is set.
+    pub admin: Option<Admin>,
     pub policy: Policy,
 }
 

@@ -11,7 +11,7 @@ use super::extract::{ApiQuery, AuthUser};
 use super::state::{AppState, Services};
 use crate::audit::Subject;
 use crate::crypto::{purpose, Binding};
-use crate::vault::{AuditAction, ListFilter, Status, VaultRow};
+use crate::vault::{AuditAction, ListFilter, RefreshLease, Status, VaultRow};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -154,12 +154,13 @@ pub async fn list_tokens(
     let offset = query.offset.unwrap_or(0);
     // One extra row tells whether another page exists.
     let filter = ListFilter {
+        user_id: Some(user.subject.clone()),
         task_id,
         status,
         limit: limit + 1,
         offset,
     };
-    let mut rows = state.vault.list_for_user(&user.subject, &filter).await?;
+    let mut rows = state.vault.list(&filter).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     Ok(Json(TokenPage {
@@ -197,27 +198,42 @@ pub async fn revoke_token(
     if lease.row().user_id != user.subject {
         return Err(ApiError::token_not_found());
     }
+    revoke_locked(&state, lease, &user.subject, REVOKED_BY_USER)
+        .await
+        .map(Json)
+}
+
+/// Revokes a locked row (the caller checked who may): at the provider, then here, journaled as
+/// `actor`. Revoking a revoked row changes nothing.
+pub(super) async fn revoke_locked(
+    state: &Services,
+    lease: Box<dyn RefreshLease>,
+    actor: &str,
+    why: &str,
+) -> Result<RevokeResponse, ApiError> {
     if lease.row().status == Status::Revoked {
-        let token = TokenView::from(lease.row());
-        return Ok(Json(RevokeResponse {
-            token,
+        return Ok(RevokeResponse {
+            token: TokenView::from(lease.row()),
             provider_revocation: "not_needed",
-        }));
+        });
     }
-    let provider_revocation = revoke_at_provider(&state, lease.row()).await;
-    let (task_id, user_id) = (lease.row().task_id.clone(), lease.row().user_id.clone());
-    lease.finish_revoked(REVOKED_BY_USER, Utc::now()).await?;
+    let provider_revocation = revoke_at_provider(state, lease.row()).await;
+    let (id, task_id, user_id) = {
+        let row = lease.row();
+        (row.id, row.task_id.clone(), row.user_id.clone())
+    };
+    lease.finish_revoked(why, Utc::now()).await?;
     let subject = Subject {
         token_id: id,
         user_id: &user_id,
         task_id: &task_id,
     };
     // e.g. "revoked_by_user:provider_revoked": what happened here and at the provider.
-    let reason = format!("{REVOKED_BY_USER}:provider_{provider_revocation}");
+    let reason = format!("{why}:provider_{provider_revocation}");
     state
         .journal
         .record(
-            &user.subject,
+            actor,
             subject,
             AuditAction::TokenRevoked,
             true,
@@ -229,10 +245,10 @@ pub async fn revoke_token(
         .find(id)
         .await?
         .ok_or_else(|| ApiError::internal("a revoked row vanished", id))?;
-    Ok(Json(RevokeResponse {
+    Ok(RevokeResponse {
         token: TokenView::from(&row),
         provider_revocation,
-    }))
+    })
 }
 
 /// Revokes the stored offline token at the provider. Failure does not stop the local revocation:

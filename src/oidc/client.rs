@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::time::Duration;
 
 use oauth2::basic::{
@@ -52,6 +53,7 @@ pub struct AuthorizationRequest {
 
 /// What an authorization code bought.
 pub struct CodeGrant {
+    pub access_token: SecretString,
     pub refresh_token: Option<SecretString>,
     pub id_token: Option<SecretString>,
     /// `None` when the provider did not say, which RFC 6749 §5.1 defines as "as requested".
@@ -133,21 +135,57 @@ impl OidcClient {
         }
     }
 
+    /// A sign-in to the broker's own pages (the admin page): `openid` only, and its own
+    /// redirect URI, with the same state, nonce and PKCE protections as a consent.
+    pub fn sign_in_request(
+        &self,
+        state: &str,
+        nonce: &str,
+        redirect: &Url,
+    ) -> AuthorizationRequest {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = state.to_owned();
+        let (url, _) = self
+            .oauth
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scope(Scope::new("openid".to_owned()))
+            .add_extra_param("nonce", nonce)
+            .set_pkce_challenge(challenge)
+            .set_redirect_uri(Cow::Owned(RedirectUrl::from_url(redirect.clone())))
+            .url();
+        AuthorizationRequest {
+            url,
+            pkce_verifier: SecretString::from(verifier.into_secret()),
+        }
+    }
+
     pub async fn exchange_code(
         &self,
         code: &SecretString,
         pkce_verifier: &SecretString,
     ) -> Result<CodeGrant, ProviderError> {
-        let response = self
+        self.exchange_code_at(code, pkce_verifier, None).await
+    }
+
+    /// Exchanges a code that was issued for `redirect` rather than the consent callback.
+    pub async fn exchange_code_at(
+        &self,
+        code: &SecretString,
+        pkce_verifier: &SecretString,
+        redirect: Option<&Url>,
+    ) -> Result<CodeGrant, ProviderError> {
+        let mut request = self
             .oauth
             .exchange_code(AuthorizationCode::new(code.expose_secret().to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(
                 pkce_verifier.expose_secret().to_owned(),
-            ))
-            .request_async(&self.http)
-            .await
-            .map_err(classify)?;
+            ));
+        if let Some(redirect) = redirect {
+            request = request.set_redirect_uri(Cow::Owned(RedirectUrl::from_url(redirect.clone())));
+        }
+        let response = request.request_async(&self.http).await.map_err(classify)?;
         Ok(CodeGrant {
+            access_token: SecretString::from(response.access_token().secret().to_owned()),
             refresh_token: response
                 .refresh_token()
                 .map(|t| SecretString::from(t.secret().to_owned())),

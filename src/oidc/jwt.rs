@@ -89,6 +89,31 @@ pub struct CallerClaims {
     /// Keycloak marks its tokens: "Bearer" for access tokens, "ID", "Refresh", "Offline" else.
     #[serde(default)]
     typ: Option<String>,
+    /// Keycloak's realm roles.
+    #[serde(default)]
+    realm_access: Option<RealmAccess>,
+    /// Roles as other providers put them.
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RealmAccess {
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+impl CallerClaims {
+    /// Whether the caller holds `role` (Keycloak `realm_access.roles`, or a `roles` claim).
+    pub fn has_role(&self, role: &str) -> bool {
+        let realm = self
+            .realm_access
+            .as_ref()
+            .map(|r| r.roles.as_slice())
+            .unwrap_or_default();
+        let plain = self.roles.as_deref().unwrap_or_default();
+        realm.iter().chain(plain).any(|r| r == role)
+    }
 }
 
 /// The verified claims of the ID token returned with an authorization code.

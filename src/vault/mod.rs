@@ -109,12 +109,8 @@ pub trait TokenVault: Send + Sync + 'static {
     async fn lock_for_refresh(&self, id: Uuid)
         -> Result<Option<Box<dyn RefreshLease>>, VaultError>;
 
-    /// One page of a user's rows, newest first.
-    async fn list_for_user(
-        &self,
-        user_id: &str,
-        filter: &ListFilter,
-    ) -> Result<Vec<VaultRow>, VaultError>;
+    /// One page of rows matching `filter`, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<VaultRow>, VaultError>;
 
     /// Marks up to `batch` stale rows `expired`: pending consents whose state expired
     /// (`consent_timeout`) and active tokens past their maximum age (`max_age_reached`, sealed

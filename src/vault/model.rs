@@ -173,9 +173,11 @@ impl TryFrom<RowRecord> for VaultRow {
     }
 }
 
-/// Which of a user's rows to list, newest first.
+/// Which rows to list, newest first.
 #[derive(Debug, Default)]
 pub struct ListFilter {
+    /// Only this user's rows; None = everybody's (the admin page).
+    pub user_id: Option<String>,
     pub task_id: Option<String>,
     pub status: Option<Status>,
     pub limit: u32,

@@ -209,17 +209,14 @@ impl TokenVault for SqliteVault {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_for_user(
-        &self,
-        user_id: &str,
-        filter: &ListFilter,
-    ) -> Result<Vec<VaultRow>, VaultError> {
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<VaultRow>, VaultError> {
         let records: Vec<RowRecord> = sqlx::query_as(&format!(
             "select {ROW_COLUMNS} from token_vault \
-             where user_id = ?1 and (?2 is null or task_id = ?2) and (?3 is null or status = ?3) \
+             where (?1 is null or user_id = ?1) and (?2 is null or task_id = ?2) \
+             and (?3 is null or status = ?3) \
              order by created_at desc, id desc limit ?4 offset ?5"
         ))
-        .bind(user_id)
+        .bind(&filter.user_id)
         .bind(&filter.task_id)
         .bind(filter.status.map(|s| s.as_str()))
         .bind(i64::from(filter.limit))

@@ -1,0 +1,142 @@
+//! The admin page's HTML: no build step, no script, every value escaped.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::vault::VaultRow;
+
+/// The filters as the operator typed them.
+pub struct Filters {
+    pub user: Option<String>,
+    pub task: Option<String>,
+    pub status: Option<String>,
+}
+
+const STYLE: &str =
+    "body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}\
+    th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;font-size:.9rem}\
+    th{background:#f3f3f3}form.filters{margin:1rem 0}.revoked,.failed,.expired{color:#888}";
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title>\
+         <style>{STYLE}</style></head><body>{body}</body></html>",
+        escape(title)
+    )
+}
+
+pub fn message_page(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<h1>token-broker admin</h1><p id=\"message\">{}</p>",
+        escape(message)
+    );
+    (status, Html(page("token-broker admin", &body))).into_response()
+}
+
+pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultRow]) -> Response {
+    let value = |v: &Option<String>| escape(v.as_deref().unwrap_or(""));
+    let options: String = ["", "pending", "active", "failed", "revoked", "expired"]
+        .iter()
+        .map(|s| {
+            let selected = if filters.status.as_deref() == Some(*s) {
+                " selected"
+            } else {
+                ""
+            };
+            let label = if s.is_empty() { "any status" } else { s };
+            format!("<option value=\"{s}\"{selected}>{label}</option>")
+        })
+        .collect();
+    let mut table = String::from(
+        "<table id=\"tokens\"><thead><tr><th>token</th><th>user</th><th>task</th><th>status</th>\
+         <th>reason</th><th>created</th><th>updated</th><th>last used</th><th></th></tr></thead><tbody>",
+    );
+    for row in rows {
+        let revoke = if row.status == crate::vault::Status::Revoked {
+            String::new()
+        } else {
+            format!(
+                "<form method=\"post\" action=\"/admin/tokens/{id}/revoke\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <button type=\"submit\" data-token=\"{id}\">Revoke</button></form>",
+                id = row.id,
+                csrf = escape(csrf)
+            )
+        };
+        table.push_str(&format!(
+            "<tr data-token=\"{id}\" class=\"{status}\"><td>{id}</td><td>{user}</td><td>{task}</td>\
+             <td class=\"status\">{status}</td><td>{reason}</td><td>{created}</td><td>{updated}</td>\
+             <td>{used}</td><td>{revoke}</td></tr>",
+            id = row.id,
+            user = escape(&row.user_id),
+            task = escape(&row.task_id),
+            status = row.status,
+            reason = escape(row.status_reason.as_deref().unwrap_or("")),
+            created = row.created_at.format("%Y-%m-%d %H:%M:%S"),
+            updated = row.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            used = row
+                .last_used_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+        ));
+    }
+    table.push_str("</tbody></table>");
+    let body = format!(
+        "<h1>token-broker admin</h1><p>Signed in as <b id=\"operator\">{operator}</b>. \
+         Showing {count} row(s), newest first (at most 200).</p>\
+         <form class=\"filters\" method=\"get\" action=\"/admin\">\
+         <input name=\"user\" placeholder=\"user\" value=\"{user}\"> \
+         <input name=\"task\" placeholder=\"task\" value=\"{task}\"> \
+         <select name=\"status\">{options}</select> <button type=\"submit\">Filter</button></form>{table}",
+        operator = escape(operator),
+        count = rows.len(),
+        user = value(&filters.user),
+        task = value(&filters.task),
+    );
+    let mut response = Html(page("token-broker admin", &body)).into_response();
+    // The page carries a CSRF token and user data: never cache it, never frame it.
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        axum::http::HeaderName::from_static("x-frame-options"),
+        axum::http::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        axum::http::HeaderName::from_static("content-security-policy"),
+        axum::http::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        ),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(
+            escape(r#"<script>alert("x'&")</script>"#),
+            "&lt;script&gt;alert(&quot;x&#39;&amp;&quot;)&lt;/script&gt;"
+        );
+    }
+}
