@@ -10,6 +10,8 @@
 //   IDP_EXIT_ON_STDIN_CLOSE    "1": exit when stdin closes (the test process that spawned us died)
 //   IDP_ACCESS_TOKEN_TTL       access token lifetime in seconds (default 300)
 //   IDP_ISSUER_PORT            port to put in the issuer URL, when a proxy forwards to us
+//   IDP_EXTRA_REDIRECT_URIS    comma-separated redirect URIs added to the broker clients
+// Accounts named admin-* carry the realm role token-broker-admin, as Keycloak would put it.
 // Once listening it prints one JSON line to stdout: {"issuer": ..., "port": ...}.
 //
 // Test-only helpers live under /__test (signing arbitrary JWTs, counting grants); a production
@@ -30,6 +32,8 @@ const OIDC = '/protocol/openid-connect';
 // Clients whose refresh tokens always rotate, so one provider serves both behaviours at once.
 const ROTATING_CLIENTS = new Set(['token-broker-rotating']);
 
+const extraRedirects = (process.env.IDP_EXTRA_REDIRECT_URIS || '').split(',').filter(Boolean);
+
 const brokerClient = (clientId) => ({
   client_id: clientId,
   client_secret: 'broker-secret',
@@ -38,6 +42,8 @@ const brokerClient = (clientId) => ({
     'http://broker.test/api/auth/manager/offline-callback',
     'http://127.0.0.1:8080/api/auth/manager/offline-callback',
     'http://localhost:8080/api/auth/manager/offline-callback',
+    'http://broker.test/admin/callback',
+    ...extraRedirects,
   ],
   grant_types: ['authorization_code', 'refresh_token', 'client_credentials',
     'urn:ietf:params:oauth:grant-type:device_code'],
@@ -126,7 +132,12 @@ const provider = new Provider(issuer, {
     },
   },
   // Keycloak puts the requesting client in `azp`.
-  extraTokenClaims: (_ctx, token) => ({ azp: token.clientId }),
+  extraTokenClaims: (_ctx, token) => ({
+    azp: token.clientId,
+    ...(String(token.accountId || '').startsWith('admin-')
+      ? { realm_access: { roles: ['token-broker-admin', 'offline_access'] } }
+      : {}),
+  }),
   // Keycloak returns a refresh token for every code grant, offline or not.
   issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: (ctx) => rotateAll || ROTATING_CLIENTS.has(ctx.oidc.client.clientId),

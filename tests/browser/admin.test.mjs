@@ -1,0 +1,150 @@
+// The admin page in a real browser: headless Chromium (Debian's, /usr/bin/chromium) driven by
+// playwright-core. Starts the test OpenID provider and the broker binary (embedded SQLite),
+// completes a user's consent in the browser, then signs an operator in at /admin, revokes the
+// user's token there and checks the result, in the page and through the API.
+//
+// Needs target/debug/token-broker (cargo build) and ../idp's node_modules.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const children = [];
+let issuer;
+let base;
+let browser;
+
+const freePort = () => new Promise((resolve) => {
+  const server = createServer().listen(0, '127.0.0.1', () => {
+    const { port } = server.address();
+    server.close(() => resolve(port));
+  });
+});
+
+// Starts a process and resolves with the first stdout line matching `pattern`.
+const start = (command, args, options, pattern) => new Promise((resolve, reject) => {
+  const child = spawn(command, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  let seen = '';
+  child.stdout.on('data', (chunk) => {
+    seen += chunk;
+    const match = seen.match(pattern);
+    if (match) resolve(match);
+  });
+  child.stderr.on('data', (chunk) => { seen += chunk; });
+  child.on('exit', (code) => reject(new Error(`${command} exited with ${code}: ${seen}`)));
+});
+
+before(async () => {
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const idp = await start('node', ['server.js'], {
+    cwd: join(root, 'tests', 'idp'),
+    env: { ...process.env, IDP_PORT: '0', IDP_EXTRA_REDIRECT_URIS: `${base}/api/auth/manager/offline-callback,${base}/admin/callback` },
+  }, /"issuer":"([^"]+)"/);
+  issuer = idp[1];
+  await start(join(root, 'target', 'debug', 'token-broker'), ['serve'], {
+    env: {
+      PATH: process.env.PATH,
+      NO_COLOR: '1',
+      OIDC_ISSUER: issuer,
+      OIDC_CLIENT_ID: 'token-broker',
+      OIDC_CLIENT_SECRET: 'broker-secret',
+      PUBLIC_BASE_URL: base,
+      BIND_ADDR: `127.0.0.1:${port}`,
+      TOKEN_BROKER_DATA_DIR: mkdtempSync(join(tmpdir(), 'tb-browser-')),
+      TOKEN_ENCRYPTION_KEYS: 'browser:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=',
+      ADMIN_ROLE: 'token-broker-admin',
+    },
+  }, /token-broker listening/);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const child of children) child.kill();
+});
+
+const userToken = async (sub) => {
+  const response = await fetch(issuer.replace(/\/realms\/.*/, '/__test/user-token'), {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sub }),
+  });
+  return (await response.json()).accessToken;
+};
+
+const api = (path, token, init = {}) => fetch(`${base}${path}`, {
+  ...init,
+  headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers || {}) },
+});
+
+// Fills the test provider's login form.
+const signIn = async (page, username) => {
+  await page.waitForSelector('input[name=username]');
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', 'password');
+  await page.click('button[type=submit]');
+};
+
+test('an operator revokes a user\'s token on the admin page', async () => {
+  const bearer = await userToken('alice-browser');
+  const consent = await (await api('/api/auth/manager/offline-consent', bearer, {
+    method: 'POST', body: JSON.stringify({ taskId: 'browser-task' }),
+  })).json();
+  const id = consent.persistentTokenId;
+
+  // The user consents in the browser; the provider sends it to the broker's callback.
+  const userContext = await browser.newContext();
+  const userPage = await userContext.newPage();
+  await userPage.goto(consent.consentUrl);
+  await signIn(userPage, 'alice-browser');
+  await userPage.waitForURL(/offline-callback/);
+  assert.match(await userPage.textContent('body'), /Offline token successfully obtained and stored/);
+  await userContext.close();
+
+  // The operator opens /admin, is sent to the provider, signs in, and comes back.
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/admin`);
+  await signIn(page, 'admin-olga');
+  await page.waitForURL(`${base}/admin`);
+  assert.equal(await page.textContent('#operator'), 'admin-olga');
+  const row = page.locator(`tr[data-token="${id}"]`);
+  assert.equal(await row.locator('td.status').textContent(), 'active');
+  assert.match(await row.textContent(), /alice-browser/);
+
+  await row.locator('button', { hasText: 'Revoke' }).click();
+  await page.waitForURL(`${base}/admin`);
+  const revoked = page.locator(`tr[data-token="${id}"]`);
+  assert.equal(await revoked.locator('td.status').textContent(), 'revoked');
+  assert.match(await revoked.textContent(), /revoked_by_admin/);
+  assert.equal(await revoked.locator('button').count(), 0);
+  await page.screenshot({ path: join(tmpdir(), 'token-broker-admin.png'), fullPage: true });
+  await context.close();
+
+  const status = await (await api(`/api/auth/manager/offline-tokens/${id}`, bearer)).json();
+  assert.equal(status.status, 'revoked');
+  assert.equal(status.statusReason, 'revoked_by_admin');
+});
+
+test('a signed-in user without the role is refused', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/admin`);
+  await signIn(page, 'mallory-browser');
+  await page.waitForSelector('#message');
+  assert.match(await page.textContent('#message'), /does not have the role/);
+  await context.close();
+});
