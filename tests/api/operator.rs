@@ -22,7 +22,14 @@ fn run(args: &[&str], database_url: &str, keys: &str) -> Output {
         .env("OIDC_CLIENT_ID", "c")
         .env("OIDC_CLIENT_SECRET", "s")
         .env("PUBLIC_BASE_URL", "http://broker.test")
-        .env("RUST_LOG", "off")
+        .env(
+            "RUST_LOG",
+            if args.contains(&"--log-json") {
+                "info"
+            } else {
+                "off"
+            },
+        )
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -128,4 +135,17 @@ async fn cleanup_expires_stale_consents_and_says_how_many() {
     assert_eq!(text(&output.stdout).trim(), "expired 1, purged 0");
     let again = run(&["cleanup"], &url, OLD);
     assert_eq!(text(&again.stdout).trim(), "expired 0, purged 0");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let output = run(&["--log-json", "migrate"], "sqlite::memory:", OLD);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["message"] == "migrations applied" && l["level"] == "INFO"));
 }

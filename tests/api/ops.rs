@@ -224,3 +224,41 @@ async fn a_task_filter_with_control_characters_is_refused(pool: PgPool) {
         .await;
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn metrics_can_live_on_their_own_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let idp = Idp::shared();
+    let broker = crate::process::BrokerProcess::start(&[
+        ("OIDC_ISSUER", idp.issuer.clone()),
+        ("OIDC_CLIENT_ID", "token-broker".into()),
+        ("OIDC_CLIENT_SECRET", crate::idp::CLIENT_SECRET.into()),
+        ("PUBLIC_BASE_URL", "http://broker.test".into()),
+        ("DATABASE_URL", "sqlite::memory:".into()),
+        ("TOKEN_ENCRYPTION_KEYS", crate::app::TEST_KEYS.into()),
+        ("METRICS_ADDR", format!("127.0.0.1:{port}")),
+    ]);
+    let mut scraped = None;
+    for _ in 0..50 {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            scraped = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let scraped = scraped.expect("the metrics listener answers");
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped
+        .text()
+        .await
+        .unwrap()
+        .contains("token_broker_vault_rows"));
+    let main = reqwest::get(format!("{}/metrics", broker.base))
+        .await
+        .unwrap();
+    assert_eq!(main.status(), 404, "not on the API address");
+}
