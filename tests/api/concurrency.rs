@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::app::{spawn_with, unique_user, Options, TEST_KEYS};
-use crate::idp::{Idp, BROKER_PUBLIC_URL, CLIENT_SECRET, ROTATING_CLIENT};
-use crate::process::{BrokerProcess, FaultProxy};
+use crate::app::{spawn_with, unique_user, Options};
+use crate::idp::{Idp, ROTATING_CLIENT};
+use crate::process::{broker_env, BrokerProcess, FaultProxy};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 const CALLS: usize = 200;
@@ -99,24 +99,12 @@ async fn database_url(pool: &PgPool) -> String {
     url.into()
 }
 
-fn broker_env(idp: &Idp, database_url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("DATABASE_URL", database_url.to_owned()),
-        ("OIDC_ISSUER", idp.issuer.clone()),
-        ("OIDC_CLIENT_ID", ROTATING_CLIENT.to_owned()),
-        ("OIDC_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
-        ("PUBLIC_BASE_URL", BROKER_PUBLIC_URL.to_owned()),
-        ("TOKEN_ENCRYPTION_KEYS", TEST_KEYS.to_owned()),
-        ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
-    ]
-}
-
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn three_broker_processes_on_one_database_refresh_once_and_share_revocation(pool: PgPool) {
     let idp = Idp::shared();
     let url = database_url(&pool).await;
     let brokers: Vec<BrokerProcess> = (0..3)
-        .map(|_| BrokerProcess::start(&broker_env(idp, &url)))
+        .map(|_| BrokerProcess::start(&broker_env(idp, ROTATING_CLIENT, &url)))
         .collect();
     let bases: Vec<String> = brokers.iter().map(|b| b.base.clone()).collect();
     // Consent through an in-process instance on the same database.

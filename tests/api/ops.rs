@@ -4,7 +4,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::app::{spawn_app, spawn_with, unique_user, Options, FRONTEND_ORIGIN};
-use crate::idp::Idp;
+use crate::idp::{Idp, BROKER_CLIENT};
+use crate::process::{broker_env, BrokerProcess};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -166,14 +167,7 @@ async fn a_client_over_its_rate_gets_429_with_retry_after(pool: PgPool) {
 #[tokio::test]
 async fn sigterm_stops_the_broker_cleanly() {
     let idp = Idp::shared();
-    let mut broker = crate::process::BrokerProcess::start(&[
-        ("OIDC_ISSUER", idp.issuer.clone()),
-        ("OIDC_CLIENT_ID", "token-broker".into()),
-        ("OIDC_CLIENT_SECRET", crate::idp::CLIENT_SECRET.into()),
-        ("PUBLIC_BASE_URL", "http://broker.test".into()),
-        ("DATABASE_URL", "sqlite::memory:".into()),
-        ("TOKEN_ENCRYPTION_KEYS", crate::app::TEST_KEYS.into()),
-    ]);
+    let mut broker = BrokerProcess::start(&broker_env(idp, BROKER_CLIENT, "sqlite::memory:"));
     assert_eq!(
         reqwest::get(format!("{}/healthz", broker.base))
             .await
@@ -233,15 +227,9 @@ async fn metrics_can_live_on_their_own_address() {
         .unwrap()
         .port();
     let idp = Idp::shared();
-    let broker = crate::process::BrokerProcess::start(&[
-        ("OIDC_ISSUER", idp.issuer.clone()),
-        ("OIDC_CLIENT_ID", "token-broker".into()),
-        ("OIDC_CLIENT_SECRET", crate::idp::CLIENT_SECRET.into()),
-        ("PUBLIC_BASE_URL", "http://broker.test".into()),
-        ("DATABASE_URL", "sqlite::memory:".into()),
-        ("TOKEN_ENCRYPTION_KEYS", crate::app::TEST_KEYS.into()),
-        ("METRICS_ADDR", format!("127.0.0.1:{port}")),
-    ]);
+    let mut env = broker_env(idp, BROKER_CLIENT, "sqlite::memory:");
+    env.push(("METRICS_ADDR", format!("127.0.0.1:{port}")));
+    let broker = BrokerProcess::start(&env);
     let mut scraped = None;
     for _ in 0..50 {
         if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {

@@ -8,6 +8,23 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// The environment of a broker process using `idp` as `client_id`, on `database_url`.
+pub fn broker_env(
+    idp: &crate::idp::Idp,
+    client_id: &str,
+    database_url: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        ("OIDC_ISSUER", idp.issuer.clone()),
+        ("OIDC_CLIENT_ID", client_id.to_owned()),
+        ("OIDC_CLIENT_SECRET", crate::idp::CLIENT_SECRET.to_owned()),
+        ("PUBLIC_BASE_URL", crate::idp::BROKER_PUBLIC_URL.to_owned()),
+        ("TOKEN_ENCRYPTION_KEYS", crate::app::TEST_KEYS.to_owned()),
+        ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
+    ]
+}
+
 /// A running `token-broker serve`; killed on drop.
 pub struct BrokerProcess {
     pub base: String,
