@@ -355,6 +355,16 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
     assert_eq!(list(None, None, 2, 0).await, vec![ids[3], ids[2]]);
     assert_eq!(list(None, None, 2, 2).await, vec![ids[1], ids[0]]);
     assert!(list(None, None, 2, 4).await.is_empty());
+
+    let everybody = ListFilter {
+        limit: 10,
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        vault.list(&everybody).await.unwrap().len(),
+        5,
+        "the admin view"
+    );
 }
 
 async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {

@@ -4,6 +4,7 @@
 //! all tests share one provider process and keep apart by user names.
 
 mod access;
+mod admin;
 mod app;
 mod auth;
 mod callback;

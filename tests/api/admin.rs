@@ -1,0 +1,127 @@
+//! The admin page's guards over plain HTTP: who may see it, and who may revoke through it.
+
+use reqwest::header::LOCATION;
+use sqlx::PgPool;
+
+use crate::app::{spawn_app, spawn_with, unique_user, Options, TestApp};
+use crate::idp::{Browser, Idp, BROKER_PUBLIC_URL};
+
+const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+async fn admin_app(pool: PgPool) -> TestApp {
+    spawn_with(
+        pool,
+        Options {
+            extra: vec![("ADMIN_ROLE", "token-broker-admin".into())],
+            ..Options::new(Idp::shared())
+        },
+    )
+    .await
+}
+
+/// Signs `operator` in at /admin with a cookie-keeping client; returns it and the page.
+async fn sign_in_to_admin(app: &TestApp, operator: &str) -> (reqwest::Client, reqwest::Response) {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = client
+        .get(format!("{}/admin", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 303, "sent to the provider");
+    let provider = start.headers()[LOCATION].to_str().unwrap().to_owned();
+    let back = Browser::new().sign_in(&provider, operator, false).await;
+    assert!(back
+        .as_str()
+        .starts_with(&format!("{BROKER_PUBLIC_URL}/admin/callback")));
+    let path = &back.as_str()[BROKER_PUBLIC_URL.len()..];
+    let callback = client
+        .get(format!("{}{path}", app.base))
+        .send()
+        .await
+        .unwrap();
+    let page = if callback.status() == 303 {
+        client
+            .get(format!("{}/admin", app.base))
+            .send()
+            .await
+            .unwrap()
+    } else {
+        callback
+    };
+    (client, page)
+}
+
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page has a revoke form")
+        .to_owned()
+}
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn revoking_needs_the_sessions_csrf_token(pool: PgPool) {
+    let app = admin_app(pool).await;
+    let user = unique_user("alice");
+    let id = app
+        .activate(&Idp::shared().user_token(&user).await, &user, "t")
+        .await;
+    let (client, page) = sign_in_to_admin(&app, &unique_user("admin")).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&id.to_string()) && html.contains(&user));
+    let csrf = csrf_of(&html);
+    let revoke = format!("{}/admin/tokens/{id}/revoke", app.base);
+
+    let forged = client
+        .post(&revoke)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let cookieless = reqwest::Client::new()
+        .post(&revoke)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookieless.status(), 401);
+    assert_eq!(app.row(id).await.status, "active", "nothing was revoked");
+
+    let done = client
+        .post(&revoke)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let row = app.row(id).await;
+    assert_eq!(row.status, "revoked");
+    assert_eq!(row.status_reason.as_deref(), Some("revoked_by_admin"));
+}
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn only_holders_of_the_role_get_the_page(pool: PgPool) {
+    let app = admin_app(pool).await;
+    let (_, page) = sign_in_to_admin(&app, &unique_user("mallory")).await;
+    assert_eq!(page.status(), 403);
+    assert!(
+        !page.headers().contains_key("set-cookie"),
+        "no session for a refused sign-in"
+    );
+    // A replayed or made-up sign-in state is refused.
+    let made_up = app.get("/admin/callback?code=x&state=made-up").await;
+    assert_eq!(made_up.status(), 400);
+}
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn without_admin_role_configured_there_is_no_admin_page(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    assert_eq!(app.get("/admin").await.status(), 404);
+}
