@@ -228,6 +228,33 @@ pub struct Row {
     pub used: bool,
 }
 
+/// A broker and a fresh user who has just asked it for a consent.
+pub struct Scene {
+    pub app: TestApp,
+    pub user: String,
+    pub consent: Consent,
+}
+
+pub async fn user_with_consent(pool: PgPool) -> Scene {
+    let app = spawn_app(pool).await;
+    let user = unique_user("alice");
+    let bearer = Idp::shared().user_token(&user).await;
+    let consent = app.consent(&bearer, "t").await;
+    Scene { app, user, consent }
+}
+
+/// A broker whose provider client rotates refresh tokens on every use.
+pub async fn spawn_rotating(pool: PgPool, idp: &Idp) -> TestApp {
+    spawn_with(
+        pool,
+        Options {
+            client_id: crate::idp::ROTATING_CLIENT,
+            ..Options::new(idp)
+        },
+    )
+    .await
+}
+
 /// A user name no other test uses, so tests can share one provider.
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])

@@ -3,7 +3,7 @@ use sqlx::PgPool;
 use token_broker::crypto::random_token;
 use url::Url;
 
-use crate::app::{spawn_app, unique_user, TestApp, FRONTEND_ORIGIN};
+use crate::app::{spawn_app, unique_user, user_with_consent, Scene, TestApp, FRONTEND_ORIGIN};
 use crate::idp::{query_param, Idp, BROKER_CLIENT};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -78,10 +78,9 @@ async fn completed_consent_seals_the_offline_token_and_activates_the_row(pool: P
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn a_replayed_callback_is_refused_and_changes_nothing(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
     let back = app.sign_in(&consent.url, &user, true).await;
     assert_eq!(app.deliver_callback(&back).await.status(), 200);
     let before = app.row(consent.id).await;
@@ -97,10 +96,9 @@ async fn a_replayed_callback_is_refused_and_changes_nothing(pool: PgPool) {
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn concurrent_callbacks_with_one_state_complete_it_once(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
     let back = app.sign_in(&consent.url, &user, true).await;
 
     let answers = futures_join(&app, &back, 8).await;
@@ -135,10 +133,9 @@ async fn futures_join(app: &TestApp, back: &Url, n: usize) -> Vec<u16> {
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn a_forged_state_is_refused_and_the_real_row_stays_pending(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
     let back = app.sign_in(&consent.url, &user, true).await;
     let code = query_param(&back, "code").unwrap();
 
@@ -164,10 +161,9 @@ async fn a_forged_state_is_refused_and_the_real_row_stays_pending(pool: PgPool) 
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn an_expired_state_is_refused_and_changes_nothing(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
     let back = app.sign_in(&consent.url, &user, true).await;
     sqlx::query(
         "update token_vault set state_expires_at = now() - interval '1 second' where id = $1",
@@ -226,10 +222,9 @@ async fn consent_given_by_another_user_fails_with_subject_mismatch(pool: PgPool)
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn consent_without_offline_access_fails(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
 
     let back = app.sign_in(&consent.url, &user, false).await;
     let response = app.deliver_callback(&back).await;
@@ -269,10 +264,9 @@ async fn a_provider_error_marks_the_row_failed_with_its_code(pool: PgPool) {
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn an_id_token_with_another_nonce_is_refused(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
 
     let tampered = with_param(&consent.url, "nonce", &random_token(32));
     let back = app.sign_in(&tampered, &user, true).await;
@@ -282,10 +276,9 @@ async fn an_id_token_with_another_nonce_is_refused(pool: PgPool) {
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn a_code_issued_for_another_pkce_challenge_is_refused_by_the_provider(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
 
     // An attacker who swaps the challenge cannot redeem the code without our sealed verifier.
     let tampered = with_param(&consent.url, "code_challenge", &random_token(32));
@@ -301,10 +294,9 @@ async fn a_code_issued_for_another_pkce_challenge_is_refused_by_the_provider(poo
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn a_response_naming_another_issuer_is_refused(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    let user = unique_user("alice");
-    let bearer = Idp::shared().user_token(&user).await;
-    let consent = app.consent(&bearer, "t").await;
+    let Scene {
+        app, user, consent, ..
+    } = user_with_consent(pool).await;
     let back = app.sign_in(&consent.url, &user, true).await;
     let code = query_param(&back, "code").unwrap();
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::app::{spawn_with, unique_user, Options};
+use crate::app::{spawn_rotating, spawn_with, unique_user, Options};
 use crate::idp::{Idp, ROTATING_CLIENT};
 use crate::process::{broker_env, BrokerProcess, FaultProxy};
 
@@ -62,14 +62,7 @@ fn all_ok_with_one_token(results: &[(u16, String)]) -> String {
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn two_hundred_concurrent_calls_cause_one_refresh_under_rotation(pool: PgPool) {
     let idp = Idp::shared();
-    let app = spawn_with(
-        pool,
-        Options {
-            client_id: ROTATING_CLIENT,
-            ..Options::new(idp)
-        },
-    )
-    .await;
+    let app = spawn_rotating(pool, idp).await;
     let user = unique_user("alice");
     let bearer = idp.user_token(&user).await;
     let id = app.activate(&bearer, &user, "t").await;
@@ -108,14 +101,7 @@ async fn three_broker_processes_on_one_database_refresh_once_and_share_revocatio
         .collect();
     let bases: Vec<String> = brokers.iter().map(|b| b.base.clone()).collect();
     // Consent through an in-process instance on the same database.
-    let app = spawn_with(
-        pool,
-        Options {
-            client_id: ROTATING_CLIENT,
-            ..Options::new(idp)
-        },
-    )
-    .await;
+    let app = spawn_rotating(pool, idp).await;
     let user = unique_user("alice");
     let bearer = idp.user_token(&user).await;
     let id = app.activate(&bearer, &user, "t").await.to_string();
