@@ -4,6 +4,7 @@
 //! `X-Token-Broker-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 //! Signing the timestamp with the body lets receivers refuse replays of old deliveries.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -58,7 +59,7 @@ impl Webhooks {
     /// Starts the delivery task on the current runtime.
     pub fn start(config: WebhookConfig, http: reqwest::Client) -> Self {
         let (queue, events) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(deliver_all(events, config, http));
+        tokio::spawn(deliver_all(events, Arc::new(config), http));
         Self { queue }
     }
 
@@ -72,23 +73,13 @@ impl Webhooks {
 
 async fn deliver_all(
     mut events: mpsc::Receiver<StatusEvent>,
-    config: WebhookConfig,
+    config: Arc<WebhookConfig>,
     http: reqwest::Client,
 ) {
     while let Some(event) = events.recv().await {
         // Each event retries on its own, so one slow receiver delays no other event.
-        let (config, http) = (config.clone_for_task(), http.clone());
+        let (config, http) = (config.clone(), http.clone());
         tokio::spawn(async move { deliver(&event, &config, &http).await });
-    }
-}
-
-impl WebhookConfig {
-    fn clone_for_task(&self) -> Self {
-        Self {
-            url: self.url.clone(),
-            secret: self.secret.clone(),
-            retry_base: self.retry_base,
-        }
     }
 }
 

@@ -34,10 +34,6 @@ impl PgVault {
         Ok(Self::new(pool))
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
