@@ -273,32 +273,20 @@ impl Config {
                     .transpose()?,
             },
             refresh: RefreshSettings {
-                margin: Duration::from_secs(
-                    get("ACCESS_TOKEN_CACHE_MARGIN_SECS")
-                        .map(|v| v.trim().parse::<u64>())
-                        .transpose()
-                        .map_err(|_| {
-                            ConfigError::new(
-                                "ACCESS_TOKEN_CACHE_MARGIN_SECS",
-                                "must be a whole number of seconds",
-                            )
-                        })?
-                        .unwrap_or(30),
-                ),
-                attempts: match get("PROVIDER_RETRY_ATTEMPTS") {
-                    None => 3,
-                    Some(v) => v
-                        .trim()
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=10).contains(n))
-                        .ok_or_else(|| {
-                            ConfigError::new(
-                                "PROVIDER_RETRY_ATTEMPTS",
-                                "must be a whole number from 1 to 10",
-                            )
-                        })?,
-                },
+                margin: Duration::from_secs(number(
+                    get("ACCESS_TOKEN_CACHE_MARGIN_SECS"),
+                    "ACCESS_TOKEN_CACHE_MARGIN_SECS",
+                    30,
+                    |_: &u64| true,
+                    "must be a whole number of seconds",
+                )?),
+                attempts: number(
+                    get("PROVIDER_RETRY_ATTEMPTS"),
+                    "PROVIDER_RETRY_ATTEMPTS",
+                    3,
+                    |n: &u32| (1..=10).contains(n),
+                    "must be a whole number from 1 to 10",
+                )?,
                 retry_base: Duration::from_millis(100),
             },
         })
@@ -349,20 +337,13 @@ fn parse_webhook(
             "must be at least 16 characters",
         ));
     }
-    let retry_ms = match get("WEBHOOK_RETRY_BASE_MS") {
-        None => 1000,
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "WEBHOOK_RETRY_BASE_MS",
-                    "must be a positive whole number of milliseconds",
-                )
-            })?,
-    };
+    let retry_ms = number(
+        get("WEBHOOK_RETRY_BASE_MS"),
+        "WEBHOOK_RETRY_BASE_MS",
+        1000,
+        |n: &u64| *n > 0,
+        "must be a positive whole number of milliseconds",
+    )?;
     Ok(Some(WebhookConfig {
         url: parse_http_url("WEBHOOK_URL", &url)?,
         secret: SecretString::from(secret),
@@ -404,27 +385,45 @@ fn list(raw: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-fn count(raw: Option<String>, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+/// A number from the environment: `default` when unset, else it must parse and pass `valid`,
+/// or the error names `var` with `problem`.
+fn number<T: std::str::FromStr>(
+    raw: Option<String>,
+    var: &'static str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+    problem: &'static str,
+) -> Result<T, ConfigError> {
     match raw {
         None => Ok(default),
         Some(v) => v
             .trim()
-            .parse::<u32>()
-            .map_err(|_| ConfigError::new(var, "must be a whole number (0 turns it off)")),
+            .parse::<T>()
+            .ok()
+            .filter(|n| valid(n))
+            .ok_or_else(|| ConfigError::new(var, problem)),
     }
 }
 
+fn count(raw: Option<String>, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+    number(
+        raw,
+        var,
+        default,
+        |_| true,
+        "must be a whole number (0 turns it off)",
+    )
+}
+
 fn seconds(raw: Option<String>, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-    match raw {
-        None => Ok(Duration::from_secs(default)),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-            _ => Err(ConfigError::new(
-                var,
-                "must be a positive whole number of seconds",
-            )),
-        },
-    }
+    number(
+        raw,
+        var,
+        default,
+        |n| *n > 0,
+        "must be a positive whole number of seconds",
+    )
+    .map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -535,6 +534,8 @@ mod tests {
             ("CORS_ALLOWED_ORIGINS", "https://app.test/path"),
             ("RATE_LIMIT_PER_SECOND", "fast"),
             ("METRICS_ADDR", "everywhere"),
+            ("ACCESS_TOKEN_CACHE_MARGIN_SECS", "-5"),
+            ("PROVIDER_RETRY_ATTEMPTS", "11"),
         ];
         for (var, value) in cases {
             let mut vars = base();
