@@ -1,12 +1,13 @@
 //! Clean-up: expire stale rows, then delete finished ones after the retention period, in bounded
 //! batches so no statement holds many rows at once.
 
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::Utc;
 
 use crate::audit::Journal;
-use crate::vault::{AuditAction, TokenVault, VaultError};
+use crate::vault::{AuditAction, StatusChange, TokenVault, VaultError};
 
 pub const BATCH: u32 = 500;
 
@@ -22,33 +23,39 @@ pub async fn clean_up(
     journal: &Journal,
     retention: Duration,
 ) -> Result<CleanupReport, VaultError> {
-    let mut report = CleanupReport::default();
-    loop {
-        let changed = vault.expire_stale(Utc::now(), BATCH).await?;
-        for change in &changed {
-            journal
-                .record_change(change, AuditAction::TokenExpired)
-                .await;
-        }
-        report.expired += changed.len();
-        if changed.len() < BATCH as usize {
-            break;
-        }
-    }
+    let expired = in_batches(journal, AuditAction::TokenExpired, || {
+        vault.expire_stale(Utc::now(), BATCH)
+    })
+    .await?;
     let cutoff = Utc::now() - retention;
+    let purged = in_batches(journal, AuditAction::TokenPurged, || {
+        vault.purge_finished(cutoff, BATCH)
+    })
+    .await?;
+    Ok(CleanupReport { expired, purged })
+}
+
+/// Runs `step` until a batch comes back short, journaling every changed row as `action`.
+async fn in_batches<F, Fut>(
+    journal: &Journal,
+    action: AuditAction,
+    mut step: F,
+) -> Result<usize, VaultError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<StatusChange>, VaultError>>,
+{
+    let mut total = 0;
     loop {
-        let purged = vault.purge_finished(cutoff, BATCH).await?;
-        for change in &purged {
-            journal
-                .record_change(change, AuditAction::TokenPurged)
-                .await;
+        let changed = step().await?;
+        for change in &changed {
+            journal.record_change(change, action).await;
         }
-        report.purged += purged.len();
-        if purged.len() < BATCH as usize {
-            break;
+        total += changed.len();
+        if changed.len() < BATCH as usize {
+            return Ok(total);
         }
     }
-    Ok(report)
 }
 
 /// Runs `clean_up` every `interval` until the process ends.
