@@ -31,6 +31,13 @@ fn cli(config: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// Runs a command off the test's runtime, which may be serving the broker or a stub meanwhile.
+async fn output_of(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -244,15 +251,10 @@ async fn client_commands_drive_the_broker_end_to_end(pool: PgPool) {
         .await
         .status
         .success());
-    // Commands run off this test's runtime, which also serves the broker.
     let run = |args: &[&str]| {
         let mut command = cli(&config, args);
         command.env("TOKEN_BROKER_URL", &app.base);
-        async move {
-            tokio::task::spawn_blocking(move || command.output().unwrap())
-                .await
-                .unwrap()
-        }
+        output_of(command)
     };
 
     // consent --wait: the user completes the consent in a browser meanwhile.
@@ -403,11 +405,8 @@ mod stub {
 
 async fn login_at_stub(stub: &stub::Stub) -> (Output, PathBuf) {
     let config = temp_config();
-    let mut command = cli(&config, &["login", "--offline", "--issuer", &stub.base]);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    (output, config)
+    let command = cli(&config, &["login", "--offline", "--issuer", &stub.base]);
+    (output_of(command).await, config)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -473,9 +472,7 @@ async fn client_credentials_login_stores_the_secret_encrypted() {
         ],
     );
     command.env("TOKEN_BROKER_CLIENT_SECRET", crate::idp::CLIENT_SECRET);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = output_of(command).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let file = std::fs::read_to_string(&config).unwrap();
     assert!(file.contains("client-token:"));
