@@ -9,10 +9,13 @@ use tokio::net::TcpListener;
 
 use crate::audit::Journal;
 use crate::config::{create_private_dir, Config, Storage};
-use crate::http::{self, Policy, RateLimit, Services};
+use crate::grants::{
+    keepalive, AccessTokenCache, Callbacks, ConsentPolicy, Consents, GrantLimits,
+    KeepAliveSettings, Refresher, Revoker, StatusChanges,
+};
+use crate::http::{self, RateLimit, Services};
 use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, TokenVerifier};
-use crate::refresh::{AccessTokenCache, Refresher};
 use crate::vault::{self, TokenVault};
 use crate::webhook::Webhooks;
 
@@ -41,7 +44,19 @@ pub async fn open_vault(config: &Config) -> Result<Arc<dyn TokenVault>, StartupE
     if matches!(config.storage, Storage::EmbeddedDefault) {
         create_private_dir(&config.data_dir).map_err(StartupError::DataDir)?;
     }
-    Ok(vault::open(config.database_url.expose_secret()).await?)
+    Ok(vault::open(
+        config.database_url.expose_secret(),
+        config.database_pool_size,
+    )
+    .await?)
+}
+
+/// The services, and what the background jobs need beside them.
+pub struct Wired {
+    pub services: Services,
+    pub journal: Journal,
+    pub changes: StatusChanges,
+    pub keepalive: KeepAliveSettings,
 }
 
 /// Discovers the provider and wires the services the handlers share.
@@ -49,6 +64,11 @@ pub async fn build_services(
     config: Config,
     vault: Arc<dyn TokenVault>,
 ) -> Result<Services, StartupError> {
+    Ok(wire(config, vault).await?.services)
+}
+
+/// Discovers the provider and wires the services and jobs.
+pub async fn wire(config: Config, vault: Arc<dyn TokenVault>) -> Result<Wired, StartupError> {
     let http = http_client()?;
     let metadata = discover(&http, &config.oidc.issuer).await?;
     let jwks = Arc::new(JwksCache::new(http.clone(), metadata.jwks_uri.clone()));
@@ -61,56 +81,93 @@ pub async fn build_services(
         config.callback_url(),
         http.clone(),
     ));
+    let grant_max_age = config.grant_max_age();
     let keyring = Arc::new(config.keyring);
     let webhooks = config.webhook.map(|webhook| Webhooks::start(webhook, http));
+    let journal = Journal::new(vault.clone(), webhooks);
+    // Status changes reach the cache: this instance's own, and (PostgreSQL) everybody else's.
     let cache = Arc::new(AccessTokenCache::default());
-    let journal = Journal::new(vault.clone(), webhooks).invalidating(cache.clone());
-    // Changes made by other instances (or by hand) reach this one's cache.
-    let (on_change, on_reset) = (cache.clone(), cache.clone());
+    let changes = StatusChanges::default();
+    changes.subscribe(cache.clone());
+    let (on_change, on_reset) = (changes.clone(), changes.clone());
     vault.watch_changes(
-        Arc::new(move |id| on_change.invalidate(id)),
-        Arc::new(move || on_reset.clear()),
+        Arc::new(move |id| on_change.changed(id)),
+        Arc::new(move || on_reset.reset()),
     );
+    // Install the metrics recorder before the first request records anything.
+    let _ = crate::telemetry::prometheus();
+    let issuer = config.oidc.issuer.as_str().trim_end_matches('/').to_owned();
+    let verifier = Arc::new(TokenVerifier::new(
+        jwks,
+        issuer.clone(),
+        config.oidc.client_id.clone(),
+        config.oidc.audiences.clone(),
+        config.oidc.authorized_parties.clone(),
+    ));
     let refresher = Refresher::new(
         vault.clone(),
         oidc.clone(),
         keyring.clone(),
         journal.clone(),
         cache,
-        config.refresh,
+        changes.clone(),
+        config.refresh.clone(),
+    );
+    let consents = Consents::new(
+        vault.clone(),
+        oidc.clone(),
+        keyring.clone(),
+        journal.clone(),
+        ConsentPolicy {
+            allowed_redirect_origins: config.allowed_redirect_origins,
+            consent_ttl: config.consent_ttl,
+            offline_token_max_age: config.offline_token_max_age,
+        },
+    );
+    let callbacks = Callbacks::new(
+        vault.clone(),
+        oidc.clone(),
+        verifier.clone(),
+        keyring.clone(),
+        journal.clone(),
+        changes.clone(),
+        issuer,
+        GrantLimits {
+            max_age: grant_max_age,
+            offline_idle: config.refresh.offline_idle,
+            provider_revocation: config.provider_revocation,
+        },
+    );
+    let revoker = Revoker::new(
+        vault.clone(),
+        oidc.clone(),
+        keyring,
+        journal.clone(),
+        changes.clone(),
+        config.provider_revocation,
     );
     let rate_limit = config.http.rate_limit.map(|(rate, burst)| {
         Arc::new(RateLimit::new(rate, burst, config.http.trust_forwarded_for))
     });
-    // Install the metrics recorder before the first request records anything.
-    let _ = crate::telemetry::prometheus();
-    let issuer = config.oidc.issuer.as_str().trim_end_matches('/').to_owned();
-    let verifier = TokenVerifier::new(
-        jwks,
-        issuer.clone(),
-        config.oidc.client_id.clone(),
-        config.oidc.audiences.clone(),
-        config.oidc.authorized_parties.clone(),
-    );
-    Ok(Services {
+    let services = Services {
         vault,
-        oidc,
-        verifier,
-        keyring,
-        journal,
-        refresher,
-        rate_limit,
         admin: config
             .admin_role
             .map(|role| http::Admin::new(role, &config.public_base_url)),
-        policy: Policy {
-            issuer,
-            allowed_redirect_origins: config.allowed_redirect_origins,
-            consent_ttl: config.consent_ttl,
-            offline_token_max_age: config.offline_token_max_age,
-            provider_revocation: config.provider_revocation,
-            cors_origins: config.http.cors_origins,
-        },
+        oidc,
+        verifier,
+        consents: Arc::new(consents),
+        callbacks: Arc::new(callbacks),
+        refresher,
+        revoker: Arc::new(revoker),
+        rate_limit,
+        cors_origins: config.http.cors_origins,
+    };
+    Ok(Wired {
+        services,
+        journal,
+        changes,
+        keepalive: config.keepalive,
     })
 }
 
@@ -129,12 +186,24 @@ impl Application {
         let metrics_addr = config.http.metrics_addr;
         let (interval, retention) = (config.cleanup_interval, config.retention);
         let vault = open_vault(&config).await?;
-        let services = build_services(config, vault).await?;
+        let Wired {
+            services,
+            journal,
+            changes,
+            keepalive,
+        } = wire(config, vault).await?;
         tokio::spawn(lifecycle::run_periodically(
             services.vault.clone(),
-            services.journal.clone(),
+            journal.clone(),
+            changes,
             interval,
             retention,
+        ));
+        tokio::spawn(keepalive::run_periodically(
+            services.refresher.clone(),
+            services.vault.clone(),
+            journal,
+            keepalive,
         ));
         let listener = TcpListener::bind(addr)
             .await

@@ -1,14 +1,15 @@
 //! The journal: every consent, callback outcome, token issue, revocation and rotation is written
-//! to `token_audit`, and status changes also go to the webhook, if one is configured.
+//! to `token_audit`, and status changes and grant-health events also go to the webhook, if one
+//! is configured.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::refresh::AccessTokenCache;
 use crate::vault::{AuditAction, AuditEvent, Status, StatusChange, TokenVault};
-use crate::webhook::{StatusEvent, Webhooks};
+pub use crate::webhook::Health;
+use crate::webhook::{WebhookEvent, Webhooks};
 
 /// The actor of background jobs and operator commands.
 pub const SYSTEM: &str = "system";
@@ -17,8 +18,6 @@ pub const SYSTEM: &str = "system";
 pub struct Journal {
     vault: Arc<dyn TokenVault>,
     webhooks: Option<Webhooks>,
-    /// Access tokens cached for a row die with its status change.
-    cache: Option<Arc<AccessTokenCache>>,
 }
 
 /// What the journal needs to know about the row an event concerns.
@@ -31,17 +30,7 @@ pub struct Subject<'a> {
 
 impl Journal {
     pub fn new(vault: Arc<dyn TokenVault>, webhooks: Option<Webhooks>) -> Self {
-        Self {
-            vault,
-            webhooks,
-            cache: None,
-        }
-    }
-
-    /// Also invalidates `cache` entries of rows whose status changes.
-    pub fn invalidating(mut self, cache: Arc<AccessTokenCache>) -> Self {
-        self.cache = Some(cache);
-        self
+        Self { vault, webhooks }
     }
 
     /// Records an event. Audit failures are logged, not returned: the operation they describe
@@ -64,22 +53,18 @@ impl Journal {
             success,
             reason: reason.map(str::to_owned),
         };
-        let new_status = status_after(action, success);
-        if let (Some(cache), Some(_)) = (&self.cache, new_status) {
-            cache.invalidate(subject.token_id);
-        }
         if let Err(e) = self.vault.record_audit(&event).await {
             tracing::error!(error = %e, action = action.as_str(), "audit record lost");
         }
-        if let (Some(webhooks), Some(status)) = (&self.webhooks, new_status) {
-            webhooks.notify(StatusEvent {
-                persistent_token_id: subject.token_id,
-                task_id: subject.task_id.to_owned(),
-                user_id: subject.user_id.to_owned(),
-                status: status.as_str().to_owned(),
-                reason: reason.map(str::to_owned),
-                at: event.at,
-            });
+        if let (Some(webhooks), Some(status)) = (&self.webhooks, status_after(action, success)) {
+            webhooks.notify(WebhookEvent::status_changed(
+                subject.token_id,
+                subject.task_id,
+                subject.user_id,
+                status,
+                reason,
+                event.at,
+            ));
         }
     }
 
@@ -92,6 +77,18 @@ impl Journal {
         };
         let reason = (!change.reason.is_empty()).then_some(change.reason.as_str());
         self.record(SYSTEM, subject, action, true, reason).await;
+    }
+
+    /// Tells the webhook how a grant is faring.
+    pub fn health(&self, subject: Subject<'_>, health: Health) {
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.notify(WebhookEvent::health(
+                subject.token_id,
+                subject.task_id,
+                subject.user_id,
+                health,
+            ));
+        }
     }
 }
 

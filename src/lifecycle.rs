@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::audit::Journal;
+use crate::grants::StatusChanges;
 use crate::vault::{AuditAction, StatusChange, TokenVault, VaultError};
 
 pub const BATCH: u32 = 500;
@@ -17,18 +18,19 @@ pub struct CleanupReport {
     pub purged: usize,
 }
 
-/// One full clean-up pass; every changed row is journaled.
+/// One full clean-up pass; every changed row is journaled and told to `changes`.
 pub async fn clean_up(
     vault: &dyn TokenVault,
     journal: &Journal,
+    changes: &StatusChanges,
     retention: Duration,
 ) -> Result<CleanupReport, VaultError> {
-    let expired = in_batches(journal, AuditAction::TokenExpired, || {
+    let expired = in_batches(journal, changes, AuditAction::TokenExpired, || {
         vault.expire_stale(Utc::now(), BATCH)
     })
     .await?;
     let cutoff = Utc::now() - retention;
-    let purged = in_batches(journal, AuditAction::TokenPurged, || {
+    let purged = in_batches(journal, changes, AuditAction::TokenPurged, || {
         vault.purge_finished(cutoff, BATCH)
     })
     .await?;
@@ -38,6 +40,7 @@ pub async fn clean_up(
 /// Runs `step` until a batch comes back short, journaling every changed row as `action`.
 async fn in_batches<F, Fut>(
     journal: &Journal,
+    changes: &StatusChanges,
     action: AuditAction,
     mut step: F,
 ) -> Result<usize, VaultError>
@@ -49,6 +52,7 @@ where
     loop {
         let changed = step().await?;
         for change in &changed {
+            changes.changed(change.id);
             journal.record_change(change, action).await;
         }
         total += changed.len();
@@ -62,6 +66,7 @@ where
 pub async fn run_periodically(
     vault: std::sync::Arc<dyn TokenVault>,
     journal: Journal,
+    changes: StatusChanges,
     interval: Duration,
     retention: Duration,
 ) {
@@ -69,7 +74,7 @@ pub async fn run_periodically(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match clean_up(vault.as_ref(), &journal, retention).await {
+        match clean_up(vault.as_ref(), &journal, &changes, retention).await {
             Ok(report) if report != CleanupReport::default() => {
                 tracing::info!(
                     expired = report.expired,

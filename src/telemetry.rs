@@ -11,6 +11,8 @@ pub const PROVIDER_REFRESHES: &str = "token_broker_provider_refreshes_total";
 pub const CACHE_LOOKUPS: &str = "token_broker_access_token_cache_total";
 pub const VAULT_ROWS: &str = "token_broker_vault_rows";
 pub const RATE_LIMITED: &str = "token_broker_rate_limited_total";
+pub const CIRCUIT_OPEN: &str = "token_broker_provider_circuit_open";
+pub const CIRCUIT_TRIPS: &str = "token_broker_provider_circuit_trips_total";
 
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -74,4 +76,12 @@ pub fn record_rate_limited(route: &str) {
 
 pub fn set_vault_rows(status: &str, count: u64) {
     metrics::gauge!(VAULT_ROWS, "status" => status.to_owned()).set(count as f64);
+}
+
+/// 1 while the provider circuit is open (refreshes fail fast), else 0; each opening counts.
+pub fn set_circuit_open(open: bool) {
+    metrics::gauge!(CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+    if open {
+        metrics::counter!(CIRCUIT_TRIPS).increment(1);
+    }
 }

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use url::Url;
 use uuid::Uuid;
 
+use crate::vault::Status;
+
 /// Deliveries waiting beyond this are dropped (and logged) rather than slowing requests down.
 const QUEUE_CAPACITY: usize = 1024;
 const MAX_ATTEMPTS: u32 = 6;
@@ -37,22 +39,94 @@ impl std::fmt::Debug for WebhookConfig {
     }
 }
 
-/// The event posted on every status change.
+/// How a grant is faring, for the webhook (no audit record of its own: the refresh that
+/// caused it is audited).
+#[derive(Clone, Debug)]
+pub enum Health {
+    /// A refresh failed: the first of a streak, or the grant is dead (`status` failed).
+    RefreshFailed {
+        status: Status,
+        consecutive_failures: u32,
+        error: String,
+    },
+    /// A refresh succeeded after failures.
+    Recovered { after_failures: u32 },
+    /// The grant's hard end is near; no refresh can pass it.
+    Expiring { expires_at: DateTime<Utc> },
+}
+
+/// The event posted on every status change and grant-health event. `event` names the kind:
+/// `token.status_changed`, `token.failed`, `token.recovered`, `token.expiring`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusEvent {
+pub struct WebhookEvent {
+    pub event: &'static str,
     pub persistent_token_id: Uuid,
     pub task_id: String,
     pub user_id: String,
+    /// The row's status (after the change, for `token.status_changed`).
     pub status: String,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl WebhookEvent {
+    pub fn status_changed(
+        id: Uuid,
+        task_id: &str,
+        user_id: &str,
+        status: Status,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event: "token.status_changed",
+            persistent_token_id: id,
+            task_id: task_id.to_owned(),
+            user_id: user_id.to_owned(),
+            status: status.as_str().to_owned(),
+            reason: reason.map(str::to_owned),
+            at,
+            consecutive_failures: None,
+            expires_at: None,
+        }
+    }
+
+    pub fn health(id: Uuid, task_id: &str, user_id: &str, health: Health) -> Self {
+        let mut event =
+            Self::status_changed(id, task_id, user_id, Status::Active, None, Utc::now());
+        match health {
+            Health::RefreshFailed {
+                status,
+                consecutive_failures,
+                error,
+            } => {
+                event.event = "token.failed";
+                event.status = status.as_str().to_owned();
+                event.reason = Some(error);
+                event.consecutive_failures = Some(consecutive_failures);
+            }
+            Health::Recovered { after_failures } => {
+                event.event = "token.recovered";
+                event.consecutive_failures = Some(after_failures);
+            }
+            Health::Expiring { expires_at } => {
+                event.event = "token.expiring";
+                event.expires_at = Some(expires_at);
+            }
+        }
+        event
+    }
 }
 
 /// Hands events to the delivery task.
 #[derive(Clone)]
 pub struct Webhooks {
-    queue: mpsc::Sender<StatusEvent>,
+    queue: mpsc::Sender<WebhookEvent>,
 }
 
 impl Webhooks {
@@ -64,7 +138,7 @@ impl Webhooks {
     }
 
     /// Queues an event without waiting; a full queue drops it with an error log.
-    pub fn notify(&self, event: StatusEvent) {
+    pub fn notify(&self, event: WebhookEvent) {
         if let Err(e) = self.queue.try_send(event) {
             tracing::error!(error = %e, "webhook queue full or closed; event dropped");
         }
@@ -72,7 +146,7 @@ impl Webhooks {
 }
 
 async fn deliver_all(
-    mut events: mpsc::Receiver<StatusEvent>,
+    mut events: mpsc::Receiver<WebhookEvent>,
     config: Arc<WebhookConfig>,
     http: reqwest::Client,
 ) {
@@ -83,7 +157,7 @@ async fn deliver_all(
     }
 }
 
-async fn deliver(event: &StatusEvent, config: &WebhookConfig, http: &reqwest::Client) {
+async fn deliver(event: &WebhookEvent, config: &WebhookConfig, http: &reqwest::Client) {
     let body = match serde_json::to_vec(event) {
         Ok(body) => body,
         Err(e) => {

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
-    AuditAction, AuditEvent, AuditQuery, ListFilter, NewConsent, PgVault, SqliteVault, Status,
-    StoredAccess, TokenVault,
+    Activation, AuditAction, AuditEvent, AuditQuery, Claim, Ended, ListFilter, NewConsent,
+    NewReconsent, PgVault, RefreshFailure, RefreshWrite, SqliteVault, Status, StoredAccess,
+    TokenVault, VaultRow,
 };
 use uuid::Uuid;
 
@@ -62,10 +63,46 @@ async fn stored_pending(vault: &Vault, state: &[u8]) -> Uuid {
     new.id
 }
 
+fn activation(sealed: &Sealed) -> Activation<'_> {
+    let now = Utc::now();
+    Activation {
+        sealed,
+        expires_at: now + chrono::Duration::days(365),
+        refresh_expires_at: Some(now + chrono::Duration::days(30)),
+        now,
+    }
+}
+
+async fn activate(vault: &Vault, id: Uuid, sealed: &Sealed) -> bool {
+    vault
+        .activate(id, Status::Pending, &activation(sealed))
+        .await
+        .unwrap()
+}
+
 async fn activated(vault: &Vault) -> Uuid {
     let id = stored_pending(vault, &Uuid::new_v4().into_bytes()).await;
-    assert!(vault.activate(id, &sealed(1), Utc::now()).await.unwrap());
+    assert!(activate(vault, id, &sealed(1)).await);
     id
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn claimed(vault: &Vault, id: Uuid, lease: Duration) -> VaultRow {
+    match vault.claim_refresh(id, lease).await.unwrap() {
+        Claim::Claimed(row) => row,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+fn write<'a>(rotated: Option<&'a Sealed>, minted: &'a StoredAccess) -> RefreshWrite<'a> {
+    let now = Utc::now();
+    RefreshWrite {
+        rotated,
+        minted,
+        refresh_expires_at: Some(now + chrono::Duration::days(30)),
+        now,
+    }
 }
 
 async fn a_created_consent_is_pending_without_a_token(vault: Vault) {
@@ -150,11 +187,16 @@ async fn concurrent_claims_of_one_state_succeed_once(vault: Vault) {
 
 async fn activation_stores_the_sealed_token_once(vault: Vault) {
     let id = stored_pending(&vault, b"s").await;
-    assert!(vault.activate(id, &sealed(7), Utc::now()).await.unwrap());
+    assert!(activate(&vault, id, &sealed(7)).await);
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Active);
     assert_eq!(row.sealed, Some(sealed(7)));
-    assert!(!vault.activate(id, &sealed(8), Utc::now()).await.unwrap());
+    assert!(row.health.refresh_expires_at.is_some());
+    assert!(row.health.last_refresh_at.is_some());
+    assert!(
+        !activate(&vault, id, &sealed(8)).await,
+        "a pending activation happens once"
+    );
     assert_eq!(
         vault.find(id).await.unwrap().unwrap().sealed,
         Some(sealed(7))
@@ -171,7 +213,7 @@ async fn a_pending_consent_fails_with_a_reason_once(vault: Vault) {
     assert_eq!(row.status, Status::Failed);
     assert_eq!(row.status_reason.as_deref(), Some("subject_mismatch"));
     assert!(!vault.fail_pending(id, "other", Utc::now()).await.unwrap());
-    assert!(!vault.activate(id, &sealed(1), Utc::now()).await.unwrap());
+    assert!(!activate(&vault, id, &sealed(1)).await);
     assert!(vault
         .claim_consent(b"s", Utc::now())
         .await
@@ -179,121 +221,218 @@ async fn a_pending_consent_fails_with_a_reason_once(vault: Vault) {
         .is_none());
 }
 
-async fn a_lease_stores_a_rotated_token_and_records_use(vault: Vault) {
+async fn a_claimed_refresh_writes_back_a_rotated_token_and_records_use(vault: Vault) {
     let id = activated(&vault).await;
-    let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
-    assert_eq!(lease.row().sealed, Some(sealed(1)));
-    lease
-        .finish_used(Some(&sealed(2)), Some(&access(5)), Utc::now())
+    let row = claimed(&vault, id, LEASE).await;
+    assert_eq!(row.sealed, Some(sealed(1)));
+    assert!(row.lease_until.is_some());
+    let minted = access(5);
+    assert!(vault
+        .finish_refresh(id, row.fence, &write(Some(&sealed(2)), &minted))
         .await
-        .unwrap();
+        .unwrap());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.sealed, Some(sealed(2)));
     assert!(row.last_used_at.is_some());
+    assert!(
+        row.lease_until.is_none(),
+        "the lease ends with the write-back"
+    );
+    assert_eq!(row.health.consecutive_failures, 0);
     let stored = row.access.unwrap();
     assert_eq!(stored.sealed, vec![5; 30]);
     assert_eq!(stored.token_type, "bearer");
     assert_eq!(stored.scope.as_deref(), Some("openid offline_access"));
 
-    let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
-    lease.finish_used(None, None, Utc::now()).await.unwrap();
+    let row = claimed(&vault, id, LEASE).await;
+    let minted = access(6);
+    assert!(vault
+        .finish_refresh(id, row.fence, &write(None, &minted))
+        .await
+        .unwrap());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(
         row.sealed,
         Some(sealed(2)),
-        "absent values keep what is stored"
+        "no rotation keeps the stored token"
     );
-    assert_eq!(row.access.unwrap().sealed, vec![5; 30]);
-
-    let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
-    lease
-        .finish_failed("revoked_by_provider", Utc::now())
-        .await
-        .unwrap();
-    assert!(
-        vault.find(id).await.unwrap().unwrap().access.is_none(),
-        "wiped with the row"
-    );
+    assert_eq!(row.access.unwrap().sealed, vec![6; 30]);
 }
 
-async fn a_lease_can_fail_the_row(vault: Vault) {
+async fn a_claim_can_fail_the_row_and_wipe_its_secrets(vault: Vault) {
     let id = activated(&vault).await;
-    let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
-    lease
-        .finish_failed("revoked_by_provider", Utc::now())
+    let row = claimed(&vault, id, LEASE).await;
+    let minted = access(5);
+    vault
+        .finish_refresh(id, row.fence, &write(None, &minted))
         .await
         .unwrap();
+    let row = claimed(&vault, id, LEASE).await;
+    assert!(vault
+        .fail_refresh(id, row.fence, "revoked_by_provider", Utc::now())
+        .await
+        .unwrap());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Failed);
     assert_eq!(row.status_reason.as_deref(), Some("revoked_by_provider"));
     assert!(row.sealed.is_none(), "a dead token is not kept");
-}
-
-async fn a_dropped_lease_changes_nothing(vault: Vault) {
-    let id = activated(&vault).await;
-    drop(vault.lock_for_refresh(id).await.unwrap().unwrap());
-    let row = vault.find(id).await.unwrap().unwrap();
-    assert_eq!(row.sealed, Some(sealed(1)));
-    assert!(row.last_used_at.is_none());
-    assert!(vault
-        .lock_for_refresh(Uuid::new_v4())
-        .await
-        .unwrap()
-        .is_none());
-}
-
-async fn leases_on_one_row_are_taken_in_turn_and_see_the_rotation(vault: Vault) {
-    let id = activated(&vault).await;
-    let first = vault.lock_for_refresh(id).await.unwrap().unwrap();
-    let second = {
-        let vault = vault.clone();
-        tokio::spawn(async move {
-            let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
-            let seen = lease.row().sealed.clone();
-            lease.finish_used(None, None, Utc::now()).await.unwrap();
-            seen
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(
-        !second.is_finished(),
-        "the second lease waits for the first"
-    );
-    // Another row is not blocked meanwhile.
-    let other = activated(&vault).await;
-    drop(vault.lock_for_refresh(other).await.unwrap().unwrap());
-
-    first
-        .finish_used(Some(&sealed(3)), None, Utc::now())
-        .await
-        .unwrap();
-    let seen = tokio::time::timeout(Duration::from_secs(5), second)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(row.access.is_none(), "nor the access token minted from it");
     assert_eq!(
-        seen,
-        Some(sealed(3)),
-        "the second holder reads the rotated token"
+        row.health.last_error.as_deref(),
+        Some("revoked_by_provider")
     );
 }
 
-async fn a_lease_can_revoke_the_row_and_wipe_its_secrets(vault: Vault) {
+async fn a_live_claim_excludes_others_and_an_abandoned_one_expires(vault: Vault) {
     let id = activated(&vault).await;
-    let lease = vault.lock_for_refresh(id).await.unwrap().unwrap();
-    lease
-        .finish_revoked("revoked_by_user", Utc::now())
+    let first = claimed(&vault, id, Duration::from_millis(300)).await;
+    assert!(matches!(
+        vault.claim_refresh(id, LEASE).await.unwrap(),
+        Claim::NotClaimed(_)
+    ));
+    // Another row is not held up meanwhile.
+    let other = activated(&vault).await;
+    claimed(&vault, other, LEASE).await;
+    // The first holder never comes back (a crashed instance): its lease runs out.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = claimed(&vault, id, LEASE).await;
+    assert!(second.fence > first.fence);
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(row.sealed, Some(sealed(1)), "nothing was written");
+    assert!(row.last_used_at.is_none());
+    assert!(matches!(
+        vault.claim_refresh(Uuid::new_v4(), LEASE).await.unwrap(),
+        Claim::Missing
+    ));
+}
+
+async fn a_write_back_from_an_older_claim_is_refused(vault: Vault) {
+    let id = activated(&vault).await;
+    let stale = claimed(&vault, id, Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let current = claimed(&vault, id, LEASE).await;
+    let minted = access(7);
+    assert!(vault
+        .finish_refresh(id, current.fence, &write(Some(&sealed(3)), &minted))
+        .await
+        .unwrap());
+    let older = access(8);
+    assert!(!vault
+        .finish_refresh(id, stale.fence, &write(Some(&sealed(4)), &older))
+        .await
+        .unwrap());
+    assert!(!vault
+        .fail_refresh(id, stale.fence, "revoked_by_provider", Utc::now())
+        .await
+        .unwrap());
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Active);
+    assert_eq!(row.sealed, Some(sealed(3)), "the newer claim's token stays");
+    assert_eq!(row.access.unwrap().sealed, vec![7; 30]);
+}
+
+async fn a_released_claim_records_the_failure_and_its_back_off(vault: Vault) {
+    let id = activated(&vault).await;
+    let row = claimed(&vault, id, LEASE).await;
+    let retry_at = Utc::now() + chrono::Duration::minutes(5);
+    let failure = RefreshFailure {
+        error: "provider_rejected",
+        retry_at: Some(retry_at),
+        now: Utc::now(),
+    };
+    assert!(vault
+        .release_refresh(id, row.fence, Some(&failure))
+        .await
+        .unwrap());
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Active);
+    assert!(row.lease_until.is_none());
+    assert_eq!(row.health.consecutive_failures, 1);
+    assert_eq!(row.health.last_error.as_deref(), Some("provider_rejected"));
+    let back_off = row.health.next_refresh_at.unwrap();
+    assert!((back_off - retry_at).num_milliseconds().abs() < 1000);
+    // Released without a failure: only the lease ends.
+    let row = claimed(&vault, id, LEASE).await;
+    assert!(vault.release_refresh(id, row.fence, None).await.unwrap());
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(row.health.consecutive_failures, 1);
+    // A success clears the record.
+    let row = claimed(&vault, id, LEASE).await;
+    let minted = access(1);
+    vault
+        .finish_refresh(id, row.fence, &write(None, &minted))
         .await
         .unwrap();
+    let health = vault.find(id).await.unwrap().unwrap().health;
+    assert_eq!(health.consecutive_failures, 0);
+    assert!(health.last_error.is_none() && health.next_refresh_at.is_none());
+}
+
+async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault) {
+    let id = activated(&vault).await;
+    let claim = claimed(&vault, id, LEASE).await;
+    assert!(matches!(
+        vault
+            .end_grant(
+                id,
+                Some("mallory"),
+                Status::Revoked,
+                "revoked_by_user",
+                Utc::now()
+            )
+            .await
+            .unwrap(),
+        Ended::Missing
+    ));
+    let Ended::Ended(before) = vault
+        .end_grant(
+            id,
+            Some("alice|with|bars"),
+            Status::Revoked,
+            "revoked_by_user",
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the owner's grant ends");
+    };
+    assert_eq!(before.status, Status::Active);
+    assert_eq!(
+        before.sealed,
+        Some(sealed(1)),
+        "the token as it was, for the provider"
+    );
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Revoked);
     assert_eq!(row.status_reason.as_deref(), Some("revoked_by_user"));
     assert!(row.sealed.is_none());
+    let minted = access(2);
+    assert!(
+        !vault
+            .finish_refresh(id, claim.fence, &write(Some(&sealed(5)), &minted))
+            .await
+            .unwrap(),
+        "a refresh in flight cannot write into a revoked row"
+    );
+    assert!(vault.find(id).await.unwrap().unwrap().sealed.is_none());
+    assert!(matches!(
+        vault
+            .end_grant(id, None, Status::Revoked, "again", Utc::now())
+            .await
+            .unwrap(),
+        Ended::Unchanged(_)
+    ));
 
     let pending = stored_pending(&vault, b"to-revoke").await;
-    let lease = vault.lock_for_refresh(pending).await.unwrap().unwrap();
-    lease
-        .finish_revoked("revoked_by_user", Utc::now())
+    vault
+        .end_grant(
+            pending,
+            None,
+            Status::Revoked,
+            "revoked_by_user",
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert!(vault
@@ -301,6 +440,125 @@ async fn a_lease_can_revoke_the_row_and_wipe_its_secrets(vault: Vault) {
         .await
         .unwrap()
         .is_none());
+}
+
+async fn a_reconsent_reseals_the_same_row(vault: Vault) {
+    let id = activated(&vault).await;
+    let stale = claimed(&vault, id, LEASE).await;
+    let reconsent = |state: &[u8]| NewReconsent {
+        id,
+        user_id: "alice|with|bars".into(),
+        state_hash: state.to_vec(),
+        state_expires_at: in_ten_minutes(),
+        pkce_verifier: b"verifier-2".to_vec(),
+        nonce_hash: b"nonce-2".to_vec(),
+        redirect_uri: None,
+        now: Utc::now(),
+    };
+    assert!(vault.start_reconsent(&reconsent(b"again")).await.unwrap());
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(
+        row.status,
+        Status::Active,
+        "the grant keeps working meanwhile"
+    );
+    assert_eq!(row.sealed, Some(sealed(1)));
+    let claim = vault
+        .claim_consent(b"again", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.status, Status::Active);
+    assert_eq!(claim.nonce_hash.as_deref(), Some(&b"nonce-2"[..]));
+    assert!(vault
+        .activate(id, claim.status, &activation(&sealed(9)))
+        .await
+        .unwrap());
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Active);
+    assert_eq!(row.sealed, Some(sealed(9)));
+    let minted = access(3);
+    assert!(
+        !vault
+            .finish_refresh(id, stale.fence, &write(None, &minted))
+            .await
+            .unwrap(),
+        "a refresh of the old token loses its claim"
+    );
+    // A stranger's id, a pending and a revoked row cannot be re-consented.
+    let mut foreign = reconsent(b"x");
+    foreign.user_id = "mallory".into();
+    assert!(!vault.start_reconsent(&foreign).await.unwrap());
+    vault
+        .end_grant(id, None, Status::Revoked, "revoked_by_user", Utc::now())
+        .await
+        .unwrap();
+    assert!(!vault.start_reconsent(&reconsent(b"y")).await.unwrap());
+    let pending = stored_pending(&vault, b"p").await;
+    let mut on_pending = reconsent(b"z");
+    on_pending.id = pending;
+    assert!(!vault.start_reconsent(&on_pending).await.unwrap());
+}
+
+async fn keepalive_finds_rows_about_to_idle_out(vault: Vault) {
+    let soon = activated(&vault).await;
+    let later = activated(&vault).await;
+    let leased = activated(&vault).await;
+    let backing_off = activated(&vault).await;
+    let now = Utc::now();
+    let set = |id: Uuid, days: i64| {
+        let vault = vault.clone();
+        async move {
+            let row = claimed(&vault, id, LEASE).await;
+            let minted = access(1);
+            let write = RefreshWrite {
+                rotated: None,
+                minted: &minted,
+                refresh_expires_at: Some(now + chrono::Duration::days(days)),
+                now,
+            };
+            vault.finish_refresh(id, row.fence, &write).await.unwrap();
+        }
+    };
+    set(soon, 2).await;
+    set(later, 20).await;
+    set(leased, 1).await;
+    set(backing_off, 1).await;
+    claimed(&vault, leased, LEASE).await;
+    let row = claimed(&vault, backing_off, LEASE).await;
+    let failure = RefreshFailure {
+        error: "provider_rejected",
+        retry_at: Some(now + chrono::Duration::hours(1)),
+        now,
+    };
+    vault
+        .release_refresh(backing_off, row.fence, Some(&failure))
+        .await
+        .unwrap();
+    let due = vault
+        .due_for_keepalive(now + chrono::Duration::days(7), Utc::now(), 10)
+        .await
+        .unwrap();
+    assert_eq!(due, vec![soon]);
+}
+
+async fn rows_near_their_hard_end_are_announced_once(vault: Vault) {
+    let near = stored_pending(&vault, b"near").await;
+    let token = sealed(1);
+    let mut act = activation(&token);
+    act.expires_at = Utc::now() + chrono::Duration::days(2);
+    assert!(vault.activate(near, Status::Pending, &act).await.unwrap());
+    activated(&vault).await;
+    let before = Utc::now() + chrono::Duration::days(7);
+    let announced = vault.mark_expiring(before, Utc::now(), 10).await.unwrap();
+    assert_eq!(announced.len(), 1);
+    assert_eq!(announced[0].id, near);
+    assert_eq!(announced[0].task_id, "task-1");
+    assert!(vault
+        .mark_expiring(before, Utc::now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vault) {
@@ -317,7 +575,7 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
     stranger.user_id = "bob".into();
     vault.create_pending(&stranger).await.unwrap();
     vault
-        .activate(ids[2], &sealed(1), Utc::now())
+        .activate(ids[2], Status::Pending, &activation(&sealed(1)))
         .await
         .unwrap();
 
@@ -376,11 +634,13 @@ async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
         timed_out.push(new.id);
     }
     let fresh = stored_pending(&vault, b"fresh").await;
-    let mut aged = consent(b"aged", in_ten_minutes());
-    aged.expires_at = past;
+    let aged = consent(b"aged", in_ten_minutes());
     vault.create_pending(&aged).await.unwrap();
+    let token = sealed(1);
+    let mut past_its_end = activation(&token);
+    past_its_end.expires_at = past;
     vault
-        .activate(aged.id, &sealed(1), Utc::now())
+        .activate(aged.id, Status::Pending, &past_its_end)
         .await
         .unwrap();
     let live = activated(&vault).await;
@@ -570,11 +830,15 @@ contract!(
     concurrent_claims_of_one_state_succeed_once,
     activation_stores_the_sealed_token_once,
     a_pending_consent_fails_with_a_reason_once,
-    a_lease_stores_a_rotated_token_and_records_use,
-    a_lease_can_fail_the_row,
-    a_dropped_lease_changes_nothing,
-    leases_on_one_row_are_taken_in_turn_and_see_the_rotation,
-    a_lease_can_revoke_the_row_and_wipe_its_secrets,
+    a_claimed_refresh_writes_back_a_rotated_token_and_records_use,
+    a_claim_can_fail_the_row_and_wipe_its_secrets,
+    a_live_claim_excludes_others_and_an_abandoned_one_expires,
+    a_write_back_from_an_older_claim_is_refused,
+    a_released_claim_records_the_failure_and_its_back_off,
+    ending_a_grant_wipes_it_voids_claims_and_checks_the_owner,
+    a_reconsent_reseals_the_same_row,
+    keepalive_finds_rows_about_to_idle_out,
+    rows_near_their_hard_end_are_announced_once,
     a_users_rows_are_listed_newest_first_with_filters_and_pages,
     stale_rows_expire_in_batches_and_fresh_ones_stay,
     finished_rows_are_purged_after_retention_in_batches,

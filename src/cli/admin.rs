@@ -26,9 +26,14 @@ pub async fn cleanup(config: Config) -> Result<(), String> {
     let retention = config.retention;
     let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
     let journal = Journal::new(vault.clone(), None);
-    let report = lifecycle::clean_up(vault.as_ref(), &journal, retention)
-        .await
-        .map_err(|e| format!("clean-up failed: {e}"))?;
+    let report = lifecycle::clean_up(
+        vault.as_ref(),
+        &journal,
+        &crate::grants::StatusChanges::default(),
+        retention,
+    )
+    .await
+    .map_err(|e| format!("clean-up failed: {e}"))?;
     println!("expired {}, purged {}", report.expired, report.purged);
     Ok(())
 }

@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::crypto::{Keyring, KeyringError};
-use crate::refresh::RefreshSettings;
+use crate::grants::{BreakerSettings, KeepAliveSettings, RefreshSettings};
 use crate::webhook::WebhookConfig;
 
 /// Where the callback lives below `PUBLIC_BASE_URL`; it must be registered at the provider.
@@ -72,6 +72,8 @@ pub enum Storage {
 
 pub struct Config {
     pub database_url: SecretString,
+    /// Connections in the PostgreSQL pool.
+    pub database_pool_size: u32,
     pub storage: Storage,
     /// Holds the embedded database and, in dev mode, the generated key.
     pub data_dir: PathBuf,
@@ -87,6 +89,9 @@ pub struct Config {
     pub consent_ttl: Duration,
     /// How long a stored offline token may be used before the user must consent again.
     pub offline_token_max_age: Duration,
+    /// The provider's own hard limit on an offline session (Keycloak's Offline Session Max,
+    /// when "Offline Session Max Limited" is on), if the operator declares it.
+    pub offline_session_max: Option<Duration>,
     /// Revoke tokens at the provider (RFC 7009) when a user revokes them here.
     pub provider_revocation: bool,
     pub cleanup_interval: Duration,
@@ -94,6 +99,7 @@ pub struct Config {
     pub retention: Duration,
     pub webhook: Option<WebhookConfig>,
     pub refresh: RefreshSettings,
+    pub keepalive: KeepAliveSettings,
     pub http: HttpSettings,
     /// The role that opens `/admin`; no role, no admin page.
     pub admin_role: Option<String>,
@@ -115,6 +121,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database_url", &"[redacted]")
+            .field("database_pool_size", &self.database_pool_size)
             .field("storage", &self.storage)
             .field("data_dir", &self.data_dir)
             .field("oidc", &self.oidc)
@@ -124,11 +131,13 @@ impl fmt::Debug for Config {
             .field("bind_addr", &self.bind_addr)
             .field("consent_ttl", &self.consent_ttl)
             .field("offline_token_max_age", &self.offline_token_max_age)
+            .field("offline_session_max", &self.offline_session_max)
             .field("provider_revocation", &self.provider_revocation)
             .field("cleanup_interval", &self.cleanup_interval)
             .field("retention", &self.retention)
             .field("webhook", &self.webhook)
-            .field("cache_margin", &self.refresh.margin)
+            .field("refresh", &self.refresh)
+            .field("keepalive", &self.keepalive)
             .field("http", &self.http)
             .field("admin_role", &self.admin_role)
             .finish()
@@ -196,8 +205,25 @@ impl Config {
             )),
         };
 
+        let provider_revocation = match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
+            None | Some("token") => true,
+            Some("none") => false,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "PROVIDER_REVOCATION",
+                    "must be `token` (revoke at the provider) or `none`",
+                ))
+            }
+        };
         Ok(Self {
             database_url: SecretString::from(database_url),
+            database_pool_size: number(
+                get("DATABASE_POOL_SIZE"),
+                "DATABASE_POOL_SIZE",
+                20,
+                |n: &u32| (1..=1000).contains(n),
+                "must be a whole number from 1 to 1000",
+            )?,
             storage,
             data_dir,
             dev_key,
@@ -221,16 +247,10 @@ impl Config {
                 "OFFLINE_TOKEN_MAX_AGE_SECS",
                 365 * 24 * 3600,
             )?,
-            provider_revocation: match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
-                None | Some("token") => true,
-                Some("none") => false,
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        "PROVIDER_REVOCATION",
-                        "must be `token` (revoke at the provider) or `none`",
-                    ))
-                }
-            },
+            provider_revocation,
+            offline_session_max: get("OFFLINE_SESSION_MAX_SECS")
+                .map(|v| seconds(Some(v), "OFFLINE_SESSION_MAX_SECS", 0))
+                .transpose()?,
             cleanup_interval: seconds(get("CLEANUP_INTERVAL_SECS"), "CLEANUP_INTERVAL_SECS", 300)?,
             retention: seconds(get("RETENTION_SECS"), "RETENTION_SECS", 7 * 24 * 3600)?,
             webhook: parse_webhook(&get)?,
@@ -272,24 +292,18 @@ impl Config {
                     })
                     .transpose()?,
             },
-            refresh: RefreshSettings {
-                margin: Duration::from_secs(number(
-                    get("ACCESS_TOKEN_CACHE_MARGIN_SECS"),
-                    "ACCESS_TOKEN_CACHE_MARGIN_SECS",
-                    30,
-                    |_: &u64| true,
-                    "must be a whole number of seconds",
-                )?),
-                attempts: number(
-                    get("PROVIDER_RETRY_ATTEMPTS"),
-                    "PROVIDER_RETRY_ATTEMPTS",
-                    3,
-                    |n: &u32| (1..=10).contains(n),
-                    "must be a whole number from 1 to 10",
-                )?,
-                retry_base: Duration::from_millis(100),
-            },
+            refresh: refresh_settings(&get, provider_revocation)?,
+            keepalive: keepalive_settings(&get)?,
         })
+    }
+
+    /// A grant's hard end after consent: our own maximum age, or the provider's offline
+    /// session maximum if that comes first.
+    pub fn grant_max_age(&self) -> Duration {
+        match self.offline_session_max {
+            Some(max) => max.min(self.offline_token_max_age),
+            None => self.offline_token_max_age,
+        }
     }
 
     /// The redirect URI registered at the provider.
@@ -299,6 +313,97 @@ impl Config {
         url.set_path(&path);
         url
     }
+}
+
+/// How refreshes meet a slow, failing or busy provider.
+fn refresh_settings(
+    get: &impl Fn(&str) -> Option<String>,
+    provider_revocation: bool,
+) -> Result<RefreshSettings, ConfigError> {
+    let provider_timeout = seconds(get("PROVIDER_TIMEOUT_SECS"), "PROVIDER_TIMEOUT_SECS", 10)?;
+    let lease = seconds(get("REFRESH_LEASE_SECS"), "REFRESH_LEASE_SECS", 30)?;
+    // A claim must outlive the longest provider call it covers, or a second instance could
+    // take the row over while the first one's answer (perhaps a rotated token) is on its way.
+    if lease < provider_timeout + Duration::from_secs(5) {
+        return Err(ConfigError::new(
+            "REFRESH_LEASE_SECS",
+            "must be at least PROVIDER_TIMEOUT_SECS + 5",
+        ));
+    }
+    Ok(RefreshSettings {
+        margin: Duration::from_secs(number(
+            get("ACCESS_TOKEN_CACHE_MARGIN_SECS"),
+            "ACCESS_TOKEN_CACHE_MARGIN_SECS",
+            30,
+            |_: &u64| true,
+            "must be a whole number of seconds",
+        )?),
+        attempts: number(
+            get("PROVIDER_RETRY_ATTEMPTS"),
+            "PROVIDER_RETRY_ATTEMPTS",
+            3,
+            |n: &u32| (1..=10).contains(n),
+            "must be a whole number from 1 to 10",
+        )?,
+        retry_base: Duration::from_millis(100),
+        provider_timeout,
+        lease,
+        max_concurrent: number(
+            get("PROVIDER_MAX_CONCURRENCY"),
+            "PROVIDER_MAX_CONCURRENCY",
+            64,
+            |n: &usize| (1..=10_000).contains(n),
+            "must be a whole number from 1 to 10000",
+        )?,
+        breaker: BreakerSettings {
+            threshold: count(
+                get("PROVIDER_BREAKER_THRESHOLD"),
+                "PROVIDER_BREAKER_THRESHOLD",
+                5,
+            )?,
+            cooldown: seconds(
+                get("PROVIDER_BREAKER_COOLDOWN_SECS"),
+                "PROVIDER_BREAKER_COOLDOWN_SECS",
+                10,
+            )?,
+        },
+        offline_idle: seconds(
+            get("OFFLINE_IDLE_SECS"),
+            "OFFLINE_IDLE_SECS",
+            30 * 24 * 3600,
+        )?,
+        provider_revocation,
+    })
+}
+
+fn keepalive_settings(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<KeepAliveSettings, ConfigError> {
+    let interval = count(
+        get("KEEPALIVE_INTERVAL_SECS"),
+        "KEEPALIVE_INTERVAL_SECS",
+        600,
+    )?;
+    Ok(KeepAliveSettings {
+        interval: (interval > 0).then(|| Duration::from_secs(u64::from(interval))),
+        lead: seconds(
+            get("KEEPALIVE_LEAD_SECS"),
+            "KEEPALIVE_LEAD_SECS",
+            7 * 24 * 3600,
+        )?,
+        concurrency: number(
+            get("KEEPALIVE_CONCURRENCY"),
+            "KEEPALIVE_CONCURRENCY",
+            4,
+            |n: &usize| (1..=1000).contains(n),
+            "must be a whole number from 1 to 1000",
+        )?,
+        expiring_notice: seconds(
+            get("EXPIRING_NOTICE_SECS"),
+            "EXPIRING_NOTICE_SECS",
+            7 * 24 * 3600,
+        )?,
+    })
 }
 
 fn parse_http_url(var: &'static str, raw: &str) -> Result<Url, ConfigError> {
@@ -536,6 +641,16 @@ mod tests {
             ("METRICS_ADDR", "everywhere"),
             ("ACCESS_TOKEN_CACHE_MARGIN_SECS", "-5"),
             ("PROVIDER_RETRY_ATTEMPTS", "11"),
+            ("PROVIDER_TIMEOUT_SECS", "0"),
+            ("REFRESH_LEASE_SECS", "12"),
+            ("PROVIDER_MAX_CONCURRENCY", "0"),
+            ("PROVIDER_BREAKER_THRESHOLD", "many"),
+            ("OFFLINE_IDLE_SECS", "-1"),
+            ("OFFLINE_SESSION_MAX_SECS", "0"),
+            ("KEEPALIVE_INTERVAL_SECS", "soon"),
+            ("KEEPALIVE_CONCURRENCY", "0"),
+            ("EXPIRING_NOTICE_SECS", "0"),
+            ("DATABASE_POOL_SIZE", "0"),
         ];
         for (var, value) in cases {
             let mut vars = base();

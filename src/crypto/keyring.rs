@@ -113,7 +113,7 @@ pub enum KeyringError {
     DuplicateKeyId(String),
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("sealed with key `{0}`, which is not configured")]
     UnknownKey(String),

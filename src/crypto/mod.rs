@@ -10,4 +10,6 @@ pub use random::{constant_time_eq, random_token, sha256};
 pub mod purpose {
     pub const REFRESH_TOKEN: &str = "refresh_token";
     pub const PKCE_VERIFIER: &str = "pkce_verifier";
+    /// The last access token minted for a row, kept so other instances can hand it out.
+    pub const ACCESS_TOKEN: &str = "access_token";
 }

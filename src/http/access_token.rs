@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
 use super::state::AppState;
-use crate::refresh::RefreshError;
+use crate::grants::AccessError;
 use crate::vault::Status;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -48,7 +48,7 @@ pub struct AccessTokenResponse {
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 502, description = "Provider refused the broker", body = ErrorBody),
-        (status = 503, description = "Provider unreachable", body = ErrorBody),
+        (status = 503, description = "Provider unreachable or busy, or the database unavailable; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn issue_access_token(
@@ -74,24 +74,36 @@ pub async fn issue_access_token(
     }))
 }
 
-fn to_api_error(error: RefreshError) -> ApiError {
+fn to_api_error(error: AccessError) -> ApiError {
     match error {
-        RefreshError::NotFound => ApiError::token_not_found(),
-        RefreshError::Pending => ApiError::new(
+        AccessError::NotFound => ApiError::token_not_found(),
+        AccessError::Pending => ApiError::new(
             StatusCode::CONFLICT,
             "token_pending",
             "Consent has not been completed yet",
         ),
-        RefreshError::Gone { status, reason } => gone(status, reason.as_deref()),
-        RefreshError::ProviderUnavailable => ApiError::provider_unavailable(),
-        RefreshError::ProviderRejected => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "provider_error",
-            "The identity provider rejected the broker's request",
-        ),
-        RefreshError::Internal(cause) => {
-            ApiError::internal("minting an access token failed", cause)
+        AccessError::Gone { status, reason } => gone(status, reason.as_deref()),
+        AccessError::ProviderUnavailable { retry_after } => ApiError::provider_unavailable()
+            .retry_after(retry_after.unwrap_or(std::time::Duration::from_secs(1))),
+        AccessError::ProviderBusy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_busy",
+            "Too many refreshes are in flight; retry after the time in Retry-After",
+        )
+        .retry_after(std::time::Duration::from_secs(1)),
+        AccessError::ProviderRejected { retry_after } => {
+            let error = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_error",
+                "The identity provider rejected the broker's request",
+            );
+            match retry_after {
+                Some(wait) => error.retry_after(wait),
+                None => error,
+            }
         }
+        AccessError::Vault(e) if e.is_unavailable() => ApiError::database_unavailable(),
+        other => ApiError::internal("minting an access token failed", other),
     }
 }
 

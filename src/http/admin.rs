@@ -20,15 +20,15 @@ use uuid::Uuid;
 
 use super::admin_page::{message_page, tokens_page, Filters};
 use super::state::{AppState, Services};
-use super::tokens::revoke_locked;
 use crate::crypto::{constant_time_eq, random_token, sha256};
+use crate::grants::revoke::REVOKED_BY_ADMIN;
+use crate::grants::RevokeError;
 use crate::vault::{ListFilter, Status};
 
 const COOKIE: &str = "tb_admin";
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 const SIGN_IN_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 10_000;
-const REVOKED_BY_ADMIN: &str = "revoked_by_admin";
 
 struct Session {
     subject: String,
@@ -290,17 +290,17 @@ pub async fn revoke_as_admin(
     let Ok(id) = Uuid::parse_str(&id) else {
         return message_page(StatusCode::BAD_REQUEST, "Not a token id.");
     };
-    let lease = match state.vault.lock_for_refresh(id).await {
-        Ok(Some(lease)) => lease,
-        Ok(None) => return message_page(StatusCode::NOT_FOUND, "No such token."),
-        Err(e) => {
-            tracing::error!(error = %e, "admin revoke failed");
-            return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.");
-        }
-    };
-    match revoke_locked(&state, lease, &subject, REVOKED_BY_ADMIN).await {
+    match state
+        .revoker
+        .revoke(id, None, &subject, REVOKED_BY_ADMIN)
+        .await
+    {
         Ok(_) => Redirect::to("/admin").into_response(),
-        Err(e) => e.into_response(),
+        Err(RevokeError::NotFound) => message_page(StatusCode::NOT_FOUND, "No such token."),
+        Err(RevokeError::Vault(e)) => {
+            tracing::error!(error = %e, "admin revoke failed");
+            message_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.")
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub use admin::Admin;
 pub use error::ApiError;
 pub use middleware::RateLimit;
 pub use openapi::ApiDoc;
-pub use state::{AppState, Policy, Services};
+pub use state::{AppState, Services};
 
 /// JSON bodies here are a few hundred bytes; anything near this limit is abuse.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -58,6 +58,10 @@ pub fn router(state: AppState, metrics_elsewhere: bool) -> Router {
             "/api/auth/manager/offline-tokens/{id}",
             get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
+        .route(
+            "/api/auth/manager/offline-tokens/{id}/reconsent",
+            post(tokens::reconsent_token),
+        )
         .route("/admin", get(admin::show_admin_page))
         .route("/admin/callback", get(admin::finish_admin_sign_in))
         .route("/admin/tokens/{id}/revoke", post(admin::revoke_as_admin))
@@ -68,7 +72,7 @@ pub fn router(state: AppState, metrics_elsewhere: bool) -> Router {
     if !metrics_elsewhere {
         api = api.route("/metrics", get(ops::metrics));
     }
-    let cors = cors_layer(&state.policy.cors_origins);
+    let cors = cors_layer(&state.cors_origins);
     let api = api
         .route_layer(axum::middleware::from_fn(middleware::track_requests))
         .fallback(|| async {

@@ -20,6 +20,7 @@ use super::{access_token, callback, consent, error, ops, tokens};
         tokens::get_token_status,
         tokens::list_tokens,
         tokens::revoke_token,
+        tokens::reconsent_token,
         ops::healthz,
         ops::readyz,
     ),
@@ -33,6 +34,7 @@ use super::{access_token, callback, consent, error, ops, tokens};
         tokens::TokenView,
         tokens::TokenPage,
         tokens::RevokeResponse,
+        tokens::ReconsentRequest,
         crate::vault::Status,
     )),
     modifiers(&BearerScheme)

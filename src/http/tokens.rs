@@ -6,16 +6,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::consent::{consent_error, ConsentResponse};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, AuthUser};
-use super::state::{AppState, Services};
-use crate::audit::Subject;
-use crate::crypto::{purpose, Binding};
-use crate::vault::{AuditAction, ListFilter, RefreshLease, Status, VaultRow};
+use super::state::AppState;
+use crate::grants::revoke::REVOKED_BY_USER;
+use crate::grants::{RevokeError, Revoked};
+use crate::vault::{ListFilter, Status, VaultRow};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
-const REVOKED_BY_USER: &str = "revoked_by_user";
 
 /// A row as its owner may see it: no secrets.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -29,6 +29,14 @@ pub struct TokenView {
     updated_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     expires_at: DateTime<Utc>,
+    /// When the stored refresh token stops working if unused (the provider's idle limit).
+    refresh_expires_at: Option<DateTime<Utc>>,
+    /// When the broker last obtained tokens for this grant.
+    last_refresh_at: Option<DateTime<Utc>>,
+    /// Refreshes that failed in a row since the last success.
+    consecutive_failures: u32,
+    /// A short code for the last failure, e.g. `provider_unavailable`.
+    last_error: Option<String>,
 }
 
 impl From<&VaultRow> for TokenView {
@@ -42,6 +50,10 @@ impl From<&VaultRow> for TokenView {
             updated_at: row.updated_at,
             last_used_at: row.last_used_at,
             expires_at: row.expires_at,
+            refresh_expires_at: row.health.refresh_expires_at,
+            last_refresh_at: row.health.last_refresh_at,
+            consecutive_failures: row.health.consecutive_failures,
+            last_error: row.health.last_error.clone(),
         }
     }
 }
@@ -148,8 +160,9 @@ pub async fn list_tokens(
     let task_id = query
         .task_id
         .as_deref()
-        .map(super::consent::validate_task_id)
-        .transpose()?
+        .map(crate::grants::consent::validate_task_id)
+        .transpose()
+        .map_err(consent_error)?
         .map(str::to_owned);
     let offset = query.offset.unwrap_or(0);
     // One extra row tells whether another page exists.
@@ -190,95 +203,80 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     let id = parse_id(&id)?;
-    let lease = state
-        .vault
-        .lock_for_refresh(id)
-        .await?
-        .ok_or_else(ApiError::token_not_found)?;
-    if lease.row().user_id != user.subject {
-        return Err(ApiError::token_not_found());
-    }
-    revoke_locked(&state, lease, &user.subject, REVOKED_BY_USER)
+    let revoked = state
+        .revoker
+        .revoke(id, Some(&user.subject), &user.subject, REVOKED_BY_USER)
         .await
-        .map(Json)
+        .map_err(revoke_error)?;
+    Ok(Json(revoked.into()))
 }
 
-/// Revokes a locked row (the caller checked who may): at the provider, then here, journaled as
-/// `actor`. Revoking a revoked row changes nothing.
-pub(super) async fn revoke_locked(
-    state: &Services,
-    lease: Box<dyn RefreshLease>,
-    actor: &str,
-    why: &str,
-) -> Result<RevokeResponse, ApiError> {
-    if lease.row().status == Status::Revoked {
-        return Ok(RevokeResponse {
-            token: TokenView::from(lease.row()),
-            provider_revocation: "not_needed",
-        });
+impl From<Revoked> for RevokeResponse {
+    fn from(revoked: Revoked) -> Self {
+        Self {
+            token: TokenView::from(&revoked.row),
+            provider_revocation: revoked.provider.as_str(),
+        }
     }
-    let provider_revocation = revoke_at_provider(state, lease.row()).await;
-    let (id, task_id, user_id) = {
-        let row = lease.row();
-        (row.id, row.task_id.clone(), row.user_id.clone())
-    };
-    lease.finish_revoked(why, Utc::now()).await?;
-    let subject = Subject {
-        token_id: id,
-        user_id: &user_id,
-        task_id: &task_id,
-    };
-    // e.g. "revoked_by_user:provider_revoked": what happened here and at the provider.
-    let reason = format!("{why}:provider_{provider_revocation}");
-    state
-        .journal
-        .record(
-            actor,
-            subject,
-            AuditAction::TokenRevoked,
-            true,
-            Some(&reason),
-        )
-        .await;
-    let row = state
-        .vault
-        .find(id)
-        .await?
-        .ok_or_else(|| ApiError::internal("a revoked row vanished", id))?;
-    Ok(RevokeResponse {
-        token: TokenView::from(&row),
-        provider_revocation,
-    })
 }
 
-/// Revokes the stored offline token at the provider. Failure does not stop the local revocation:
-/// the user asked for the token to be gone, and wiping our copy already makes it unusable here.
-async fn revoke_at_provider(state: &Services, row: &VaultRow) -> &'static str {
-    let Some(sealed) = &row.sealed else {
-        return "not_needed";
-    };
-    if !state.policy.provider_revocation {
-        return "disabled";
+pub(super) fn revoke_error(error: RevokeError) -> ApiError {
+    match error {
+        RevokeError::NotFound => ApiError::token_not_found(),
+        RevokeError::Vault(e) => e.into(),
     }
-    let binding = Binding {
-        purpose: purpose::REFRESH_TOKEN,
-        row_id: row.id,
-        user_id: &row.user_id,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReconsentRequest {
+    /// Where to send the browser after the callback; its origin must be allowed.
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+/// `POST /api/auth/manager/offline-tokens/{id}/reconsent`: a new consent URL for an existing
+/// grant (failed, expired or active). Its callback re-seals into the same row, so tasks that
+/// hold the id carry on without being redeployed.
+#[utoipa::path(
+    post,
+    path = "/api/auth/manager/offline-tokens/{id}/reconsent",
+    tag = "tokens",
+    params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
+    request_body(content = Option<ReconsentRequest>, description = "Optional; `{}` or no body will do"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A consent URL for the same row", body = ConsentResponse),
+        (status = 400, description = "Not a UUID, or a bad redirectUri", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 404, description = "No such token for this caller", body = ErrorBody),
+        (status = 409, description = "Revoked (start a new consent) or still pending", body = ErrorBody),
+    )
+)]
+pub async fn reconsent_token(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ConsentResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    // The body is optional: none at all, or a JSON object.
+    let request: ReconsentRequest = if body.is_empty() {
+        ReconsentRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("The request body is invalid: {e}"),
+            )
+        })?
     };
-    let token = match state.keyring.open_string(sealed, binding) {
-        Ok(token) => token,
-        Err(e) => {
-            tracing::error!(id = %row.id, error = %e, "cannot open a token to revoke it");
-            return "failed";
-        }
-    };
-    match state.oidc.revoke_refresh_token(&token).await {
-        Ok(()) => "revoked",
-        Err(e) => {
-            tracing::warn!(id = %row.id, error = %e, "provider revocation failed");
-            "failed"
-        }
-    }
+    let started = state
+        .consents
+        .restart(&user.subject, id, request.redirect_uri.as_deref())
+        .await
+        .map_err(consent_error)?;
+    Ok(Json(started.into()))
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {

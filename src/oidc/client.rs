@@ -21,16 +21,35 @@ use crate::config::OidcSettings;
 /// The scopes of every consent: `offline_access` is the point of the broker.
 const CONSENT_SCOPES: [&str; 2] = ["openid", "offline_access"];
 
-/// The token response's OpenID Connect addition.
+/// The token response's additions: OpenID Connect's ID token, and Keycloak's
+/// `refresh_expires_in` (how long the refresh token works if unused; 0 = not said).
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct IdTokenField {
+pub struct ExtraFields {
     #[serde(default, skip_serializing)]
     id_token: Option<SecretString>,
+    #[serde(default, skip_serializing)]
+    refresh_expires_in: Option<serde_json::Value>,
 }
 
-impl ExtraTokenFields for IdTokenField {}
+impl ExtraFields {
+    /// A positive `refresh_expires_in`, as a duration (a number or a numeric string).
+    fn refresh_expires_in(&self) -> Option<Duration> {
+        let seconds = match self.refresh_expires_in.as_ref()? {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }?;
+        (seconds > 0).then(|| Duration::from_secs(seconds.min(MAX_LIFETIME_SECS)))
+    }
+}
 
-type OidcTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
+impl ExtraTokenFields for ExtraFields {}
+
+/// Lifetimes a provider announces are clamped to ten years: an absurd `expires_in` must not
+/// overflow date arithmetic anywhere.
+pub const MAX_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+
+type OidcTokenResponse = StandardTokenResponse<ExtraFields, BasicTokenType>;
 type OAuthClient = Client<
     BasicErrorResponse,
     OidcTokenResponse,
@@ -58,6 +77,7 @@ pub struct CodeGrant {
     pub id_token: Option<SecretString>,
     /// `None` when the provider did not say, which RFC 6749 §5.1 defines as "as requested".
     pub scopes: Option<Vec<String>>,
+    pub refresh_expires_in: Option<Duration>,
 }
 
 /// A fresh access token, and the rotated refresh token if the provider issued one.
@@ -67,6 +87,8 @@ pub struct RefreshGrant {
     pub expires_in: Option<Duration>,
     pub scope: Option<String>,
     pub refresh_token: Option<SecretString>,
+    /// How long the (new) refresh token works if unused, when the provider says.
+    pub refresh_expires_in: Option<Duration>,
 }
 
 /// Why the provider did not give us tokens, sorted by what the caller should do about it.
@@ -193,29 +215,36 @@ impl OidcClient {
             scopes: response
                 .scopes()
                 .map(|s| s.iter().map(|s| s.to_string()).collect()),
+            refresh_expires_in: response.extra_fields().refresh_expires_in(),
         })
     }
 
+    /// The refresh grant; `scope` narrows the new access token (RFC 6749 §6).
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
+        scope: Option<&str>,
     ) -> Result<RefreshGrant, ProviderError> {
-        let response = self
-            .oauth
-            .exchange_refresh_token(&RefreshToken::new(refresh_token.expose_secret().to_owned()))
-            .request_async(&self.http)
-            .await
-            .map_err(classify)?;
+        let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
+        let mut request = self.oauth.exchange_refresh_token(&token);
+        if let Some(scope) = scope {
+            request =
+                request.add_scopes(scope.split_whitespace().map(|s| Scope::new(s.to_owned())));
+        }
+        let response = request.request_async(&self.http).await.map_err(classify)?;
         Ok(RefreshGrant {
             access_token: SecretString::from(response.access_token().secret().to_owned()),
             token_type: response.token_type().as_ref().to_owned(),
-            expires_in: response.expires_in(),
+            expires_in: response
+                .expires_in()
+                .map(|d| d.min(Duration::from_secs(MAX_LIFETIME_SECS))),
             scope: response
                 .scopes()
                 .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
             refresh_token: response
                 .refresh_token()
                 .map(|t| SecretString::from(t.secret().to_owned())),
+            refresh_expires_in: response.extra_fields().refresh_expires_in(),
         })
     }
 }
@@ -291,8 +320,9 @@ fn classify(error: TokenError) -> ProviderError {
             unavailable(&e.to_string(), e.is_connect())
         }
         RequestTokenError::Request(e) => unavailable(&e.to_string(), false),
-        // A non-JSON answer: typically a gateway's 502/503 page, from in front of the provider.
-        RequestTokenError::Parse(_, _) => unavailable("unparseable response", true),
+        // A non-JSON answer: a gateway's error page, or a provider that broke after acting on
+        // the request. It may have rotated the token already, so no immediate retry.
+        RequestTokenError::Parse(_, _) => unavailable("unparseable response", false),
         RequestTokenError::Other(message) => unavailable(&message, false),
     }
 }

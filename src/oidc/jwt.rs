@@ -281,3 +281,41 @@ impl HasSubject for IdTokenClaims {
         &self.sub
     }
 }
+
+/// The `exp` of a JWT, read without verifying it: only for scheduling (when a refresh token
+/// that happens to be a JWT, as Keycloak's are, stops working). Never for a decision about
+/// who may do what.
+pub fn peek_expiry(token: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_i64().filter(|exp| *exp > 0)?;
+    chrono::DateTime::from_timestamp(exp, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt(claims: &str) -> String {
+        let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", encode(r#"{"alg":"HS256"}"#), encode(claims))
+    }
+
+    #[test]
+    fn the_expiry_of_a_jwt_is_read_and_anything_else_is_none() {
+        let at = peek_expiry(&jwt(r#"{"exp":1900000000}"#)).unwrap();
+        assert_eq!(at.timestamp(), 1_900_000_000);
+        assert!(
+            peek_expiry(&jwt(r#"{"exp":0}"#)).is_none(),
+            "Keycloak's offline: no exp"
+        );
+        assert!(peek_expiry(&jwt(r#"{"sub":"x"}"#)).is_none());
+        assert!(peek_expiry("opaque-refresh-token").is_none());
+        assert!(peek_expiry("a.!!!.c").is_none());
+    }
+}

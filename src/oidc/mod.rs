@@ -6,8 +6,10 @@ mod http;
 mod jwks;
 mod jwt;
 
-pub use client::{AuthorizationRequest, CodeGrant, OidcClient, ProviderError, RefreshGrant};
+pub use client::{
+    AuthorizationRequest, CodeGrant, OidcClient, ProviderError, RefreshGrant, MAX_LIFETIME_SECS,
+};
 pub use discovery::{discover, DiscoveryError, ProviderMetadata};
 pub use http::http_client;
 pub use jwks::JwksCache;
-pub use jwt::{CallerClaims, IdTokenClaims, JwtError, TokenVerifier};
+pub use jwt::{peek_expiry, CallerClaims, IdTokenClaims, JwtError, TokenVerifier};

@@ -5,17 +5,18 @@
 
 mod model;
 mod postgres;
-pub(crate) mod row_locks;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use model::{
-    AuditAction, AuditEvent, AuditQuery, AuditRecord, ClaimedConsent, ListFilter, NewConsent,
+    Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
+    ExpiringRow, GrantHealth, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite,
     SealedRow, Status, StatusChange, StoredAccess, VaultRow,
 };
 pub use postgres::PgVault;
@@ -25,6 +26,13 @@ use crate::crypto::Sealed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
+    /// The database cannot be reached, is restarting, or timed out: retrying later may work.
+    #[error("the database is unavailable while trying to {op}: {source}")]
+    Unavailable {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database error while trying to {op}: {source}")]
     Database {
         op: &'static str,
@@ -33,6 +41,12 @@ pub enum VaultError {
     },
     #[error("stored row {id} is inconsistent: {problem}")]
     Corrupt { id: Uuid, problem: &'static str },
+}
+
+impl VaultError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, VaultError::Unavailable { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +61,11 @@ pub enum OpenError {
 
 /// Opens the vault a `DATABASE_URL` names and applies its migrations: PostgreSQL for
 /// production (several broker instances may share it), SQLite for a single embedded instance.
-pub async fn open(url: &str) -> Result<Arc<dyn TokenVault>, OpenError> {
+pub async fn open(url: &str, pool_size: u32) -> Result<Arc<dyn TokenVault>, OpenError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let vault = PgVault::connect(url).await.map_err(OpenError::Connect)?;
+        let vault = PgVault::connect(url, pool_size)
+            .await
+            .map_err(OpenError::Connect)?;
         vault.migrate().await?;
         Ok(Arc::new(vault))
     } else if url.starts_with("sqlite:") {
@@ -66,8 +82,34 @@ pub async fn open(url: &str) -> Result<Arc<dyn TokenVault>, OpenError> {
 pub type ChangeSink = Arc<dyn Fn(Uuid) + Send + Sync>;
 pub type ResetSink = Arc<dyn Fn() + Send + Sync>;
 
+/// Sorts a database error into "unavailable, try later" (connection lost, pool exhausted,
+/// server shutting down, statement or lock timeout, SQLite busy) and everything else.
 pub(crate) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {
-    move |source| VaultError::Database { op, source }
+    move |source| {
+        if is_transient(&source) {
+            VaultError::Unavailable { op, source }
+        } else {
+            VaultError::Database { op, source }
+        }
+    }
+}
+
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions (08…), shutting down or starting (57P0x),
+            // too many connections, statement timeout, lock timeout. SQLite: busy, locked.
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || matches!(&*code, "53300" | "57014" | "55P03" | "5" | "6" | "517")
+        }),
+        _ => false,
+    }
 }
 
 #[async_trait]
@@ -75,8 +117,14 @@ pub trait TokenVault: Send + Sync + 'static {
     /// Stores a new pending consent.
     async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError>;
 
-    /// Atomically redeems a consent `state`: the pending, unexpired row holding this digest is
-    /// returned once, and its state digest and PKCE verifier are erased in the same statement.
+    /// Stores the secrets of a re-consent in an existing row of `user_id` that is not revoked
+    /// or pending. The row keeps its status and token until the callback completes. False if
+    /// no such row.
+    async fn start_reconsent(&self, consent: &NewReconsent) -> Result<bool, VaultError>;
+
+    /// Atomically redeems a consent `state`: the unexpired row holding this digest is returned
+    /// once, and its state digest, PKCE verifier and nonce digest are erased in the same
+    /// statement.
     /// A replayed, unknown or expired state yields `None` and changes nothing.
     async fn claim_consent(
         &self,
@@ -84,13 +132,15 @@ pub trait TokenVault: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<ClaimedConsent>, VaultError>;
 
-    /// Stores the sealed offline token and marks a pending row active. False if the row is no
-    /// longer pending.
+    /// Stores a freshly consented offline token and marks the row active, if the row still has
+    /// the status `from` had when its state was claimed (a pending consent), or, for a
+    /// re-consent, is still neither pending nor revoked. Any refresh in flight loses its claim.
+    /// False if the row changed meanwhile (revoked, cleaned up).
     async fn activate(
         &self,
         id: Uuid,
-        sealed: &Sealed,
-        now: DateTime<Utc>,
+        from: Status,
+        activation: &Activation<'_>,
     ) -> Result<bool, VaultError>;
 
     /// Marks a pending row failed with a reason. False if the row is no longer pending.
@@ -103,11 +153,52 @@ pub trait TokenVault: Send + Sync + 'static {
 
     async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError>;
 
-    /// Locks a row for the refresh path. While the lease lives, no other request (in this or any
-    /// other broker process) can refresh the same row, so a rotated refresh token is never lost
-    /// to a race. Dropping the lease without finishing it leaves the row untouched.
-    async fn lock_for_refresh(&self, id: Uuid)
-        -> Result<Option<Box<dyn RefreshLease>>, VaultError>;
+    /// Claims an active row for a refresh unless another claim's lease is still live. The
+    /// lease lasts `lease` (on PostgreSQL, by the database's clock, so instances need not
+    /// agree on the time) and the fence goes up by one. Nothing stays locked once this
+    /// returns: the provider is called with no connection held.
+    async fn claim_refresh(&self, id: Uuid, lease: Duration) -> Result<Claim, VaultError>;
+
+    /// Writes a refresh's result back, and ends the lease, if the row is still active and its
+    /// fence is still `fence` (no newer claim, no revocation meanwhile). False otherwise:
+    /// nothing was written.
+    async fn finish_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        write: &RefreshWrite<'_>,
+    ) -> Result<bool, VaultError>;
+
+    /// Marks the row failed (the provider ended the grant) and wipes its secrets, if its fence
+    /// is still `fence`: only the claim that presented the current token may fail it.
+    async fn fail_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError>;
+
+    /// Ends a claim without a new token: the lease is released; with a failure, the row's
+    /// failure count, last error and back-off are recorded. False if the fence moved on.
+    async fn release_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        failure: Option<&RefreshFailure<'_>>,
+    ) -> Result<bool, VaultError>;
+
+    /// Ends a row's life as `status` (revoked), wiping every secret it holds and voiding any
+    /// refresh in flight, in one statement; only a row of `owner` when one is given. Returns
+    /// the row as it was, so its token can be revoked at the provider afterwards.
+    async fn end_grant(
+        &self,
+        id: Uuid,
+        owner: Option<&str>,
+        status: Status,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Ended, VaultError>;
 
     /// One page of rows matching `filter`, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<VaultRow>, VaultError>;
@@ -127,6 +218,24 @@ pub trait TokenVault: Send + Sync + 'static {
         cutoff: DateTime<Utc>,
         batch: u32,
     ) -> Result<Vec<StatusChange>, VaultError>;
+
+    /// Up to `limit` active rows, soonest first, whose refresh token stops working before
+    /// `before` and that nobody is refreshing or backing off from at `now` (keep-alive).
+    async fn due_for_keepalive(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, VaultError>;
+
+    /// Marks up to `limit` active rows whose hard end comes before `before` as notified, once,
+    /// and returns them (the `token.expiring` webhook).
+    async fn mark_expiring(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ExpiringRow>, VaultError>;
 
     /// Up to `limit` sealed tokens not sealed under `key_id`, in id order after `after`.
     async fn sealed_under_other_keys(
@@ -164,33 +273,4 @@ pub trait TokenVault: Send + Sync + 'static {
         query: &AuditQuery,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, VaultError>;
-}
-
-/// A row held under lock by [`TokenVault::lock_for_refresh`].
-#[async_trait]
-pub trait RefreshLease: Send {
-    fn row(&self) -> &VaultRow;
-
-    /// Records a successful use, storing a rotated refresh token if the provider issued one and
-    /// the freshly minted access token if there is one, and releases the lock.
-    async fn finish_used(
-        self: Box<Self>,
-        rotated: Option<&Sealed>,
-        minted: Option<&StoredAccess>,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError>;
-
-    /// Marks the row failed (the provider killed the grant) and releases the lock.
-    async fn finish_failed(
-        self: Box<Self>,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError>;
-
-    /// Marks the row revoked, wipes its sealed token and consent secrets, releases the lock.
-    async fn finish_revoked(
-        self: Box<Self>,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError>;
 }

@@ -66,15 +66,44 @@ pub struct NewConsent {
     pub metadata: serde_json::Value,
 }
 
+/// A new consent for a row that already exists (re-consent): the same secrets as a
+/// [`NewConsent`], stored beside the row's current token, which keeps working meanwhile.
+#[derive(Debug)]
+pub struct NewReconsent {
+    pub id: Uuid,
+    /// Only this user's row is changed.
+    pub user_id: String,
+    pub state_hash: Vec<u8>,
+    pub state_expires_at: DateTime<Utc>,
+    pub pkce_verifier: Vec<u8>,
+    pub nonce_hash: Vec<u8>,
+    pub redirect_uri: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
 /// What the callback needs from a consent it has just claimed.
 #[derive(Debug)]
 pub struct ClaimedConsent {
     pub id: Uuid,
     pub user_id: String,
     pub task_id: String,
+    /// The row's status when the state was claimed: `Pending` for a first consent; anything
+    /// else is a re-consent of an existing row.
+    pub status: Status,
     pub pkce_verifier: Option<Vec<u8>>,
     pub nonce_hash: Option<Vec<u8>>,
     pub redirect_uri: Option<String>,
+}
+
+/// A completed consent, written into its row.
+#[derive(Debug)]
+pub struct Activation<'a> {
+    pub sealed: &'a Sealed,
+    /// The row's hard end: no refresh can pass it.
+    pub expires_at: DateTime<Utc>,
+    /// When the new refresh token stops working if unused, when known.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
 }
 
 /// The last access token minted for a row, sealed (`Sealed::to_bytes`).
@@ -84,6 +113,20 @@ pub struct StoredAccess {
     pub expires_at: DateTime<Utc>,
     pub token_type: String,
     pub scope: Option<String>,
+}
+
+/// How a grant is doing: when it stops working if left alone, and how its refreshes went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantHealth {
+    /// When the current refresh token stops working at the provider if unused.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    /// Refreshes that failed in a row since the last success.
+    pub consecutive_failures: u32,
+    /// A short code for the last failure (e.g. `provider_unavailable`), never provider text.
+    pub last_error: Option<String>,
+    /// No refresh is attempted before this (back-off after refusals).
+    pub next_refresh_at: Option<DateTime<Utc>>,
 }
 
 /// A vault row without its consent secrets.
@@ -100,12 +143,51 @@ pub struct VaultRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub health: GrantHealth,
+    /// Goes up with every refresh claim; a write-back names the fence it claimed with.
+    pub fence: i64,
+    /// While in the future, another refresh holds the row.
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// The columns of a [`VaultRow`], in the order `RowRecord` reads them.
-pub(super) const ROW_COLUMNS: &str = "id, user_id, task_id, status, status_reason, \
-    encrypted_token, iv, key_id, access_token, access_token_expires_at, access_token_type, \
-    access_token_scope, expires_at, created_at, updated_at, last_used_at";
+const COLUMNS: [&str; 23] = [
+    "id",
+    "user_id",
+    "task_id",
+    "status",
+    "status_reason",
+    "encrypted_token",
+    "iv",
+    "key_id",
+    "access_token",
+    "access_token_expires_at",
+    "access_token_type",
+    "access_token_scope",
+    "expires_at",
+    "created_at",
+    "updated_at",
+    "last_used_at",
+    "refresh_expires_at",
+    "last_refresh_at",
+    "consecutive_failures",
+    "last_error",
+    "next_refresh_at",
+    "refresh_fence",
+    "refresh_lease_until",
+];
+
+/// The row's columns, each prefixed with `table.` when a table is named.
+pub(super) fn row_columns(table: Option<&str>) -> String {
+    COLUMNS
+        .iter()
+        .map(|c| match table {
+            Some(t) => format!("{t}.{c}"),
+            None => (*c).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A row as either backend returns it; the conversion below is the one place that checks it.
 #[derive(sqlx::FromRow)]
@@ -126,6 +208,13 @@ pub(super) struct RowRecord {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
+    refresh_expires_at: Option<DateTime<Utc>>,
+    last_refresh_at: Option<DateTime<Utc>>,
+    consecutive_failures: i32,
+    last_error: Option<String>,
+    next_refresh_at: Option<DateTime<Utc>>,
+    refresh_fence: i64,
+    refresh_lease_until: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<RowRecord> for VaultRow {
@@ -169,8 +258,67 @@ impl TryFrom<RowRecord> for VaultRow {
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_used_at: r.last_used_at,
+            health: GrantHealth {
+                refresh_expires_at: r.refresh_expires_at,
+                last_refresh_at: r.last_refresh_at,
+                consecutive_failures: u32::try_from(r.consecutive_failures).unwrap_or(0),
+                last_error: r.last_error,
+                next_refresh_at: r.next_refresh_at,
+            },
+            fence: r.refresh_fence,
+            lease_until: r.refresh_lease_until,
         })
     }
+}
+
+/// The answer to a refresh claim.
+#[derive(Debug)]
+pub enum Claim {
+    /// The row is ours to refresh until the lease ends; `row.fence` proves it on write-back.
+    Claimed(VaultRow),
+    /// Not claimed: the row is not active, or another refresh holds a live lease.
+    NotClaimed(VaultRow),
+    Missing,
+}
+
+/// What a successful refresh brought back.
+#[derive(Debug)]
+pub struct RefreshWrite<'a> {
+    /// A rotated refresh token, sealed; `None` keeps the stored one.
+    pub rotated: Option<&'a Sealed>,
+    pub minted: &'a StoredAccess,
+    /// When the (new) refresh token stops working if unused, when known.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// A refresh that failed without ending the grant.
+#[derive(Debug)]
+pub struct RefreshFailure<'a> {
+    /// Short code for `last_error`.
+    pub error: &'a str,
+    /// No refresh before this time (back-off), if any.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// The answer to ending a grant (revocation).
+#[derive(Debug)]
+pub enum Ended {
+    /// Ended now; the row as it was just before (with its sealed token, for the provider).
+    Ended(VaultRow),
+    /// It already had that status; nothing changed.
+    Unchanged(VaultRow),
+    Missing,
+}
+
+/// An active row close to its hard end, for the `token.expiring` webhook.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExpiringRow {
+    pub id: Uuid,
+    pub user_id: String,
+    pub task_id: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Which rows to list, newest first.
@@ -206,6 +354,7 @@ pub struct SealedRow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditAction {
     ConsentRequested,
+    ReconsentRequested,
     ConsentCompleted,
     ConsentFailed,
     TokenIssued,
@@ -220,6 +369,7 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::ConsentRequested => "consent_requested",
+            AuditAction::ReconsentRequested => "reconsent_requested",
             AuditAction::ConsentCompleted => "consent_completed",
             AuditAction::ConsentFailed => "consent_failed",
             AuditAction::TokenIssued => "token_issued",
@@ -324,5 +474,36 @@ impl From<SealedRecord> for SealedRow {
                 ciphertext: r.encrypted_token,
             },
         }
+    }
+}
+
+/// A claimed consent as the claim statement returns it.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimRecord {
+    id: Uuid,
+    user_id: String,
+    task_id: String,
+    status: String,
+    pkce_verifier: Option<Vec<u8>>,
+    nonce_hash: Option<Vec<u8>>,
+    redirect_uri: Option<String>,
+}
+
+impl TryFrom<ClaimRecord> for ClaimedConsent {
+    type Error = super::VaultError;
+
+    fn try_from(r: ClaimRecord) -> Result<Self, super::VaultError> {
+        Ok(ClaimedConsent {
+            status: r.status.parse().map_err(|()| super::VaultError::Corrupt {
+                id: r.id,
+                problem: "unknown status",
+            })?,
+            id: r.id,
+            user_id: r.user_id,
+            task_id: r.task_id,
+            pkce_verifier: r.pkce_verifier,
+            nonce_hash: r.nonce_hash,
+            redirect_uri: r.redirect_uri,
+        })
     }
 }

@@ -1,18 +1,27 @@
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::model::{ChangeRecord, RowRecord, SealedRecord, ROW_COLUMNS};
+use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
-    db_error, AuditEvent, AuditQuery, AuditRecord, ChangeSink, ClaimedConsent, ListFilter,
-    NewConsent, RefreshLease, ResetSink, SealedRow, StatusChange, StoredAccess, TokenVault,
-    VaultError, VaultRow,
+    db_error, Activation, AuditEvent, AuditQuery, AuditRecord, ChangeSink, Claim, ClaimedConsent,
+    Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite,
+    ResetSink, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
 };
 use crate::crypto::Sealed;
+
+/// Every secret a row can hold, set to null: a row that ends keeps none of them.
+const WIPE_SECRETS: &str = "encrypted_token = null, iv = null, key_id = null, \
+    access_token = null, access_token_expires_at = null, access_token_type = null, \
+    access_token_scope = null, state_hash = null, pkce_verifier = null, nonce_hash = null";
+
+/// How long a request may wait for a pooled connection before it is answered 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The production vault: PostgreSQL, safe for several broker instances on one database.
 #[derive(Clone)]
@@ -25,11 +34,19 @@ impl PgVault {
         Self { pool }
     }
 
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    /// A pool whose every wait is bounded: acquiring a connection (3 s), a statement (10 s),
+    /// waiting for a row lock (3 s), and a transaction left idle (30 s). A slow or stuck
+    /// database then answers 503 instead of piling up requests.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self, sqlx::Error> {
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("statement_timeout", "10s"),
+            ("lock_timeout", "3s"),
+            ("idle_in_transaction_session_timeout", "30s"),
+        ]);
         let pool = PgPoolOptions::new()
-            .max_connections(20)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .max_connections(pool_size)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
             .await?;
         Ok(Self::new(pool))
     }
@@ -38,6 +55,13 @@ impl PgVault {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await
+    }
+
+    async fn find_owned(&self, id: Uuid, owner: Option<&str>) -> Result<Ended, VaultError> {
+        match self.find(id).await? {
+            Some(row) if owner.is_none_or(|o| o == row.user_id) => Ok(Ended::Unchanged(row)),
+            _ => Ok(Ended::Missing),
+        }
     }
 }
 
@@ -67,6 +91,27 @@ impl TokenVault for PgVault {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(id = %consent.id))]
+    async fn start_reconsent(&self, consent: &NewReconsent) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set state_hash = $3, state_expires_at = $4, pkce_verifier = $5, \
+             nonce_hash = $6, redirect_uri = $7, updated_at = $8 \
+             where id = $1 and user_id = $2 and status in ('active', 'failed', 'expired')",
+        )
+        .bind(consent.id)
+        .bind(&consent.user_id)
+        .bind(&consent.state_hash)
+        .bind(consent.state_expires_at)
+        .bind(&consent.pkce_verifier)
+        .bind(&consent.nonce_hash)
+        .bind(&consent.redirect_uri)
+        .bind(consent.now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("store a re-consent"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
     #[tracing::instrument(skip_all)]
     async fn claim_consent(
         &self,
@@ -75,23 +120,16 @@ impl TokenVault for PgVault {
     ) -> Result<Option<ClaimedConsent>, VaultError> {
         // One statement: the row lock taken by the CTE makes a concurrent replay wait, and by
         // then the digest is gone, so exactly one request wins.
-        let claimed: Option<(
-            Uuid,
-            String,
-            String,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Option<String>,
-        )> = sqlx::query_as(
+        let claimed: Option<ClaimRecord> = sqlx::query_as(
             "with claimed as ( \
-                   select id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri \
+                   select id, user_id, task_id, status, pkce_verifier, nonce_hash, redirect_uri \
                    from token_vault \
-                   where state_hash = $1 and status = 'pending' and state_expires_at > $2 \
+                   where state_hash = $1 and status <> 'revoked' and state_expires_at > $2 \
                    for update) \
                  update token_vault t \
-                 set state_hash = null, pkce_verifier = null, updated_at = $2 \
+                 set state_hash = null, pkce_verifier = null, nonce_hash = null, updated_at = $2 \
                  from claimed where t.id = claimed.id \
-                 returning claimed.id, claimed.user_id, claimed.task_id, \
+                 returning claimed.id, claimed.user_id, claimed.task_id, claimed.status, \
                            claimed.pkce_verifier, claimed.nonce_hash, claimed.redirect_uri",
         )
         .bind(state_hash)
@@ -99,35 +137,35 @@ impl TokenVault for PgVault {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error("claim a consent"))?;
-        Ok(claimed.map(
-            |(id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri)| ClaimedConsent {
-                id,
-                user_id,
-                task_id,
-                pkce_verifier,
-                nonce_hash,
-                redirect_uri,
-            },
-        ))
+        claimed.map(ClaimedConsent::try_from).transpose()
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
     async fn activate(
         &self,
         id: Uuid,
-        sealed: &Sealed,
-        now: DateTime<Utc>,
+        from: Status,
+        activation: &Activation<'_>,
     ) -> Result<bool, VaultError> {
         let result = sqlx::query(
             "update token_vault set status = 'active', status_reason = null, \
-             encrypted_token = $2, iv = $3, key_id = $4, nonce_hash = null, updated_at = $5 \
-             where id = $1 and status = 'pending'",
+             encrypted_token = $3, iv = $4, key_id = $5, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, \
+             access_token_scope = null, refresh_fence = refresh_fence + 1, \
+             refresh_lease_until = null, refresh_expires_at = $6, last_refresh_at = $7, \
+             consecutive_failures = 0, last_error = null, next_refresh_at = null, \
+             expiring_notified_at = null, expires_at = $8, updated_at = $7 \
+             where id = $1 and (($2 = 'pending' and status = 'pending') \
+                or ($2 <> 'pending' and status in ('active', 'failed', 'expired')))",
         )
         .bind(id)
-        .bind(&sealed.ciphertext)
-        .bind(&sealed.nonce)
-        .bind(&sealed.key_id)
-        .bind(now)
+        .bind(from.as_str())
+        .bind(&activation.sealed.ciphertext)
+        .bind(&activation.sealed.nonce)
+        .bind(&activation.sealed.key_id)
+        .bind(activation.refresh_expires_at)
+        .bind(activation.now)
+        .bind(activation.expires_at)
         .execute(&self.pool)
         .await
         .map_err(db_error("activate a consent"))?;
@@ -158,7 +196,8 @@ impl TokenVault for PgVault {
     #[tracing::instrument(skip_all, fields(%id))]
     async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError> {
         let record: Option<RowRecord> = sqlx::query_as(&format!(
-            "select {ROW_COLUMNS} from token_vault where id = $1"
+            "select {} from token_vault where id = $1",
+            row_columns(None)
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -168,38 +207,159 @@ impl TokenVault for PgVault {
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
-    async fn lock_for_refresh(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<Box<dyn RefreshLease>>, VaultError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db_error("begin a refresh"))?;
+    async fn claim_refresh(&self, id: Uuid, lease: Duration) -> Result<Claim, VaultError> {
         let record: Option<RowRecord> = sqlx::query_as(&format!(
-            "select {ROW_COLUMNS} from token_vault where id = $1 for update"
+            "update token_vault \
+             set refresh_lease_until = now() + make_interval(secs => $2), \
+                 refresh_fence = refresh_fence + 1 \
+             where id = $1 and status = 'active' \
+               and (refresh_lease_until is null or refresh_lease_until <= now()) \
+             returning {}",
+            row_columns(None)
         ))
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
         .await
-        .map_err(db_error("lock a vault row"))?;
+        .map_err(db_error("claim a row for refresh"))?;
+        if let Some(record) = record {
+            return Ok(Claim::Claimed(record.try_into()?));
+        }
+        Ok(match self.find(id).await? {
+            Some(row) => Claim::NotClaimed(row),
+            None => Claim::Missing,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn finish_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        write: &RefreshWrite<'_>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set \
+             encrypted_token = coalesce($3, encrypted_token), iv = coalesce($4, iv), \
+             key_id = coalesce($5, key_id), \
+             access_token = $6, access_token_expires_at = $7, access_token_type = $8, \
+             access_token_scope = $9, refresh_expires_at = coalesce($10, refresh_expires_at), \
+             last_refresh_at = $11, last_used_at = $11, consecutive_failures = 0, \
+             last_error = null, next_refresh_at = null, refresh_lease_until = null, \
+             updated_at = case when $3 is null then updated_at else $11 end \
+             where id = $1 and refresh_fence = $2 and status = 'active'",
+        )
+        .bind(id)
+        .bind(fence)
+        .bind(write.rotated.map(|s| &s.ciphertext))
+        .bind(write.rotated.map(|s| &s.nonce))
+        .bind(write.rotated.map(|s| &s.key_id))
+        .bind(&write.minted.sealed)
+        .bind(write.minted.expires_at)
+        .bind(&write.minted.token_type)
+        .bind(&write.minted.scope)
+        .bind(write.refresh_expires_at)
+        .bind(write.now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("write a refresh back"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id, reason))]
+    async fn fail_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(&format!(
+            "update token_vault set status = 'failed', status_reason = $3, updated_at = $4, \
+             last_error = $3, consecutive_failures = consecutive_failures + 1, \
+             refresh_lease_until = null, {WIPE_SECRETS} \
+             where id = $1 and refresh_fence = $2 and status = 'active'"
+        ))
+        .bind(id)
+        .bind(fence)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("mark a grant failed"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn release_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        failure: Option<&RefreshFailure<'_>>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set refresh_lease_until = null, \
+             consecutive_failures = case when $3 then consecutive_failures + 1 \
+                                         else consecutive_failures end, \
+             last_error = case when $3 then $4 else last_error end, \
+             next_refresh_at = case when $3 then $5 else next_refresh_at end \
+             where id = $1 and refresh_fence = $2",
+        )
+        .bind(id)
+        .bind(fence)
+        .bind(failure.is_some())
+        .bind(failure.map(|f| f.error))
+        .bind(failure.and_then(|f| f.retry_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("release a refresh claim"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id, reason))]
+    async fn end_grant(
+        &self,
+        id: Uuid,
+        owner: Option<&str>,
+        status: Status,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Ended, VaultError> {
+        // The CTE reads the row as it was (under its row lock); the update ends it. Both in
+        // one statement, so nothing can refresh in between.
+        let record: Option<RowRecord> = sqlx::query_as(&format!(
+            "with old as ( \
+               select {} from token_vault \
+               where id = $1 and ($2::text is null or user_id = $2) for update) \
+             update token_vault t set status = $3, status_reason = $4, updated_at = $5, \
+               refresh_fence = t.refresh_fence + 1, refresh_lease_until = null, {WIPE_SECRETS} \
+             from old where t.id = old.id and t.status <> $3 \
+             returning {}",
+            row_columns(None),
+            row_columns(Some("old"))
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("end a grant"))?;
         match record {
-            None => Ok(None),
-            Some(record) => Ok(Some(Box::new(PgLease {
-                tx,
-                row: record.try_into()?,
-            }))),
+            Some(record) => Ok(Ended::Ended(record.try_into()?)),
+            None => self.find_owned(id, owner).await,
         }
     }
 
     #[tracing::instrument(skip_all)]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<VaultRow>, VaultError> {
         let records: Vec<RowRecord> = sqlx::query_as(&format!(
-            "select {ROW_COLUMNS} from token_vault \
+            "select {} from token_vault \
              where ($1::text is null or user_id = $1) and ($2::text is null or task_id = $2) \
              and ($3::text is null or status = $3) \
-             order by created_at desc, id desc limit $4 offset $5"
+             order by created_at desc, id desc limit $4 offset $5",
+            row_columns(None)
         ))
         .bind(&filter.user_id)
         .bind(&filter.task_id)
@@ -218,8 +378,9 @@ impl TokenVault for PgVault {
         now: DateTime<Utc>,
         batch: u32,
     ) -> Result<Vec<StatusChange>, VaultError> {
-        // SKIP LOCKED: a row being refreshed right now is left for the next round.
-        let rows: Vec<ChangeRecord> = sqlx::query_as(
+        // SKIP LOCKED: a row another statement holds right now is left for the next round.
+        // The fence moves on, so a refresh in flight cannot write into an expired row.
+        let rows: Vec<ChangeRecord> = sqlx::query_as(&format!(
             "with stale as ( \
                select id from token_vault \
                where (status = 'pending' and state_expires_at <= $1) \
@@ -228,12 +389,11 @@ impl TokenVault for PgVault {
              update token_vault t set status = 'expired', \
                status_reason = case when t.status = 'pending' then 'consent_timeout' \
                                     else 'max_age_reached' end, \
-               state_hash = null, pkce_verifier = null, nonce_hash = null, \
-               encrypted_token = null, iv = null, key_id = null, \
-             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null, updated_at = $1 \
+               refresh_fence = t.refresh_fence + 1, refresh_lease_until = null, \
+               {WIPE_SECRETS}, updated_at = $1 \
              from stale where t.id = stale.id \
-             returning t.id, t.user_id, t.task_id, t.status, t.status_reason",
-        )
+             returning t.id, t.user_id, t.task_id, t.status, t.status_reason"
+        ))
         .bind(now)
         .bind(i64::from(batch))
         .fetch_all(&self.pool)
@@ -262,6 +422,51 @@ impl TokenVault for PgVault {
         .await
         .map_err(db_error("purge finished rows"))?;
         rows.into_iter().map(StatusChange::try_from).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn due_for_keepalive(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, VaultError> {
+        sqlx::query_scalar(
+            "select id from token_vault \
+             where status = 'active' and refresh_expires_at <= $1 \
+               and (refresh_lease_until is null or refresh_lease_until <= $2) \
+               and (next_refresh_at is null or next_refresh_at <= $2) \
+             order by refresh_expires_at limit $3",
+        )
+        .bind(before)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("find grants to keep alive"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn mark_expiring(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ExpiringRow>, VaultError> {
+        sqlx::query_as(
+            "with due as ( \
+               select id from token_vault \
+               where status = 'active' and expires_at <= $1 and expiring_notified_at is null \
+               order by expires_at limit $3 for update skip locked) \
+             update token_vault t set expiring_notified_at = $2 from due where t.id = due.id \
+             returning t.id, t.user_id, t.task_id, t.expires_at",
+        )
+        .bind(before)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("mark grants as expiring"))
     }
 
     #[tracing::instrument(skip_all)]
@@ -429,98 +634,3 @@ async fn follow_changes(pool: &PgPool, on_change: &ChangeSink, on_reset: &ResetS
 }
 
 const CHANGE_CHANNEL: &str = "token_vault_changed";
-
-struct PgLease {
-    tx: Transaction<'static, Postgres>,
-    row: VaultRow,
-}
-
-#[async_trait]
-impl RefreshLease for PgLease {
-    fn row(&self) -> &VaultRow {
-        &self.row
-    }
-
-    async fn finish_used(
-        mut self: Box<Self>,
-        rotated: Option<&Sealed>,
-        minted: Option<&StoredAccess>,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        // One statement: absent values keep what the row has.
-        sqlx::query(
-            "update token_vault set \
-             encrypted_token = coalesce($2, encrypted_token), iv = coalesce($3, iv), \
-             key_id = coalesce($4, key_id), \
-             access_token = coalesce($5, access_token), \
-             access_token_expires_at = coalesce($6, access_token_expires_at), \
-             access_token_type = coalesce($7, access_token_type), \
-             access_token_scope = case when $5 is null then access_token_scope else $8 end, \
-             last_used_at = $9, \
-             updated_at = case when $2 is null then updated_at else $9 end \
-             where id = $1",
-        )
-        .bind(self.row.id)
-        .bind(rotated.map(|s| &s.ciphertext))
-        .bind(rotated.map(|s| &s.nonce))
-        .bind(rotated.map(|s| &s.key_id))
-        .bind(minted.map(|m| &m.sealed))
-        .bind(minted.map(|m| m.expires_at))
-        .bind(minted.map(|m| &m.token_type))
-        .bind(minted.and_then(|m| m.scope.as_ref()))
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_error("record a token use"))?;
-        self.tx
-            .commit()
-            .await
-            .map_err(db_error("commit a token use"))
-    }
-
-    async fn finish_failed(
-        self: Box<Self>,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        self.close("failed", reason, now).await
-    }
-
-    async fn finish_revoked(
-        self: Box<Self>,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        self.close("revoked", reason, now).await
-    }
-}
-
-impl PgLease {
-    /// Ends a row's life as `status`: every secret it held (sealed tokens, consent state) is
-    /// wiped in the same statement, then the lock is released.
-    async fn close(
-        mut self: Box<Self>,
-        status: &str,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        sqlx::query(
-            "update token_vault set status = $2, status_reason = $3, updated_at = $4, \
-             encrypted_token = null, iv = null, key_id = null, \
-             access_token = null, access_token_expires_at = null, access_token_type = null, \
-             access_token_scope = null, state_hash = null, pkce_verifier = null, nonce_hash = null \
-             where id = $1",
-        )
-        .bind(self.row.id)
-        .bind(status)
-        .bind(reason)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_error("change a token's status"))?;
-        self.tx
-            .commit()
-            .await
-            .map_err(db_error("commit a status change"))
-    }
-}

@@ -1,27 +1,29 @@
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
-use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use super::model::{ChangeRecord, RowRecord, SealedRecord, ROW_COLUMNS};
-use super::row_locks::RowLocks;
+use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
-    db_error, AuditEvent, AuditQuery, AuditRecord, ClaimedConsent, ListFilter, NewConsent,
-    RefreshLease, SealedRow, StatusChange, StoredAccess, TokenVault, VaultError, VaultRow,
+    db_error, Activation, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
+    ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, SealedRow,
+    Status, StatusChange, TokenVault, VaultError, VaultRow,
 };
 use crate::crypto::Sealed;
+
+/// Every secret a row can hold, set to null (see the PostgreSQL backend).
+const WIPE_SECRETS: &str = "encrypted_token = null, iv = null, key_id = null, \
+    access_token = null, access_token_expires_at = null, access_token_type = null, \
+    access_token_scope = null, state_hash = null, pkce_verifier = null, nonce_hash = null";
 
 /// The embedded vault: one SQLite file, one broker process.
 #[derive(Clone)]
 pub struct SqliteVault {
     pool: SqlitePool,
-    row_locks: Arc<RowLocks>,
 }
 
 impl SqliteVault {
@@ -31,33 +33,21 @@ impl SqliteVault {
             .create_if_missing(true)
             // WAL lets readers proceed while one writer commits.
             .journal_mode(SqliteJournalMode::Wal)
+            // A writer waits this long for another's commit before giving up (503).
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         // An in-memory database exists per connection, so it must stay on one.
         let max = if url.contains(":memory:") { 1 } else { 8 };
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        Ok(Self {
-            pool,
-            row_locks: Arc::default(),
-        })
+        Ok(Self { pool })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await
-    }
-
-    async fn find_row(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError> {
-        let record: Option<RowRecord> = sqlx::query_as(&format!(
-            "select {ROW_COLUMNS} from token_vault where id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error("read a vault row"))?;
-        record.map(VaultRow::try_from).transpose()
     }
 }
 
@@ -87,6 +77,27 @@ impl TokenVault for SqliteVault {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(id = %consent.id))]
+    async fn start_reconsent(&self, consent: &NewReconsent) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set state_hash = ?3, state_expires_at = ?4, pkce_verifier = ?5, \
+             nonce_hash = ?6, redirect_uri = ?7, updated_at = ?8 \
+             where id = ?1 and user_id = ?2 and status in ('active', 'failed', 'expired')",
+        )
+        .bind(consent.id)
+        .bind(&consent.user_id)
+        .bind(&consent.state_hash)
+        .bind(consent.state_expires_at)
+        .bind(&consent.pkce_verifier)
+        .bind(&consent.nonce_hash)
+        .bind(&consent.redirect_uri)
+        .bind(consent.now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("store a re-consent"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
     #[tracing::instrument(skip_all)]
     async fn claim_consent(
         &self,
@@ -100,63 +111,58 @@ impl TokenVault for SqliteVault {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error("begin a claim"))?;
-        let claimed: Option<(
-            Uuid,
-            String,
-            String,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Option<String>,
-        )> = sqlx::query_as(
-            "select id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri \
-                 from token_vault \
-                 where state_hash = ?1 and status = 'pending' and state_expires_at > ?2",
+        let claimed: Option<ClaimRecord> = sqlx::query_as(
+            "select id, user_id, task_id, status, pkce_verifier, nonce_hash, redirect_uri \
+             from token_vault \
+             where state_hash = ?1 and status <> 'revoked' and state_expires_at > ?2",
         )
         .bind(state_hash)
         .bind(now)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error("claim a consent"))?;
-        let Some((id, user_id, task_id, pkce_verifier, nonce_hash, redirect_uri)) = claimed else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "update token_vault set state_hash = null, pkce_verifier = null, updated_at = ?2 \
-             where id = ?1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error("claim a consent"))?;
-        tx.commit().await.map_err(db_error("commit a claim"))?;
-        Ok(Some(ClaimedConsent {
-            id,
-            user_id,
-            task_id,
-            pkce_verifier,
-            nonce_hash,
-            redirect_uri,
-        }))
+        if claimed.is_some() {
+            sqlx::query(
+                "update token_vault \
+                 set state_hash = null, pkce_verifier = null, nonce_hash = null, updated_at = ?2 \
+                 where state_hash = ?1",
+            )
+            .bind(state_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error("claim a consent"))?;
+            tx.commit().await.map_err(db_error("commit a claim"))?;
+        }
+        claimed.map(ClaimedConsent::try_from).transpose()
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
     async fn activate(
         &self,
         id: Uuid,
-        sealed: &Sealed,
-        now: DateTime<Utc>,
+        from: Status,
+        activation: &Activation<'_>,
     ) -> Result<bool, VaultError> {
         let result = sqlx::query(
             "update token_vault set status = 'active', status_reason = null, \
-             encrypted_token = ?2, iv = ?3, key_id = ?4, nonce_hash = null, updated_at = ?5 \
-             where id = ?1 and status = 'pending'",
+             encrypted_token = ?3, iv = ?4, key_id = ?5, \
+             access_token = null, access_token_expires_at = null, access_token_type = null, \
+             access_token_scope = null, refresh_fence = refresh_fence + 1, \
+             refresh_lease_until = null, refresh_expires_at = ?6, last_refresh_at = ?7, \
+             consecutive_failures = 0, last_error = null, next_refresh_at = null, \
+             expiring_notified_at = null, expires_at = ?8, updated_at = ?7 \
+             where id = ?1 and ((?2 = 'pending' and status = 'pending') \
+                or (?2 <> 'pending' and status in ('active', 'failed', 'expired')))",
         )
         .bind(id)
-        .bind(&sealed.ciphertext)
-        .bind(&sealed.nonce)
-        .bind(&sealed.key_id)
-        .bind(now)
+        .bind(from.as_str())
+        .bind(&activation.sealed.ciphertext)
+        .bind(&activation.sealed.nonce)
+        .bind(&activation.sealed.key_id)
+        .bind(activation.refresh_expires_at)
+        .bind(activation.now)
+        .bind(activation.expires_at)
         .execute(&self.pool)
         .await
         .map_err(db_error("activate a consent"))?;
@@ -186,31 +192,186 @@ impl TokenVault for SqliteVault {
 
     #[tracing::instrument(skip_all, fields(%id))]
     async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError> {
-        self.find_row(id).await
+        let record: Option<RowRecord> = sqlx::query_as(&format!(
+            "select {} from token_vault where id = ?1",
+            row_columns(None)
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("read a vault row"))?;
+        record.map(VaultRow::try_from).transpose()
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
-    async fn lock_for_refresh(
+    async fn claim_refresh(&self, id: Uuid, lease: Duration) -> Result<Claim, VaultError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let record: Option<RowRecord> = sqlx::query_as(&format!(
+            "update token_vault set refresh_lease_until = ?3, refresh_fence = refresh_fence + 1 \
+             where id = ?1 and status = 'active' \
+               and (refresh_lease_until is null or refresh_lease_until <= ?2) \
+             returning {}",
+            row_columns(None)
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(until)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("claim a row for refresh"))?;
+        if let Some(record) = record {
+            return Ok(Claim::Claimed(record.try_into()?));
+        }
+        Ok(match self.find(id).await? {
+            Some(row) => Claim::NotClaimed(row),
+            None => Claim::Missing,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn finish_refresh(
         &self,
         id: Uuid,
-    ) -> Result<Option<Box<dyn RefreshLease>>, VaultError> {
-        let guard = self.row_locks.lock(id).await;
-        Ok(self.find_row(id).await?.map(|row| {
-            Box::new(SqliteLease {
-                pool: self.pool.clone(),
-                row,
-                _guard: guard,
-            }) as Box<dyn RefreshLease>
-        }))
+        fence: i64,
+        write: &RefreshWrite<'_>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set \
+             encrypted_token = coalesce(?3, encrypted_token), iv = coalesce(?4, iv), \
+             key_id = coalesce(?5, key_id), \
+             access_token = ?6, access_token_expires_at = ?7, access_token_type = ?8, \
+             access_token_scope = ?9, refresh_expires_at = coalesce(?10, refresh_expires_at), \
+             last_refresh_at = ?11, last_used_at = ?11, consecutive_failures = 0, \
+             last_error = null, next_refresh_at = null, refresh_lease_until = null, \
+             updated_at = case when ?3 is null then updated_at else ?11 end \
+             where id = ?1 and refresh_fence = ?2 and status = 'active'",
+        )
+        .bind(id)
+        .bind(fence)
+        .bind(write.rotated.map(|s| &s.ciphertext))
+        .bind(write.rotated.map(|s| &s.nonce))
+        .bind(write.rotated.map(|s| &s.key_id))
+        .bind(&write.minted.sealed)
+        .bind(write.minted.expires_at)
+        .bind(&write.minted.token_type)
+        .bind(&write.minted.scope)
+        .bind(write.refresh_expires_at)
+        .bind(write.now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("write a refresh back"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id, reason))]
+    async fn fail_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(&format!(
+            "update token_vault set status = 'failed', status_reason = ?3, updated_at = ?4, \
+             last_error = ?3, consecutive_failures = consecutive_failures + 1, \
+             refresh_lease_until = null, {WIPE_SECRETS} \
+             where id = ?1 and refresh_fence = ?2 and status = 'active'"
+        ))
+        .bind(id)
+        .bind(fence)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("mark a grant failed"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id))]
+    async fn release_refresh(
+        &self,
+        id: Uuid,
+        fence: i64,
+        failure: Option<&RefreshFailure<'_>>,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set refresh_lease_until = null, \
+             consecutive_failures = case when ?3 then consecutive_failures + 1 \
+                                         else consecutive_failures end, \
+             last_error = case when ?3 then ?4 else last_error end, \
+             next_refresh_at = case when ?3 then ?5 else next_refresh_at end \
+             where id = ?1 and refresh_fence = ?2",
+        )
+        .bind(id)
+        .bind(fence)
+        .bind(failure.is_some())
+        .bind(failure.map(|f| f.error))
+        .bind(failure.and_then(|f| f.retry_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("release a refresh claim"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(%id, reason))]
+    async fn end_grant(
+        &self,
+        id: Uuid,
+        owner: Option<&str>,
+        status: Status,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Ended, VaultError> {
+        // BEGIN IMMEDIATE takes the write lock before reading, so the row read is the row
+        // ended: nothing can refresh in between.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error("begin ending a grant"))?;
+        let record: Option<RowRecord> = sqlx::query_as(&format!(
+            "select {} from token_vault where id = ?1 and (?2 is null or user_id = ?2)",
+            row_columns(None)
+        ))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error("read a grant to end"))?;
+        let Some(record) = record else {
+            return Ok(Ended::Missing);
+        };
+        let before = VaultRow::try_from(record)?;
+        if before.status == status {
+            return Ok(Ended::Unchanged(before));
+        }
+        sqlx::query(&format!(
+            "update token_vault set status = ?2, status_reason = ?3, updated_at = ?4, \
+             refresh_fence = refresh_fence + 1, refresh_lease_until = null, {WIPE_SECRETS} \
+             where id = ?1"
+        ))
+        .bind(id)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error("end a grant"))?;
+        tx.commit()
+            .await
+            .map_err(db_error("commit ending a grant"))?;
+        Ok(Ended::Ended(before))
     }
 
     #[tracing::instrument(skip_all)]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<VaultRow>, VaultError> {
         let records: Vec<RowRecord> = sqlx::query_as(&format!(
-            "select {ROW_COLUMNS} from token_vault \
+            "select {} from token_vault \
              where (?1 is null or user_id = ?1) and (?2 is null or task_id = ?2) \
              and (?3 is null or status = ?3) \
-             order by created_at desc, id desc limit ?4 offset ?5"
+             order by created_at desc, id desc limit ?4 offset ?5",
+            row_columns(None)
         ))
         .bind(&filter.user_id)
         .bind(&filter.task_id)
@@ -229,20 +390,20 @@ impl TokenVault for SqliteVault {
         now: DateTime<Utc>,
         batch: u32,
     ) -> Result<Vec<StatusChange>, VaultError> {
-        let rows: Vec<ChangeRecord> = sqlx::query_as(
+        // The fence moves on, so a refresh in flight cannot write into an expired row.
+        let rows: Vec<ChangeRecord> = sqlx::query_as(&format!(
             "update token_vault set status = 'expired', \
                status_reason = case when status = 'pending' then 'consent_timeout' \
                                     else 'max_age_reached' end, \
-               state_hash = null, pkce_verifier = null, nonce_hash = null, \
-               encrypted_token = null, iv = null, key_id = null, \
-             access_token = null, access_token_expires_at = null, access_token_type = null, access_token_scope = null, updated_at = ?1 \
+               refresh_fence = refresh_fence + 1, refresh_lease_until = null, \
+               {WIPE_SECRETS}, updated_at = ?1 \
              where id in ( \
                select id from token_vault \
                where (status = 'pending' and state_expires_at <= ?1) \
                   or (status = 'active' and expires_at <= ?1) \
                order by id limit ?2) \
-             returning id, user_id, task_id, status, status_reason",
-        )
+             returning id, user_id, task_id, status, status_reason"
+        ))
         .bind(now)
         .bind(i64::from(batch))
         .fetch_all(&self.pool)
@@ -270,6 +431,50 @@ impl TokenVault for SqliteVault {
         .await
         .map_err(db_error("purge finished rows"))?;
         rows.into_iter().map(StatusChange::try_from).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn due_for_keepalive(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, VaultError> {
+        sqlx::query_scalar(
+            "select id from token_vault \
+             where status = 'active' and refresh_expires_at <= ?1 \
+               and (refresh_lease_until is null or refresh_lease_until <= ?2) \
+               and (next_refresh_at is null or next_refresh_at <= ?2) \
+             order by refresh_expires_at limit ?3",
+        )
+        .bind(before)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("find grants to keep alive"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn mark_expiring(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ExpiringRow>, VaultError> {
+        sqlx::query_as(
+            "update token_vault set expiring_notified_at = ?2 where id in ( \
+               select id from token_vault \
+               where status = 'active' and expires_at <= ?1 and expiring_notified_at is null \
+               order by expires_at limit ?3) \
+             returning id, user_id, task_id, expires_at",
+        )
+        .bind(before)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("mark grants as expiring"))
     }
 
     #[tracing::instrument(skip_all)]
@@ -382,95 +587,5 @@ impl TokenVault for SqliteVault {
             .await
             .map_err(db_error("read the audit trail"))?;
         Ok(rows)
-    }
-}
-
-struct SqliteLease {
-    pool: SqlitePool,
-    row: VaultRow,
-    _guard: OwnedMutexGuard<()>,
-}
-
-#[async_trait]
-impl RefreshLease for SqliteLease {
-    fn row(&self) -> &VaultRow {
-        &self.row
-    }
-
-    async fn finish_used(
-        self: Box<Self>,
-        rotated: Option<&Sealed>,
-        minted: Option<&StoredAccess>,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        // One statement: absent values keep what the row has.
-        sqlx::query(
-            "update token_vault set \
-             encrypted_token = coalesce(?2, encrypted_token), iv = coalesce(?3, iv), \
-             key_id = coalesce(?4, key_id), \
-             access_token = coalesce(?5, access_token), \
-             access_token_expires_at = coalesce(?6, access_token_expires_at), \
-             access_token_type = coalesce(?7, access_token_type), \
-             access_token_scope = case when ?5 is null then access_token_scope else ?8 end, \
-             last_used_at = ?9, \
-             updated_at = case when ?2 is null then updated_at else ?9 end \
-             where id = ?1",
-        )
-        .bind(self.row.id)
-        .bind(rotated.map(|s| &s.ciphertext))
-        .bind(rotated.map(|s| &s.nonce))
-        .bind(rotated.map(|s| &s.key_id))
-        .bind(minted.map(|m| &m.sealed))
-        .bind(minted.map(|m| m.expires_at))
-        .bind(minted.map(|m| &m.token_type))
-        .bind(minted.and_then(|m| m.scope.as_ref()))
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error("record a token use"))?;
-        Ok(())
-    }
-
-    async fn finish_failed(
-        self: Box<Self>,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        self.close("failed", reason, now).await
-    }
-
-    async fn finish_revoked(
-        self: Box<Self>,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        self.close("revoked", reason, now).await
-    }
-}
-
-impl SqliteLease {
-    /// Ends a row's life as `status`: every secret it held (sealed tokens, consent state) is
-    /// wiped in the same statement, then the lock is released.
-    async fn close(
-        self: Box<Self>,
-        status: &str,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), VaultError> {
-        sqlx::query(
-            "update token_vault set status = ?2, status_reason = ?3, updated_at = ?4, \
-             encrypted_token = null, iv = null, key_id = null, \
-             access_token = null, access_token_expires_at = null, access_token_type = null, \
-             access_token_scope = null, state_hash = null, pkce_verifier = null, nonce_hash = null \
-             where id = ?1",
-        )
-        .bind(self.row.id)
-        .bind(status)
-        .bind(reason)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error("change a token's status"))?;
-        Ok(())
     }
 }

@@ -38,6 +38,7 @@ async fn an_expired_consent_is_marked_expired_and_its_state_refused(pool: PgPool
     let report = lifecycle::clean_up(
         vault.as_ref(),
         &journal,
+        &token_broker::grants::StatusChanges::default(),
         std::time::Duration::from_secs(3600),
     )
     .await

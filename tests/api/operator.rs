@@ -4,7 +4,7 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::Utc;
 use token_broker::crypto::{purpose, Binding, Keyring};
-use token_broker::vault::{NewConsent, SqliteVault, TokenVault};
+use token_broker::vault::{Activation, NewConsent, SqliteVault, Status, TokenVault};
 use uuid::Uuid;
 
 const OLD: &str = "old:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
@@ -76,7 +76,16 @@ async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
                 user_id: &new.user_id,
             };
             let sealed = old.seal(b"offline", binding).unwrap();
-            vault.activate(new.id, &sealed, now).await.unwrap();
+            let activation = Activation {
+                sealed: &sealed,
+                expires_at: now + chrono::Duration::days(1),
+                refresh_expires_at: None,
+                now,
+            };
+            vault
+                .activate(new.id, Status::Pending, &activation)
+                .await
+                .unwrap();
             ids.push(new.id);
         }
     }

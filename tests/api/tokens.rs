@@ -32,16 +32,25 @@ async fn the_owner_sees_a_tokens_status_and_nothing_secret(pool: PgPool) {
     assert_eq!(
         keys,
         [
+            "consecutiveFailures",
             "createdAt",
             "expiresAt",
+            "lastError",
+            "lastRefreshAt",
             "lastUsedAt",
             "persistentTokenId",
+            "refreshExpiresAt",
             "status",
             "statusReason",
             "taskId",
             "updatedAt"
         ]
     );
+    // Grant health: just consented, nothing failed, the provider's idle limit ahead.
+    assert_eq!(body["consecutiveFailures"], 0);
+    assert!(body["lastError"].is_null());
+    assert!(body["lastRefreshAt"].as_str().unwrap().contains('T'));
+    assert!(body["refreshExpiresAt"].as_str().unwrap() > body["lastRefreshAt"].as_str().unwrap());
     assert_eq!(body["status"], "active");
     assert_eq!(body["taskId"], "task-7");
     assert_eq!(body["persistentTokenId"], id.to_string());

@@ -1,0 +1,418 @@
+//! Completing a consent: the provider sent the browser back with a code (or an error).
+//!
+//! The state is claimed atomically (single use, unexpired); the code is exchanged with the
+//! sealed PKCE verifier; the ID token must verify, carry the consent's nonce and name the user
+//! who asked; `offline_access` must have been granted. Then the refresh token is sealed into
+//! the row (a re-consent re-seals into the same row). Every failure after the claim is stored
+//! as the row's reason (pending rows) and audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::changes::StatusChanges;
+use crate::audit::{Journal, Subject};
+use crate::crypto::{purpose, sha256, Binding, Keyring, Sealed};
+use crate::oidc::{peek_expiry, CodeGrant, JwtError, OidcClient, ProviderError, TokenVerifier};
+use crate::vault::{Activation, AuditAction, ClaimedConsent, Status, TokenVault, VaultError};
+
+const MAX_STATE_LEN: usize = 512;
+
+/// What the provider sent back, as the browser delivered it.
+#[derive(Debug, Default)]
+pub struct ProviderReply {
+    pub code: Option<SecretString>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    /// RFC 9207: the issuer that sent the browser back, to defeat mix-up attacks.
+    pub iss: Option<String>,
+}
+
+/// Refusals before any row is found: nothing changes.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("the state parameter is required")]
+    MissingState,
+    #[error("the consent state is unknown, already used, or expired")]
+    InvalidState,
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+/// Why a claimed consent failed, by what the caller should be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The provider refused, or gave something unusable.
+    Refused,
+    /// Someone else signed in at the provider.
+    SubjectMismatch,
+    ProviderUnavailable,
+    /// The row was revoked or cleaned up while the consent completed.
+    RowGone,
+    Internal,
+}
+
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// Stored as the row's `status_reason` (a short code).
+    pub reason: String,
+    /// For people.
+    pub message: &'static str,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, reason: &str, message: &'static str) -> Self {
+        Self {
+            kind,
+            reason: reason.to_owned(),
+            message,
+        }
+    }
+
+    fn refused(reason: &str, message: &'static str) -> Self {
+        Self::new(FailureKind::Refused, reason, message)
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            FailureKind::Internal,
+            "internal_error",
+            "Internal server error",
+        )
+    }
+}
+
+/// A consent whose state was claimed, and how it ended.
+pub struct Completed {
+    pub consent: ClaimedConsent,
+    pub outcome: Result<(), Failure>,
+}
+
+/// The limits a completed consent gets.
+#[derive(Clone, Debug)]
+pub struct GrantLimits {
+    /// A grant's hard end after consent (`OFFLINE_TOKEN_MAX_AGE_SECS`, and the provider's
+    /// Offline Session Max when configured).
+    pub max_age: Duration,
+    /// How long a refresh token works unused when neither the provider nor the token says.
+    pub offline_idle: Duration,
+    pub provider_revocation: bool,
+}
+
+pub struct Callbacks {
+    vault: Arc<dyn TokenVault>,
+    oidc: Arc<OidcClient>,
+    verifier: Arc<TokenVerifier>,
+    keyring: Arc<Keyring>,
+    journal: Journal,
+    changes: StatusChanges,
+    /// The provider's issuer, compared with the reply's `iss`.
+    issuer: String,
+    limits: GrantLimits,
+}
+
+impl Callbacks {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vault: Arc<dyn TokenVault>,
+        oidc: Arc<OidcClient>,
+        verifier: Arc<TokenVerifier>,
+        keyring: Arc<Keyring>,
+        journal: Journal,
+        changes: StatusChanges,
+        issuer: String,
+        limits: GrantLimits,
+    ) -> Self {
+        Self {
+            vault,
+            oidc,
+            verifier,
+            keyring,
+            journal,
+            changes,
+            issuer,
+            limits,
+        }
+    }
+
+    /// Claims the reply's state and completes (or fails) its consent.
+    pub async fn complete(&self, reply: &ProviderReply) -> Result<Completed, CallbackError> {
+        let raw_state = reply
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or(CallbackError::MissingState)?;
+        if raw_state.len() > MAX_STATE_LEN {
+            return Err(CallbackError::InvalidState);
+        }
+        let consent = self
+            .vault
+            .claim_consent(&sha256(raw_state.as_bytes()), Utc::now())
+            .await?
+            .ok_or(CallbackError::InvalidState)?;
+        let outcome = match self.obtain(&consent, reply).await {
+            Ok(obtained) => self.activate(&consent, obtained).await?,
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = &outcome {
+            self.record_failure(&consent, failure).await?;
+        }
+        Ok(Completed { consent, outcome })
+    }
+
+    async fn activate(
+        &self,
+        consent: &ClaimedConsent,
+        obtained: Obtained,
+    ) -> Result<Result<(), Failure>, VaultError> {
+        let now = Utc::now();
+        let activation = Activation {
+            sealed: &obtained.sealed,
+            expires_at: now + chrono::Duration::from_std(self.limits.max_age).unwrap_or_default(),
+            refresh_expires_at: Some(obtained.refresh_expires_at),
+            now,
+        };
+        if !self
+            .vault
+            .activate(consent.id, consent.status, &activation)
+            .await?
+        {
+            // Revoked or cleaned up since the claim: the grant the provider just issued would
+            // be orphaned there, so end it.
+            tracing::warn!(id = %consent.id, "row ended while its consent completed");
+            if self.limits.provider_revocation {
+                if let Err(e) = self
+                    .oidc
+                    .revoke_refresh_token(&obtained.refresh_token)
+                    .await
+                {
+                    tracing::warn!(id = %consent.id, error = %e, "could not revoke an orphaned token");
+                }
+            }
+            return Ok(Err(Failure::new(
+                FailureKind::RowGone,
+                "row_ended",
+                "This consent was revoked or expired while it completed; start a new one",
+            )));
+        }
+        self.changes.changed(consent.id);
+        let reconsent = consent.status != Status::Pending;
+        tracing::info!(id = %consent.id, user = %consent.user_id, reconsent, "offline token stored");
+        self.journal
+            .record(
+                &consent.user_id,
+                subject(consent),
+                AuditAction::ConsentCompleted,
+                true,
+                reconsent.then_some("reconsent"),
+            )
+            .await;
+        Ok(Ok(()))
+    }
+
+    /// A first consent that fails marks its row failed; a failed re-consent leaves the row
+    /// as it was (a working grant is not thrown away because a new consent went wrong).
+    async fn record_failure(
+        &self,
+        consent: &ClaimedConsent,
+        failure: &Failure,
+    ) -> Result<(), VaultError> {
+        if consent.status == Status::Pending && failure.kind != FailureKind::RowGone {
+            self.vault
+                .fail_pending(consent.id, &failure.reason, Utc::now())
+                .await?;
+            self.changes.changed(consent.id);
+        }
+        tracing::warn!(id = %consent.id, reason = %failure.reason, "consent failed");
+        self.journal
+            .record(
+                &consent.user_id,
+                subject(consent),
+                AuditAction::ConsentFailed,
+                false,
+                Some(&failure.reason),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Turns the provider's reply into a sealed offline token, or says why not.
+    async fn obtain(
+        &self,
+        consent: &ClaimedConsent,
+        reply: &ProviderReply,
+    ) -> Result<Obtained, Failure> {
+        if let Some(error) = &reply.error {
+            return Err(Failure::refused(
+                &provider_error_reason(error),
+                "The identity provider did not grant consent",
+            ));
+        }
+        if let Some(iss) = &reply.iss {
+            if iss.trim_end_matches('/') != self.issuer {
+                return Err(Failure::refused(
+                    "issuer_mismatch",
+                    "The response came from another identity provider",
+                ));
+            }
+        }
+        let code = reply
+            .code
+            .as_ref()
+            .filter(|c| !c.expose_secret().is_empty())
+            .ok_or_else(|| {
+                Failure::refused("missing_code", "The provider sent no authorization code")
+            })?;
+        let verifier = self.open_verifier(consent)?;
+        let grant = self
+            .oidc
+            .exchange_code(code, &verifier)
+            .await
+            .map_err(|error| {
+                tracing::warn!(id = %consent.id, %error, "code exchange failed");
+                match error {
+                    ProviderError::Unavailable { .. } => Failure::new(
+                        FailureKind::ProviderUnavailable,
+                        "provider_unavailable",
+                        "The identity provider cannot be reached; start the consent again later",
+                    ),
+                    _ => Failure::refused(
+                        "code_exchange_failed",
+                        "The identity provider refused the authorization code",
+                    ),
+                }
+            })?;
+        self.check_identity(consent, &grant).await?;
+        let refresh_token = grant.refresh_token.ok_or_else(|| {
+            Failure::refused(
+                "missing_refresh_token",
+                "The provider returned no refresh token",
+            )
+        })?;
+        let sealed = self
+            .keyring
+            .seal(
+                refresh_token.expose_secret().as_bytes(),
+                binding(purpose::REFRESH_TOKEN, consent),
+            )
+            .map_err(|error| {
+                tracing::error!(id = %consent.id, %error, "sealing the offline token failed");
+                Failure::internal()
+            })?;
+        let now = Utc::now();
+        let idle = chrono::Duration::from_std(self.limits.offline_idle).unwrap_or_default();
+        let refresh_expires_at = grant
+            .refresh_expires_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| now + d)
+            .or_else(|| peek_expiry(refresh_token.expose_secret()))
+            .unwrap_or(now + idle);
+        Ok(Obtained {
+            sealed,
+            refresh_token,
+            refresh_expires_at,
+        })
+    }
+
+    fn open_verifier(&self, consent: &ClaimedConsent) -> Result<SecretString, Failure> {
+        consent
+            .pkce_verifier
+            .as_deref()
+            .ok_or(())
+            .and_then(|blob| Sealed::from_bytes(blob).map_err(|_| ()))
+            .and_then(|sealed| {
+                self.keyring
+                    .open_string(&sealed, binding(purpose::PKCE_VERIFIER, consent))
+                    .map_err(|_| ())
+            })
+            .map_err(|()| {
+                tracing::error!(id = %consent.id, "cannot open the sealed PKCE verifier");
+                Failure::internal()
+            })
+    }
+
+    /// The ID token must verify and carry this consent's nonce, name the user who asked, and
+    /// the grant must include `offline_access`.
+    async fn check_identity(
+        &self,
+        consent: &ClaimedConsent,
+        grant: &CodeGrant,
+    ) -> Result<(), Failure> {
+        let id_token = grant.id_token.as_ref().ok_or_else(|| {
+            Failure::refused("missing_id_token", "The provider returned no ID token")
+        })?;
+        let nonce_hash = consent.nonce_hash.as_deref().unwrap_or_default();
+        let claims = self
+            .verifier
+            .verify_id_token(id_token.expose_secret(), nonce_hash)
+            .await
+            .map_err(|error| {
+                tracing::warn!(id = %consent.id, %error, "ID token rejected");
+                match error {
+                    JwtError::NonceMismatch => Failure::refused(
+                        "nonce_mismatch",
+                        "The ID token belongs to another request",
+                    ),
+                    _ => Failure::refused("invalid_id_token", "The ID token did not verify"),
+                }
+            })?;
+        // The consent was requested by one user; the provider may have been signed into by
+        // another (shared browser, or an attacker's lure). Storing that token under this user
+        // would let them act as someone else.
+        if claims.sub != consent.user_id {
+            return Err(Failure::new(
+                FailureKind::SubjectMismatch,
+                "subject_mismatch",
+                "Consent was given by a different user than the one who requested it",
+            ));
+        }
+        if let Some(scopes) = &grant.scopes {
+            if !scopes.iter().any(|s| s == "offline_access") {
+                return Err(Failure::refused(
+                    "offline_access_not_granted",
+                    "The provider did not grant offline_access",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sealed offline token, ready to store.
+struct Obtained {
+    sealed: Sealed,
+    /// Kept in memory only to revoke it if the row is gone by the time it would be stored.
+    refresh_token: SecretString,
+    refresh_expires_at: DateTime<Utc>,
+}
+
+fn binding<'a>(purpose: &'static str, consent: &'a ClaimedConsent) -> Binding<'a> {
+    Binding {
+        purpose,
+        row_id: consent.id,
+        user_id: &consent.user_id,
+    }
+}
+
+fn subject(consent: &ClaimedConsent) -> Subject<'_> {
+    Subject {
+        token_id: consent.id,
+        user_id: &consent.user_id,
+        task_id: &consent.task_id,
+    }
+}
+
+/// Provider error codes are ASCII words (RFC 6749 §4.1.2.1); anything else is not stored as-is.
+fn provider_error_reason(error: &str) -> String {
+    let well_formed = !error.is_empty()
+        && error.len() <= 64
+        && error.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if well_formed {
+        error.to_owned()
+    } else {
+        "provider_error".to_owned()
+    }
+}

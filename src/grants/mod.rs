@@ -1,0 +1,25 @@
+//! The use cases of a grant, whatever calls them (the HTTP API, the admin page, the CLI's
+//! operator commands, background jobs): start a consent, complete it, mint access tokens,
+//! revoke, keep alive. They take plain inputs and return typed results; they know nothing
+//! of HTTP.
+
+pub mod access;
+pub mod breaker;
+pub mod cache;
+pub mod callback;
+pub mod changes;
+pub mod consent;
+pub mod flight;
+pub mod keepalive;
+pub mod revoke;
+
+pub use access::{AccessError, RefreshSettings, Refresher};
+pub use breaker::BreakerSettings;
+pub use cache::{AccessTokenCache, Minted};
+pub use callback::{
+    CallbackError, Callbacks, Completed, Failure, FailureKind, GrantLimits, ProviderReply,
+};
+pub use changes::{ChangeListener, StatusChanges};
+pub use consent::{ConsentError, ConsentPolicy, Consents, StartedConsent};
+pub use keepalive::KeepAliveSettings;
+pub use revoke::{ProviderRevocation, RevokeError, Revoked, Revoker};
