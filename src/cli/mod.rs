@@ -84,6 +84,17 @@ pub enum UserCommand {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Consent again for an existing token (failed, expired or active): the same id keeps
+    /// working for the tasks that hold it. Prints the consent URL.
+    Reconsent {
+        id: String,
+        /// Wait until the new consent is completed.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Show one persistent token's status.
     Status { id: String },
     /// List your persistent tokens.

@@ -152,6 +152,18 @@ async fn run_broker_command(
             }
             Ok(())
         }
+        UserCommand::Reconsent { id, wait, timeout } => {
+            let before = api.status(&id).await?;
+            let consent = api.reconsent(&id).await?;
+            println!("{}", consent["consentUrl"].as_str().unwrap_or_default());
+            eprintln!("Open the URL above to consent again. Token id: {id}");
+            if wait {
+                let status =
+                    wait_for_reconsent(&api, &id, &before, Duration::from_secs(timeout)).await?;
+                println!("{id} {}", describe(&status));
+            }
+            Ok(())
+        }
         UserCommand::Status { id } => {
             println!("{id} {}", describe(&api.status(&id).await?));
             Ok(())
@@ -205,6 +217,30 @@ async fn wait_for_consent(api: &BrokerApi, id: &str, timeout: Duration) -> Resul
     };
     spinner.finish_and_clear();
     result
+}
+
+/// Waits until the row was consented to again: its last refresh moved on and it is active.
+async fn wait_for_reconsent(
+    api: &BrokerApi,
+    id: &str,
+    before: &Value,
+    timeout: Duration,
+) -> Result<Value, String> {
+    let started = Instant::now();
+    loop {
+        let status = api.status(id).await?;
+        if status["status"] == "active" && status["lastRefreshAt"] != before["lastRefreshAt"] {
+            return Ok(status);
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "no new consent within {} s; the token is {}",
+                timeout.as_secs(),
+                describe(&status)
+            ));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
 }
 
 /// `active task=jupyter-1` or `failed task=… reason=subject_mismatch`.

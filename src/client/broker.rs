@@ -28,6 +28,15 @@ impl BrokerApi {
         .await
     }
 
+    pub async fn reconsent(&self, id: &str) -> Result<Value, String> {
+        self.call(
+            Method::POST,
+            &format!("/api/auth/manager/offline-tokens/{id}/reconsent"),
+            Some(json!({})),
+        )
+        .await
+    }
+
     pub async fn status(&self, id: &str) -> Result<Value, String> {
         self.call(
             Method::GET,

@@ -588,8 +588,11 @@ impl TokenVault for PgVault {
 }
 
 /// Follows `token_vault_changed` notifications (sent by the trigger of migration 3) until the
-/// pool closes, reconnecting after failures. Whenever notifications may have been missed,
-/// `on_reset` runs.
+/// pool closes, reconnecting after failures.
+///
+/// `on_reset` runs each time the feed is (re)established, not when it drops: while the
+/// connection is down (a database outage) cached tokens keep being served, and anything changed
+/// meanwhile is forgotten the moment the feed is back.
 async fn listen_for_changes(pool: PgPool, on_change: ChangeSink, on_reset: ResetSink) {
     let closed = pool.close_event();
     tokio::select! {
@@ -604,7 +607,6 @@ async fn follow_changes(pool: &PgPool, on_change: &ChangeSink, on_reset: &ResetS
             Ok(listener) => listener,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for vault changes; retrying");
-                on_reset();
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -621,11 +623,10 @@ async fn follow_changes(pool: &PgPool, on_change: &ChangeSink, on_reset: &ResetS
                     Ok(id) => on_change(id),
                     Err(_) => on_reset(),
                 },
-                // The connection dropped; the next call reconnects. Anything may have changed.
-                Ok(None) => on_reset(),
+                // The connection dropped: subscribe again (and reset) from the top.
+                Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "vault change feed failed; reconnecting");
-                    on_reset();
                     break;
                 }
             }

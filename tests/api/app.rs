@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::Response;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use token_broker::app::{build_services, Application};
+use token_broker::app::{wire, Application, Wired};
 use token_broker::config::Config;
 use token_broker::crypto::{Binding, Keyring, Sealed};
 use token_broker::vault::PgVault;
@@ -66,7 +66,19 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
     vars.extend(options.extra);
     let config = Config::from_lookup(|k| vars.get(k).cloned(), false).expect("test configuration");
     let vault = Arc::new(PgVault::new(pool.clone()));
-    let services = build_services(config, vault).await.expect("broker starts");
+    let Wired {
+        services,
+        journal,
+        keepalive,
+        ..
+    } = wire(config, vault).await.expect("broker starts");
+    // Keep-alive runs as under `serve`; the clean-up job is called by the tests that need it.
+    tokio::spawn(token_broker::grants::keepalive::run_periodically(
+        services.refresher.clone(),
+        services.vault.clone(),
+        journal,
+        keepalive,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = Application::with_listener(listener, services);
     let addr = app.local_addr().unwrap();

@@ -304,6 +304,34 @@ async fn client_commands_drive_the_broker_end_to_end(pool: PgPool) {
     assert_eq!(printed.lines().count(), 1, "only the token, for $(...)");
     assert!(printed.starts_with("ey"));
 
+    // reconsent --wait: a new consent for the same id, completed in the browser meanwhile.
+    let mut again = cli(&config, &["reconsent", id, "--wait"])
+        .env("TOKEN_BROKER_URL", &app.base)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = again.stdout.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let reconsent_url = lines.recv().await.expect("reconsent prints the URL first");
+    assert_ne!(reconsent_url, consent_url);
+    let back = app.sign_in(&reconsent_url, &user, true).await;
+    assert_eq!(app.deliver_callback(&back).await.status(), 200);
+    let mut last = None;
+    while let Some(line) = lines.recv().await {
+        last = Some(line);
+    }
+    let done = tokio::task::spawn_blocking(move || again.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    assert_eq!(last.unwrap(), format!("{id} active task=nightly"));
+
     let revoked = run(&["revoke", id]).await;
     assert_eq!(
         text(&revoked.stdout).trim(),
@@ -317,6 +345,14 @@ async fn client_commands_drive_the_broker_end_to_end(pool: PgPool) {
     assert!(
         message.starts_with("token-broker: broker: token_revoked:"),
         "{message}"
+    );
+
+    let gone = run(&["reconsent", id]).await;
+    assert!(!gone.status.success());
+    assert!(
+        text(&gone.stderr).starts_with("token-broker: broker: token_revoked:"),
+        "{}",
+        text(&gone.stderr)
     );
 
     let unknown = run(&["status", &Uuid::new_v4().to_string()]).await;

@@ -82,7 +82,7 @@ async fn two_hundred_concurrent_calls_cause_one_refresh_under_rotation(pool: PgP
 }
 
 /// The URL of the database this test got, for processes of our own.
-async fn database_url(pool: &PgPool) -> String {
+pub async fn database_url(pool: &PgPool) -> String {
     let name: String = sqlx::query_scalar("select current_database()")
         .fetch_one(pool)
         .await

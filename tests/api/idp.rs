@@ -127,6 +127,28 @@ impl Idp {
         response["jwt"].as_str().unwrap().to_owned()
     }
 
+    /// Faults on the token endpoint for the next requests (see tests/idp/server.js), e.g.
+    /// `{"delayMs": 1500, "when": "after", "count": 1}`; `{"clear": true}` ends them.
+    pub async fn set_faults(&self, faults: Value) {
+        let status = reqwest::Client::new()
+            .post(format!("{}/__test/faults", self.base))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+
+    /// How many times the provider saw `event` for one account and client.
+    pub async fn count(&self, account: &str, client: &str, event: &str) -> usize {
+        self.events_for(account, client)
+            .await
+            .iter()
+            .filter(|e| *e == event)
+            .count()
+    }
+
     /// Grant events the provider saw for one account and client, like "grant.refresh_token".
     pub async fn events_for(&self, account: &str, client: &str) -> Vec<String> {
         let events: Vec<Value> = reqwest::get(format!("{}/__test/events", self.base))

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +45,12 @@ impl BrokerProcess {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().unwrap()
+    }
+
+    /// SIGKILL: the process dies mid-request, as a crashed instance would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Starts the binary with exactly `env` (plus PATH) and waits for its address.
@@ -92,6 +98,8 @@ pub struct FaultProxy {
     pub port: u16,
     target: Arc<AtomicU16>,
     down: Arc<watch::Sender<bool>>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -102,10 +110,13 @@ impl FaultProxy {
             port: listener.local_addr().unwrap().port(),
             target: Arc::new(AtomicU16::new(0)),
             down: Arc::new(down),
+            connections: Arc::default(),
         };
         let (target, down) = (proxy.target.clone(), proxy.down.clone());
+        let connections = proxy.connections.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::SeqCst);
                 if *down.borrow() {
                     continue;
                 }
@@ -131,5 +142,10 @@ impl FaultProxy {
 
     pub fn set_down(&self, down: bool) {
         self.down.send_replace(down);
+    }
+
+    /// Connections accepted so far, including those dropped while down.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }

@@ -114,6 +114,7 @@ async fn status_changes_are_posted_signed_retried_and_never_block_requests(pool:
         verify(signature, body);
     }
     let event: Value = serde_json::from_slice(&deliveries[1].1).unwrap();
+    assert_eq!(event["event"], "token.status_changed");
     assert_eq!(event["persistentTokenId"], id.to_string());
     assert_eq!(event["taskId"], "hooked-task");
     assert_eq!(event["userId"], user.as_str());
@@ -128,4 +129,108 @@ async fn status_changes_are_posted_signed_retried_and_never_block_requests(pool:
     assert_eq!(event["status"], "revoked");
     assert_eq!(event["reason"], "revoked_by_user:provider_revoked");
     verify(&deliveries[2].0, &deliveries[2].1);
+}
+
+/// A receiver that accepts everything and keeps the events.
+async fn start_collector() -> (Arc<Mutex<Vec<Value>>>, String) {
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let store = events.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: Bytes| {
+            let store = store.clone();
+            async move {
+                store
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (events, url)
+}
+
+async fn event_named(events: &Arc<Mutex<Vec<Value>>>, name: &str) -> Value {
+    for _ in 0..200 {
+        let found = events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"] == name)
+            .cloned();
+        if let Some(event) = found {
+            return event;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no {name} event in {:?}", events.lock().unwrap());
+}
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn grant_health_reaches_the_webhook_failed_recovered_and_expiring(pool: PgPool) {
+    let (events, url) = start_collector().await;
+    let proxy = crate::process::FaultProxy::start().await;
+    let port = proxy.port.to_string();
+    let idp = Idp::start(&[("IDP_ISSUER_PORT", &port)]);
+    proxy.forward_to(idp.port);
+    let app = spawn_with(
+        pool,
+        Options {
+            extra: vec![
+                ("WEBHOOK_URL", url),
+                ("WEBHOOK_SECRET", SECRET.into()),
+                ("ACCESS_TOKEN_CACHE_MARGIN_SECS", "100000".into()),
+                ("PROVIDER_RETRY_ATTEMPTS", "1".into()),
+                ("OFFLINE_TOKEN_MAX_AGE_SECS", "3600".into()),
+                ("EXPIRING_NOTICE_SECS", "7200".into()),
+                ("KEEPALIVE_INTERVAL_SECS", "1".into()),
+                ("KEEPALIVE_LEAD_SECS", "60".into()),
+            ],
+            ..Options::new(&idp)
+        },
+    )
+    .await;
+    let user = unique_user("alice");
+    let bearer = idp.user_token(&user).await;
+    let id = app.activate(&bearer, &user, "watched").await;
+
+    // The hard end (OFFLINE_TOKEN_MAX_AGE_SECS) is within the notice: announced once.
+    let expiring = event_named(&events, "token.expiring").await;
+    assert_eq!(expiring["persistentTokenId"], id.to_string());
+    assert_eq!(expiring["taskId"], "watched");
+    assert!(expiring["expiresAt"].as_str().unwrap().contains('T'));
+
+    proxy.set_down(true);
+    assert_eq!(
+        app.access_token(&bearer, &id.to_string()).await.status(),
+        503
+    );
+    let failed = event_named(&events, "token.failed").await;
+    assert_eq!(
+        failed["status"], "active",
+        "the grant is not dead, only failing"
+    );
+    assert_eq!(failed["consecutiveFailures"], 1);
+    assert_eq!(failed["reason"], "provider_unavailable");
+
+    proxy.set_down(false);
+    assert_eq!(
+        app.access_token(&bearer, &id.to_string()).await.status(),
+        200
+    );
+    let recovered = event_named(&events, "token.recovered").await;
+    assert_eq!(recovered["persistentTokenId"], id.to_string());
+    assert_eq!(recovered["consecutiveFailures"], 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expiring_count = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "token.expiring")
+        .count();
+    assert_eq!(expiring_count, 1, "announced once");
 }

@@ -11,6 +11,9 @@
 //   IDP_ACCESS_TOKEN_TTL       access token lifetime in seconds (default 300)
 //   IDP_ISSUER_PORT            port to put in the issuer URL, when a proxy forwards to us
 //   IDP_EXTRA_REDIRECT_URIS    comma-separated redirect URIs added to the broker clients
+//   IDP_OFFLINE_SESSION_IDLE_SECS  Keycloak's Offline Session Idle: an offline refresh token
+//                              unused this long stops working ("Session not active"); 0 = never
+//   IDP_OFFLINE_SESSION_MAX_SECS   Keycloak's Offline Session Max (with "Limited" on); 0 = off
 // Accounts named admin-* carry the realm role token-broker-admin, as Keycloak would put it.
 // Once listening it prints one JSON line to stdout: {"issuer": ..., "port": ...}.
 //
@@ -25,6 +28,10 @@ import { createServer } from 'node:http';
 const realm = process.env.IDP_REALM || 'test';
 const rotateAll = process.env.IDP_ROTATE_REFRESH_TOKENS === '1';
 const accessTokenTtl = Number(process.env.IDP_ACCESS_TOKEN_TTL || 300);
+const offlineIdle = Number(process.env.IDP_OFFLINE_SESSION_IDLE_SECS || 0);
+const offlineMax = Number(process.env.IDP_OFFLINE_SESSION_MAX_SECS || 0);
+// Keycloak's SSO Session Idle, announced as refresh_expires_in for online refresh tokens.
+const SSO_SESSION_IDLE = 1800;
 const PASSWORD = 'password';
 const RESOURCE = 'urn:token-broker:api';
 const OIDC = '/protocol/openid-connect';
@@ -188,6 +195,105 @@ app.use(`/realms/${realm}${OIDC}/auth`, (req, _res, next) => {
   next();
 });
 
+// --- Keycloak's token endpoint, where it differs from oidc-provider -------------------------
+//
+// 1. A refresh token that was already rotated ("Revoke Refresh Token" on, max reuse 0) is
+//    refused with invalid_grant "Stale token", and the session lives on: the newest token keeps
+//    working. oidc-provider would instead revoke the whole grant (reuse detection).
+// 2. Token responses carry refresh_expires_in: for online tokens the SSO Session Idle; for
+//    offline tokens 0, unless Offline Session Max is limited, then min(idle, max left)
+//    (keycloak/keycloak#8919).
+// 3. Offline Session Idle and Max are enforced: invalid_grant "Session not active".
+// Faults for tests (POST /__test/faults) are applied here too.
+
+const lastUse = new Map(); // grantId -> ms of the last successful refresh
+let faults = null;
+
+const keycloakError = (res, error, description) => res.status(400).json({ error, error_description: description });
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+const isOffline = (scope) => String(scope || '').split(' ').includes('offline_access');
+
+function takeFault(grantType) {
+  if (!faults || !(faults.grantTypes || ['refresh_token']).includes(grantType)) return null;
+  const fault = { ...faults };
+  faults.count -= 1;
+  if (faults.count <= 0) faults = null;
+  return fault;
+}
+
+function refreshExpiresIn(body, presented) {
+  if (!isOffline(body.scope)) return SSO_SESSION_IDLE;
+  if (!offlineMax) return 0;
+  const now = Math.floor(Date.now() / 1000);
+  const started = presented?.iiat || presented?.iat || now;
+  const left = Math.max(0, offlineMax - (now - started));
+  return offlineIdle ? Math.min(offlineIdle, left) : left;
+}
+
+// Rewrites (or delays, or garbles) the provider's answer on its way out.
+function shapeAnswer(res, { presented, fault, grantType }) {
+  const end = res.end.bind(res);
+  res.end = (chunk, ...rest) => {
+    const finish = () => {
+      if (fault?.answer === 'garbage') {
+        res.statusCode = fault.status || 200;
+        res.removeHeader('content-length');
+        res.setHeader('content-type', 'text/html');
+        return end('<html><body><h1>Bad Gateway</h1></body></html>');
+      }
+      const json = /json/.test(String(res.getHeader('content-type') || ''));
+      if (res.statusCode === 200 && chunk && json) {
+        try {
+          const body = JSON.parse(chunk.toString());
+          if (body.refresh_token) body.refresh_expires_in = refreshExpiresIn(body, presented);
+          if (grantType === 'refresh_token' && presented) lastUse.set(presented.grantId, Date.now());
+          const text = JSON.stringify(body);
+          res.setHeader('content-length', Buffer.byteLength(text));
+          return end(text);
+        } catch { /* not ours to fix */ }
+      }
+      return end(chunk, ...rest);
+    };
+    if (fault?.when === 'after' && fault.delayMs) setTimeout(finish, fault.delayMs);
+    else finish();
+    return res;
+  };
+}
+
+app.post(`/realms/${realm}${OIDC}/token`, express.urlencoded({ extended: false }), async (req, res, next) => {
+  try {
+    const params = req.body || {};
+    const fault = takeFault(params.grant_type);
+    if (fault?.when === 'before' && fault.delayMs) await sleep(fault.delayMs);
+    let presented;
+    if (params.grant_type === 'refresh_token' && params.refresh_token) {
+      presented = await provider.RefreshToken.find(String(params.refresh_token));
+      if (presented?.consumed) {
+        events.push({
+          event: 'refresh_token.reused', clientId: presented.clientId, accountId: presented.accountId, at: Date.now(),
+        });
+        keycloakError(res, 'invalid_grant', 'Stale token');
+        return;
+      }
+      if (presented && isOffline(presented.scope)) {
+        const nowMs = Date.now();
+        const last = lastUse.get(presented.grantId) ?? presented.iat * 1000;
+        const idleOut = offlineIdle && nowMs - last > offlineIdle * 1000;
+        const maxOut = offlineMax && nowMs - (presented.iiat || presented.iat) * 1000 > offlineMax * 1000;
+        if (idleOut || maxOut) {
+          events.push({
+            event: 'offline_session.ended', clientId: presented.clientId, accountId: presented.accountId, at: nowMs,
+          });
+          keycloakError(res, 'invalid_grant', 'Session not active');
+          return;
+        }
+      }
+    }
+    shapeAnswer(res, { presented, fault, grantType: params.grant_type });
+    next();
+  } catch (err) { next(err); }
+});
+
 const page = (title, body) => `<!doctype html><html><head><title>${title}</title></head><body>${body}</body></html>`;
 const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -273,6 +379,18 @@ app.post('/__test/user-token', express.json(), async (req, res, next) => {
 });
 
 app.get('/__test/events', (_req, res) => res.json(events));
+
+// Faults on the token endpoint, for the next `count` requests of the given grant types:
+// {"delayMs": 1500, "when": "after"|"before", "answer": "garbage", "status": 502,
+//  "count": 1, "grantTypes": ["refresh_token"]}. "after" lets the provider act (rotate) and
+// holds its answer back; "before" holds the request before the provider sees it.
+app.post('/__test/faults', express.json(), (req, res) => {
+  const body = req.body || {};
+  faults = body.clear ? null : {
+    when: 'after', delayMs: 0, count: Number.MAX_SAFE_INTEGER, ...body,
+  };
+  res.json({ faults });
+});
 app.get('/__test/ready', (_req, res) => res.json({ ok: true }));
 
 app.use(`/realms/${realm}`, provider.callback());
