@@ -11,11 +11,11 @@ use crate::audit::Journal;
 use crate::config::{create_private_dir, Config, Storage};
 use crate::grants::{
     keepalive, AccessTokenCache, Callbacks, ConsentPolicy, Consents, GrantLimits,
-    KeepAliveSettings, Refresher, Revoker, StatusChanges,
+    KeepAliveSettings, Reads, Refresher, Revoker, StatusChanges,
 };
-use crate::http::{self, RateLimit, Services};
+use crate::http::{self, AdminSessions, AdminState, AppState, Cors, RateLimit};
 use crate::lifecycle;
-use crate::oidc::{discover, http_client, JwksCache, OidcClient, TokenVerifier};
+use crate::oidc::{discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier};
 use crate::vault::{self, TokenVault};
 use crate::webhook::Webhooks;
 
@@ -51,32 +51,45 @@ pub async fn open_vault(config: &Config) -> Result<Arc<dyn TokenVault>, StartupE
     .await?)
 }
 
-/// The services, and what the background jobs need beside them.
+/// The services, and what the background jobs and the router need beside them.
 pub struct Wired {
-    pub services: Services,
+    pub services: AppState,
     pub journal: Journal,
     pub changes: StatusChanges,
     pub keepalive: KeepAliveSettings,
+    pub cors: Cors,
 }
 
 /// Discovers the provider and wires the services the handlers share.
 pub async fn build_services(
     config: Config,
     vault: Arc<dyn TokenVault>,
-) -> Result<Services, StartupError> {
+) -> Result<AppState, StartupError> {
     Ok(wire(config, vault).await?.services)
 }
 
-/// Discovers the provider and wires the services and jobs.
+/// Discovers the provider, loads its signing keys, and wires the services and jobs.
 pub async fn wire(config: Config, vault: Arc<dyn TokenVault>) -> Result<Wired, StartupError> {
     let http = http_client()?;
     let metadata = discover(&http, &config.oidc.issuer).await?;
-    let jwks = Arc::new(JwksCache::new(http.clone(), metadata.jwks_uri.clone()));
+    let jwks = JwksCache::new(http.clone(), metadata.jwks_uri.clone());
     jwks.load()
         .await
         .map_err(|e| StartupError::Jwks(e.to_string()))?;
+    Ok(assemble(config, vault, &metadata, jwks, http))
+}
+
+/// Wires everything from a provider already known: no network. Tests use it with metadata and
+/// keys of their own.
+pub fn assemble(
+    config: Config,
+    vault: Arc<dyn TokenVault>,
+    metadata: &ProviderMetadata,
+    jwks: JwksCache,
+    http: reqwest::Client,
+) -> Wired {
     let oidc = Arc::new(OidcClient::new(
-        &metadata,
+        metadata,
         &config.oidc,
         config.callback_url(),
         http.clone(),
@@ -98,7 +111,7 @@ pub async fn wire(config: Config, vault: Arc<dyn TokenVault>) -> Result<Wired, S
     let _ = crate::telemetry::prometheus();
     let issuer = config.oidc.issuer.as_str().trim_end_matches('/').to_owned();
     let verifier = Arc::new(TokenVerifier::new(
-        jwks,
+        Arc::new(jwks),
         issuer.clone(),
         config.oidc.client_id.clone(),
         config.oidc.audiences.clone(),
@@ -113,7 +126,7 @@ pub async fn wire(config: Config, vault: Arc<dyn TokenVault>) -> Result<Wired, S
         changes.clone(),
         config.refresh.clone(),
     );
-    let consents = Consents::new(
+    let consents = Arc::new(Consents::new(
         vault.clone(),
         oidc.clone(),
         keyring.clone(),
@@ -123,8 +136,8 @@ pub async fn wire(config: Config, vault: Arc<dyn TokenVault>) -> Result<Wired, S
             consent_ttl: config.consent_ttl,
             offline_token_max_age: config.offline_token_max_age,
         },
-    );
-    let callbacks = Callbacks::new(
+    ));
+    let callbacks = Arc::new(Callbacks::new(
         vault.clone(),
         oidc.clone(),
         verifier.clone(),
@@ -137,38 +150,46 @@ pub async fn wire(config: Config, vault: Arc<dyn TokenVault>) -> Result<Wired, S
             offline_idle: config.refresh.offline_idle,
             provider_revocation: config.provider_revocation,
         },
-    );
-    let revoker = Revoker::new(
+    ));
+    let revoker = Arc::new(Revoker::new(
         vault.clone(),
         oidc.clone(),
         keyring,
         journal.clone(),
         changes.clone(),
         config.provider_revocation,
-    );
+    ));
+    let reads = Arc::new(Reads::new(vault.clone()));
     let rate_limit = config.http.rate_limit.map(|(rate, burst)| {
         Arc::new(RateLimit::new(rate, burst, config.http.trust_forwarded_for))
     });
-    let services = Services {
-        vault,
-        admin: config
+    let admin = AdminState {
+        sessions: config
             .admin_role
-            .map(|role| http::Admin::new(role, &config.public_base_url)),
+            .map(|role| Arc::new(AdminSessions::new(role, &config.public_base_url))),
         oidc,
-        verifier,
-        consents: Arc::new(consents),
-        callbacks: Arc::new(callbacks),
-        refresher,
-        revoker: Arc::new(revoker),
-        rate_limit,
-        cors_origins: config.http.cors_origins,
+        verifier: verifier.clone(),
+        reads: reads.clone(),
+        revoker: revoker.clone(),
     };
-    Ok(Wired {
+    let services = AppState {
+        vault,
+        verifier,
+        consents,
+        callbacks,
+        refresher,
+        revoker,
+        reads,
+        rate_limit,
+        admin,
+    };
+    Wired {
         services,
         journal,
         changes,
         keepalive: config.keepalive,
-    })
+        cors: Cors(config.http.cors_origins),
+    }
 }
 
 /// A bound listener and the router behind it (and, with `METRICS_ADDR`, a second listener for
@@ -191,6 +212,7 @@ impl Application {
             journal,
             changes,
             keepalive,
+            cors,
         } = wire(config, vault).await?;
         tokio::spawn(lifecycle::run_periodically(
             services.vault.clone(),
@@ -208,7 +230,7 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
-        let state = Arc::new(services);
+        let state = services;
         let metrics = match metrics_addr {
             None => None,
             Some(addr) => Some((
@@ -220,15 +242,15 @@ impl Application {
         };
         Ok(Self {
             listener,
-            router: http::router(state, metrics.is_some()),
+            router: http::router(state, &cors, metrics.is_some()),
             metrics,
         })
     }
 
-    pub fn with_listener(listener: TcpListener, services: Services) -> Self {
+    pub fn with_listener(listener: TcpListener, services: AppState, cors: &Cors) -> Self {
         Self {
             listener,
-            router: http::router(Arc::new(services), false),
+            router: http::router(services, cors, false),
             metrics: None,
         }
     }

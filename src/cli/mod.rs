@@ -1,6 +1,6 @@
 //! The command line: `serve`, `migrate`, and the operator commands.
 
-mod admin;
+mod operator;
 mod serve;
 mod user;
 
@@ -163,17 +163,17 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
     serve::init_logging(cli.log_json);
     if let Command::Keys(KeysCommand::Generate { id }) = &cli.command {
-        return admin::generate_key(id.as_deref());
+        return operator::generate_key(id.as_deref());
     }
     let dev = matches!(cli.command, Command::Serve { dev: true });
     let config = Config::from_env(dev).map_err(|e| format!("configuration error: {e}"))?;
     match cli.command {
         Command::Serve { .. } => serve::serve(config).await,
         Command::Migrate => serve::migrate(config).await,
-        Command::Cleanup => admin::cleanup(config).await,
-        Command::Keys(KeysCommand::Rotate { batch }) => admin::rotate_keys(config, batch).await,
+        Command::Cleanup => operator::cleanup(config).await,
+        Command::Keys(KeysCommand::Rotate { batch }) => operator::rotate_keys(config, batch).await,
         Command::Keys(KeysCommand::Generate { .. }) => Ok(()),
-        Command::Audit { token, user, limit } => admin::audit(config, token, user, limit).await,
+        Command::Audit { token, user, limit } => operator::audit(config, token, user, limit).await,
         Command::User(_) => Ok(()),
     }
 }

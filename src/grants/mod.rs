@@ -11,6 +11,7 @@ pub mod changes;
 pub mod consent;
 pub mod flight;
 pub mod keepalive;
+pub mod reads;
 pub mod revoke;
 
 pub use access::{AccessError, RefreshSettings, Refresher};
@@ -22,4 +23,5 @@ pub use callback::{
 pub use changes::{ChangeListener, StatusChanges};
 pub use consent::{ConsentError, ConsentPolicy, Consents, StartedConsent};
 pub use keepalive::KeepAliveSettings;
+pub use reads::{ListQuery, Page, ReadError, Reads};
 pub use revoke::{ProviderRevocation, RevokeError, Revoked, Revoker};

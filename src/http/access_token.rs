@@ -1,5 +1,4 @@
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -8,9 +7,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
-use super::state::AppState;
-use crate::grants::AccessError;
-use crate::vault::Status;
+use crate::grants::Refresher;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -52,18 +49,13 @@ pub struct AccessTokenResponse {
     )
 )]
 pub async fn issue_access_token(
-    State(state): State<AppState>,
+    State(refresher): State<Refresher>,
     user: AuthUser,
     ApiJson(request): ApiJson<AccessTokenRequest>,
 ) -> Result<Json<AccessTokenResponse>, ApiError> {
-    let id = Uuid::parse_str(request.persistent_token_id.trim()).map_err(|_| {
-        ApiError::bad_request("invalid_request", "persistentTokenId must be a UUID")
-    })?;
-    let minted = state
-        .refresher
-        .access_token(&user.subject, id)
-        .await
-        .map_err(to_api_error)?;
+    let id = Uuid::parse_str(request.persistent_token_id.trim())
+        .map_err(|_| ApiError::invalid_request("persistentTokenId must be a UUID"))?;
+    let minted = refresher.access_token(&user.subject, id).await?;
     let expires_in = (minted.expires_at - Utc::now()).num_seconds().max(0);
     Ok(Json(AccessTokenResponse {
         access_token: minted.access_token.expose_secret().to_owned(),
@@ -72,50 +64,4 @@ pub async fn issue_access_token(
         expires_at: minted.expires_at,
         scope: minted.scope,
     }))
-}
-
-fn to_api_error(error: AccessError) -> ApiError {
-    match error {
-        AccessError::NotFound => ApiError::token_not_found(),
-        AccessError::Pending => ApiError::new(
-            StatusCode::CONFLICT,
-            "token_pending",
-            "Consent has not been completed yet",
-        ),
-        AccessError::Gone { status, reason } => gone(status, reason.as_deref()),
-        AccessError::ProviderUnavailable { retry_after } => ApiError::provider_unavailable()
-            .retry_after(retry_after.unwrap_or(std::time::Duration::from_secs(1))),
-        AccessError::ProviderBusy => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "provider_busy",
-            "Too many refreshes are in flight; retry after the time in Retry-After",
-        )
-        .retry_after(std::time::Duration::from_secs(1)),
-        AccessError::ProviderRejected { retry_after } => {
-            let error = ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "provider_error",
-                "The identity provider rejected the broker's request",
-            );
-            match retry_after {
-                Some(wait) => error.retry_after(wait),
-                None => error,
-            }
-        }
-        AccessError::Vault(e) if e.is_unavailable() => ApiError::database_unavailable(),
-        other => ApiError::internal("minting an access token failed", other),
-    }
-}
-
-fn gone(status: Status, reason: Option<&str>) -> ApiError {
-    let code = match status {
-        Status::Revoked => "token_revoked",
-        Status::Expired => "token_expired",
-        _ => "token_failed",
-    };
-    let message = match reason {
-        Some(reason) => format!("This persistent token is {status}: {reason}"),
-        None => format!("This persistent token is {status}"),
-    };
-    ApiError::new(StatusCode::GONE, code, message)
 }

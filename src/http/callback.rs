@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,8 +11,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
-use super::state::AppState;
-use crate::grants::{CallbackError, Failure, FailureKind, ProviderReply};
+use crate::grants::{Callbacks, Failure, ProviderReply};
 use crate::vault::ClaimedConsent;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -54,7 +55,7 @@ pub struct CallbackSuccess {
     )
 )]
 pub async fn complete_offline_consent(
-    State(state): State<AppState>,
+    State(callbacks): State<Arc<Callbacks>>,
     ApiQuery(query): ApiQuery<CallbackQuery>,
 ) -> Result<Response, ApiError> {
     let reply = ProviderReply {
@@ -63,20 +64,7 @@ pub async fn complete_offline_consent(
         error: query.error,
         iss: query.iss,
     };
-    let completed = state
-        .callbacks
-        .complete(&reply)
-        .await
-        .map_err(|e| match e {
-            CallbackError::MissingState => {
-                ApiError::bad_request("invalid_request", "The state parameter is required")
-            }
-            CallbackError::InvalidState => ApiError::bad_request(
-                "invalid_state",
-                "The consent state is unknown, already used, or expired; start the consent again",
-            ),
-            CallbackError::Vault(e) => e.into(),
-        })?;
+    let completed = callbacks.complete(&reply).await?;
     Ok(match completed.outcome {
         Ok(()) => respond_success(&completed.consent),
         Err(failure) => respond_failure(&completed.consent, failure),
@@ -100,20 +88,7 @@ fn respond_failure(consent: &ClaimedConsent, failure: Failure) -> Response {
     if let Some(response) = redirect_back(consent, "failed", Some(&failure.reason)) {
         return response;
     }
-    let (status, code) = match failure.kind {
-        FailureKind::Refused => (StatusCode::BAD_REQUEST, "consent_failed"),
-        FailureKind::SubjectMismatch => (StatusCode::FORBIDDEN, "subject_mismatch"),
-        FailureKind::ProviderUnavailable => {
-            (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable")
-        }
-        FailureKind::RowGone => (StatusCode::GONE, "token_revoked"),
-        FailureKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-    };
-    let message = match failure.kind {
-        FailureKind::Refused => format!("{} ({})", failure.message, failure.reason),
-        _ => failure.message.to_owned(),
-    };
-    ApiError::new(status, code, message).into_response()
+    ApiError::from(failure).into_response()
 }
 
 /// A 303 to the consent's `redirectUri`, already checked against the allowed origins.

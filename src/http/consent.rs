@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -6,8 +8,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
-use super::state::AppState;
-use crate::grants::{ConsentError, StartedConsent};
+use crate::grants::{Consents, StartedConsent};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -57,41 +58,16 @@ impl From<StartedConsent> for ConsentResponse {
     )
 )]
 pub async fn request_offline_consent(
-    State(state): State<AppState>,
+    State(consents): State<Arc<Consents>>,
     user: AuthUser,
     ApiJson(request): ApiJson<ConsentRequest>,
 ) -> Result<(StatusCode, Json<ConsentResponse>), ApiError> {
-    let started = state
-        .consents
+    let started = consents
         .start(
             &user.subject,
             &request.task_id,
             request.redirect_uri.as_deref(),
         )
-        .await
-        .map_err(consent_error)?;
+        .await?;
     Ok((StatusCode::CREATED, Json(started.into())))
-}
-
-pub(super) fn consent_error(error: ConsentError) -> ApiError {
-    match error {
-        ConsentError::InvalidTaskId(message) => ApiError::bad_request("invalid_request", message),
-        ConsentError::InvalidRedirectUri => ApiError::bad_request(
-            "invalid_redirect_uri",
-            "redirectUri must be an absolute http(s) URL on an allowed origin",
-        ),
-        ConsentError::NotFound => ApiError::token_not_found(),
-        ConsentError::Revoked => ApiError::new(
-            StatusCode::CONFLICT,
-            "token_revoked",
-            "A revoked token cannot be re-consented; start a new consent",
-        ),
-        ConsentError::Pending => ApiError::new(
-            StatusCode::CONFLICT,
-            "token_pending",
-            "This consent has not been completed yet; use its consent URL",
-        ),
-        ConsentError::Vault(e) => e.into(),
-        ConsentError::Sealing(e) => ApiError::internal("sealing a PKCE verifier failed", e),
-    }
 }

@@ -1,9 +1,11 @@
-use axum::extract::{FromRequest, FromRequestParts, Query};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Query};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
-use super::state::AppState;
+use crate::oidc::TokenVerifier;
 
 /// The JSON body extractor, answering malformed bodies in our own error shape.
 #[derive(FromRequest)]
@@ -24,28 +26,33 @@ pub struct AuthUser {
     pub subject: String,
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    S: Send + Sync,
+    Arc<TokenVerifier>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let verifier = Arc::<TokenVerifier>::from_ref(state);
         let header = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
+            .ok_or(ApiError::Unauthorized)?;
         let token = header
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
-        match state.verifier.verify_caller(token).await {
+            .ok_or(ApiError::Unauthorized)?;
+        match verifier.verify_caller(token).await {
             Ok(claims) => Ok(AuthUser {
                 subject: claims.sub,
             }),
             Err(reason) => {
                 tracing::info!(%reason, "rejected a bearer token");
-                Err(ApiError::unauthorized())
+                Err(ApiError::Unauthorized)
             }
         }
     }

@@ -4,15 +4,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::error::ApiError;
-use super::state::AppState;
 use crate::telemetry;
 
 /// Forgets idle clients once this many are tracked.
@@ -73,8 +73,12 @@ impl RateLimit {
 }
 
 /// Answers 429 with `Retry-After` (whole seconds, at least 1) once a client exceeds its quota.
-pub async fn limit_rate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(limit) = &state.rate_limit else {
+pub async fn limit_rate(
+    State(limit): State<Option<Arc<RateLimit>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(limit) = &limit else {
         return next.run(request).await;
     };
     let Some(client) = limit.client(&request) else {
@@ -87,22 +91,12 @@ pub async fn limit_rate(State(state): State<AppState>, request: Request, next: N
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let route = request
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or("unmatched", |p| p.as_str());
             telemetry::record_rate_limited(route);
-            let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many requests; retry after the time in Retry-After",
-            )
-            .into_response();
-            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
+            ApiError::RateLimited { retry_after: wait }.into_response()
         }
     }
 }

@@ -1,13 +1,15 @@
 //! `/healthz`, `/readyz`, `/metrics`: for the orchestrator and Prometheus, no authentication.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::state::AppState;
 use crate::telemetry;
+use crate::vault::TokenVault;
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
@@ -19,8 +21,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// loaded at start-up (the broker does not start without them).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready"), (status = 503, description = "Database unreachable")))]
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.vault.ping().await {
+pub async fn readyz(State(vault): State<Arc<dyn TokenVault>>) -> Response {
+    match vault.ping().await {
         Ok(()) => Json(json!({
             "status": "ready",
             "checks": { "database": "ok", "provider": "ok" },
@@ -41,8 +43,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text format; row counts by status are read at scrape time.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    match state.vault.count_by_status().await {
+pub async fn metrics(State(vault): State<Arc<dyn TokenVault>>) -> Response {
+    match vault.count_by_status().await {
         Ok(counts) => {
             for status in ["pending", "active", "failed", "revoked", "expired"] {
                 let count = counts

@@ -1,26 +1,27 @@
 use std::sync::Arc;
 
-use crate::grants::{Callbacks, Consents, Refresher, Revoker};
-use crate::oidc::{OidcClient, TokenVerifier};
+use axum::extract::FromRef;
 
-use super::{Admin, RateLimit};
+use super::admin_page::AdminState;
+use super::middleware::RateLimit;
+use crate::grants::{Callbacks, Consents, Reads, Refresher, Revoker};
+use crate::oidc::TokenVerifier;
 use crate::vault::TokenVault;
 
-/// What the handlers share. Cheap to clone: one `Arc`.
-pub type AppState = Arc<Services>;
-
-pub struct Services {
+/// What the router serves from. Each handler takes only the part it needs (`FromRef`): the
+/// access-token handler the [`Refresher`], the status reads [`Reads`], and so on.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    /// Readiness and metrics only; the use cases reach the vault through their services.
     pub vault: Arc<dyn TokenVault>,
-    pub oidc: Arc<OidcClient>,
+    /// Verifies callers' bearer tokens ([`super::extract::AuthUser`]).
     pub verifier: Arc<TokenVerifier>,
     pub consents: Arc<Consents>,
     pub callbacks: Arc<Callbacks>,
     pub refresher: Refresher,
     pub revoker: Arc<Revoker>,
+    pub reads: Arc<Reads>,
     /// None when rate limiting is off.
     pub rate_limit: Option<Arc<RateLimit>>,
-    /// None unless `ADMIN_ROLE` is set.
-    pub admin: Option<Admin>,
-    /// Origins allowed to call the API from a browser (CORS); empty = no CORS headers.
-    pub cors_origins: Vec<url::Origin>,
+    pub admin: AdminState,
 }

@@ -1,4 +1,6 @@
-//! `/api/auth/manager/offline-tokens`: a user's own tokens — status, list, revoke.
+//! `/api/auth/manager/offline-tokens`: a user's own tokens — status, list, revoke, re-consent.
+
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -6,16 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::consent::{consent_error, ConsentResponse};
+use super::consent::ConsentResponse;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, AuthUser};
-use super::state::AppState;
 use crate::grants::revoke::REVOKED_BY_USER;
-use crate::grants::{RevokeError, Revoked};
-use crate::vault::{ListFilter, Status, VaultRow};
-
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 200;
+use crate::grants::{Consents, ListQuery as ReadQuery, Page, Reads, Revoked, Revoker};
+use crate::vault::{Status, VaultRow};
 
 /// A row as its owner may see it: no secrets.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -106,17 +104,11 @@ pub struct RevokeResponse {
     )
 )]
 pub async fn get_token_status(
-    State(state): State<AppState>,
+    State(reads): State<Arc<Reads>>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let id = parse_id(&id)?;
-    let row = state
-        .vault
-        .find(id)
-        .await?
-        .filter(|row| row.user_id == user.subject)
-        .ok_or_else(ApiError::token_not_found)?;
+    let row = reads.status(&user.subject, parse_id(&id)?).await?;
     Ok(Json(TokenView::from(&row)))
 }
 
@@ -134,52 +126,29 @@ pub async fn get_token_status(
     )
 )]
 pub async fn list_tokens(
-    State(state): State<AppState>,
+    State(reads): State<Arc<Reads>>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<TokenPage>, ApiError> {
-    let status = query
-        .status
-        .as_deref()
-        .map(|s| {
-            s.parse::<Status>().map_err(|()| {
-                ApiError::bad_request(
-                    "invalid_request",
-                    "status must be pending, active, failed, revoked or expired",
-                )
-            })
+    let page = reads
+        .list(&ReadQuery {
+            owner: Some(&user.subject),
+            task_id: query.task_id.as_deref(),
+            status: query.status.as_deref(),
+            limit: query.limit,
+            offset: query.offset,
         })
-        .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "limit must be between 1 and 200",
-        ));
+        .await?;
+    Ok(Json(page.into()))
+}
+
+impl From<Page> for TokenPage {
+    fn from(page: Page) -> Self {
+        Self {
+            items: page.rows.iter().map(TokenView::from).collect(),
+            next_offset: page.next_offset,
+        }
     }
-    let task_id = query
-        .task_id
-        .as_deref()
-        .map(crate::grants::consent::validate_task_id)
-        .transpose()
-        .map_err(consent_error)?
-        .map(str::to_owned);
-    let offset = query.offset.unwrap_or(0);
-    // One extra row tells whether another page exists.
-    let filter = ListFilter {
-        user_id: Some(user.subject.clone()),
-        task_id,
-        status,
-        limit: limit + 1,
-        offset,
-    };
-    let mut rows = state.vault.list(&filter).await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    Ok(Json(TokenPage {
-        items: rows.iter().map(TokenView::from).collect(),
-        next_offset: more.then(|| offset.saturating_add(limit)),
-    }))
 }
 
 /// `DELETE /api/auth/manager/offline-tokens/{id}`: revokes at the provider (unless
@@ -198,16 +167,18 @@ pub async fn list_tokens(
     )
 )]
 pub async fn revoke_token(
-    State(state): State<AppState>,
+    State(revoker): State<Arc<Revoker>>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    let revoked = state
-        .revoker
-        .revoke(id, Some(&user.subject), &user.subject, REVOKED_BY_USER)
-        .await
-        .map_err(revoke_error)?;
+    let revoked = revoker
+        .revoke(
+            parse_id(&id)?,
+            Some(&user.subject),
+            &user.subject,
+            REVOKED_BY_USER,
+        )
+        .await?;
     Ok(Json(revoked.into()))
 }
 
@@ -217,13 +188,6 @@ impl From<Revoked> for RevokeResponse {
             token: TokenView::from(&revoked.row),
             provider_revocation: revoked.provider.as_str(),
         }
-    }
-}
-
-pub(super) fn revoke_error(error: RevokeError) -> ApiError {
-    match error {
-        RevokeError::NotFound => ApiError::token_not_found(),
-        RevokeError::Vault(e) => e.into(),
     }
 }
 
@@ -254,7 +218,7 @@ pub struct ReconsentRequest {
     )
 )]
 pub async fn reconsent_token(
-    State(state): State<AppState>,
+    State(consents): State<Arc<Consents>>,
     user: AuthUser,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -264,22 +228,15 @@ pub async fn reconsent_token(
     let request: ReconsentRequest = if body.is_empty() {
         ReconsentRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_request",
-                format!("The request body is invalid: {e}"),
-            )
-        })?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))?
     };
-    let started = state
-        .consents
+    let started = consents
         .restart(&user.subject, id, request.redirect_uri.as_deref())
-        .await
-        .map_err(consent_error)?;
+        .await?;
     Ok(Json(started.into()))
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| ApiError::bad_request("invalid_request", "the token id must be a UUID"))
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid_request("the token id must be a UUID"))
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::discovery::ProviderMetadata;
-use crate::config::OidcSettings;
+use super::settings::OidcSettings;
 
 /// The scopes of every consent: `offline_access` is the point of the broker.
 const CONSENT_SCOPES: [&str; 2] = ["openid", "offline_access"];

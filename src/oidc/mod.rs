@@ -5,6 +5,7 @@ mod discovery;
 mod http;
 mod jwks;
 mod jwt;
+mod settings;
 
 pub use client::{
     AuthorizationRequest, CodeGrant, OidcClient, ProviderError, RefreshGrant, MAX_LIFETIME_SECS,
@@ -13,3 +14,4 @@ pub use discovery::{discover, DiscoveryError, ProviderMetadata};
 pub use http::http_client;
 pub use jwks::JwksCache;
 pub use jwt::{peek_expiry, CallerClaims, IdTokenClaims, JwtError, TokenVerifier};
+pub use settings::OidcSettings;

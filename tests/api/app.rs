@@ -70,6 +70,7 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
         services,
         journal,
         keepalive,
+        cors,
         ..
     } = wire(config, vault).await.expect("broker starts");
     // Keep-alive runs as under `serve`; the clean-up job is called by the tests that need it.
@@ -80,7 +81,7 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
         keepalive,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::with_listener(listener, services);
+    let app = Application::with_listener(listener, services, &cors);
     let addr = app.local_addr().unwrap();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {

@@ -1,0 +1,226 @@
+//! `/admin`: a server-rendered page for operators holding `ADMIN_ROLE`.
+//!
+//! Operators sign in at the provider like any user (code + PKCE + nonce, redirect
+//! `/admin/callback`); the broker keeps a session on its side ([`sessions`]). Revoking is a
+//! POST carrying the session's CSRF token, so another site cannot make an operator's browser
+//! revoke anything. Listing and revoking call the same domain functions as the API.
+
+mod render;
+mod sessions;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::crypto::{constant_time_eq, random_token, sha256};
+use crate::grants::revoke::REVOKED_BY_ADMIN;
+use crate::grants::{ListQuery, ReadError, Reads, RevokeError, Revoker};
+use crate::oidc::{OidcClient, TokenVerifier};
+use render::{message_page, tokens_page, Filters};
+use sessions::PendingSignIn;
+pub use sessions::Sessions;
+
+/// What the admin page needs; `sessions` is `None` unless `ADMIN_ROLE` is set.
+#[derive(Clone)]
+pub struct AdminState {
+    pub sessions: Option<Arc<Sessions>>,
+    pub oidc: Arc<OidcClient>,
+    pub verifier: Arc<TokenVerifier>,
+    pub reads: Arc<Reads>,
+    pub revoker: Arc<Revoker>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    #[serde(default)]
+    code: Option<SecretString>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    csrf: String,
+}
+
+fn not_enabled() -> Response {
+    message_page(
+        StatusCode::NOT_FOUND,
+        "The admin page is not enabled (ADMIN_ROLE).",
+    )
+}
+
+fn internal(what: &str, error: impl std::fmt::Display) -> Response {
+    tracing::error!(%error, "admin page: {what}");
+    message_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.")
+}
+
+/// `GET /admin`: the table, or a sign-in at the provider first.
+pub async fn show_admin_page(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let Some(sessions) = admin.sessions.as_deref() else {
+        return not_enabled();
+    };
+    let Some(session) = sessions.current(&headers) else {
+        return start_sign_in(&admin.oidc, sessions);
+    };
+    let nonempty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let filters = Filters {
+        user: nonempty(query.user),
+        task: nonempty(query.task),
+        status: nonempty(query.status),
+    };
+    let page = admin
+        .reads
+        .list(&ListQuery {
+            owner: filters.user.as_deref(),
+            task_id: filters.task.as_deref(),
+            status: filters.status.as_deref(),
+            limit: Some(200),
+            offset: None,
+        })
+        .await;
+    match page {
+        Ok(page) => tokens_page(&session.subject, &session.csrf, &filters, &page.rows),
+        Err(ReadError::Invalid(message)) => message_page(StatusCode::BAD_REQUEST, message),
+        Err(e) => internal("cannot list rows", e),
+    }
+}
+
+fn start_sign_in(oidc: &OidcClient, sessions: &Sessions) -> Response {
+    let state = random_token(32);
+    let nonce = random_token(32);
+    let request = oidc.sign_in_request(&state, &nonce, &sessions.redirect);
+    match sessions.begin_sign_in(&state, request.pkce_verifier, sha256(nonce.as_bytes())) {
+        Ok(()) => Redirect::to(request.url.as_str()).into_response(),
+        Err(e) => message_page(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}.")),
+    }
+}
+
+/// `GET /admin/callback`: finishes the operator's sign-in and checks their role.
+pub async fn finish_admin_sign_in(
+    State(admin): State<AdminState>,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let Some(sessions) = admin.sessions.as_deref() else {
+        return not_enabled();
+    };
+    let pending = query
+        .state
+        .as_deref()
+        .and_then(|s| sessions.take_sign_in(s));
+    let (Some(pending), None, Some(code)) = (pending, &query.error, &query.code) else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "The sign-in was refused, expired or already used. Open /admin to try again.",
+        );
+    };
+    let subject = match verify_operator(&admin, sessions, code, &pending).await {
+        Ok(subject) => subject,
+        Err(page) => return page,
+    };
+    let cookie = sessions.open(subject);
+    let mut response = Redirect::to("/admin").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Exchanges the code, checks the ID token (nonce) and that the access token's holder has the
+/// admin role. Returns the operator's subject.
+async fn verify_operator(
+    admin: &AdminState,
+    sessions: &Sessions,
+    code: &SecretString,
+    pending: &PendingSignIn,
+) -> Result<String, Response> {
+    let refused = |why: &str| {
+        tracing::warn!(reason = why, "admin sign-in refused");
+        message_page(StatusCode::FORBIDDEN, "Sign-in refused.")
+    };
+    let grant = admin
+        .oidc
+        .exchange_code_at(code, &pending.verifier, Some(&sessions.redirect))
+        .await
+        .map_err(|e| refused(&e.to_string()))?;
+    let id_token = grant.id_token.ok_or_else(|| refused("no ID token"))?;
+    let identity = admin
+        .verifier
+        .verify_id_token(id_token.expose_secret(), &pending.nonce_hash)
+        .await
+        .map_err(|e| refused(&e.to_string()))?;
+    let access = admin
+        .verifier
+        .verify_caller(grant.access_token.expose_secret())
+        .await
+        .map_err(|e| refused(&e.to_string()))?;
+    if access.sub != identity.sub {
+        return Err(refused("access and ID token name different subjects"));
+    }
+    if !access.has_role(&sessions.role) {
+        tracing::warn!(subject = %identity.sub, "admin sign-in without the admin role");
+        return Err(message_page(
+            StatusCode::FORBIDDEN,
+            "Your account does not have the role this page requires.",
+        ));
+    }
+    Ok(identity.sub)
+}
+
+/// `POST /admin/tokens/{id}/revoke`
+pub async fn revoke_as_admin(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> Response {
+    let Some(sessions) = admin.sessions.as_deref() else {
+        return not_enabled();
+    };
+    let Some(session) = sessions.current(&headers) else {
+        return message_page(
+            StatusCode::UNAUTHORIZED,
+            "Your session has ended. Open /admin again.",
+        );
+    };
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            "The form is stale. Reload /admin and try again.",
+        );
+    }
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return message_page(StatusCode::BAD_REQUEST, "Not a token id.");
+    };
+    match admin
+        .revoker
+        .revoke(id, None, &session.subject, REVOKED_BY_ADMIN)
+        .await
+    {
+        Ok(_) => Redirect::to("/admin").into_response(),
+        Err(RevokeError::NotFound) => message_page(StatusCode::NOT_FOUND, "No such token."),
+        Err(RevokeError::Vault(e)) => internal("revoke failed", e),
+    }
+}

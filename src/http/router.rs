@@ -1,0 +1,123 @@
+//! The route table: every path the broker serves, and the layers around them.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Method, Request};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use super::error::ApiError;
+use super::state::AppState;
+use super::{access_token, admin_page, callback, consent, middleware, openapi, ops, tokens};
+
+/// Origins whose browser pages may call the API (CORS); empty = no CORS headers.
+#[derive(Clone, Debug, Default)]
+pub struct Cors(pub Vec<url::Origin>);
+
+/// JSON bodies here are a few hundred bytes; anything near this limit is abuse.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API, and `/metrics` too unless `metrics_elsewhere` (then serve [`metrics_router`]).
+pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
+    // The three routes a client drives are rate limited per client.
+    let limited = Router::new()
+        .route(
+            "/api/auth/manager/offline-consent",
+            post(consent::request_offline_consent),
+        )
+        .route(
+            "/api/auth/manager/offline-callback",
+            get(callback::complete_offline_consent),
+        )
+        .route(
+            "/api/auth/manager/access-token",
+            post(access_token::issue_access_token),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.rate_limit.clone(),
+            middleware::limit_rate,
+        ));
+    let mut api = Router::new()
+        .merge(limited)
+        .route("/api/auth/manager/offline-tokens", get(tokens::list_tokens))
+        .route(
+            "/api/auth/manager/offline-tokens/{id}",
+            get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
+        )
+        .route(
+            "/api/auth/manager/offline-tokens/{id}/reconsent",
+            post(tokens::reconsent_token),
+        )
+        .route("/admin", get(admin_page::show_admin_page))
+        .route("/admin/callback", get(admin_page::finish_admin_sign_in))
+        .route(
+            "/admin/tokens/{id}/revoke",
+            post(admin_page::revoke_as_admin),
+        )
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/docs", get(openapi::docs_page))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz));
+    if !metrics_elsewhere {
+        api = api.route("/metrics", get(ops::metrics));
+    }
+    let cors = cors_layer(&cors.0);
+    let api = api
+        .route_layer(axum::middleware::from_fn(middleware::track_requests))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let api = match cors {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            // Spans name the path only: the callback's query string carries the authorization
+            // code and state, which must never reach a log.
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id,
+                )
+            }),
+        )
+        // Outermost: every request has an id before anything logs, the caller's if it sent one.
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for a separate listen address (`METRICS_ADDR`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+}
+
+/// CORS for the frontend's fetch calls, only from the configured origins.
+fn cors_layer(origins: &[url::Origin]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allowed: Vec<_> = origins
+        .iter()
+        .filter_map(|o| o.ascii_serialization().parse().ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+            .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
