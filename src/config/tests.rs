@@ -1,0 +1,166 @@
+//! The configuration as a bad environment meets it: every error names its variable.
+
+use super::*;
+use secrecy::ExposeSecret;
+use std::collections::HashMap;
+
+fn base() -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("DATABASE_URL", "postgres://u:pw@localhost/db".to_string()),
+        ("OIDC_ISSUER", "http://idp.test/realms/x/".to_string()),
+        ("OIDC_CLIENT_ID", "broker".to_string()),
+        ("OIDC_CLIENT_SECRET", "very-secret".to_string()),
+        ("PUBLIC_BASE_URL", "https://broker.test/".to_string()),
+        (
+            "TOKEN_ENCRYPTION_KEYS",
+            "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".to_string(),
+        ),
+    ])
+}
+
+fn load(vars: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+    Config::from_lookup(|k| vars.get(k).cloned(), false)
+}
+
+#[test]
+fn a_complete_environment_loads_with_defaults() {
+    let config = load(&base()).unwrap();
+    assert_eq!(config.oidc.issuer.as_str(), "http://idp.test/realms/x");
+    assert_eq!(
+        config.callback_url().as_str(),
+        "https://broker.test/api/auth/manager/offline-callback"
+    );
+    assert_eq!(config.consent_ttl, Duration::from_secs(600));
+    assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn without_database_url_the_embedded_sqlite_file_is_used() {
+    let mut vars = base();
+    vars.remove("DATABASE_URL");
+    vars.insert("TOKEN_BROKER_DATA_DIR", "/var/lib/tb".into());
+    let config = load(&vars).unwrap();
+    assert!(matches!(config.storage, Storage::EmbeddedDefault));
+    assert_eq!(
+        config.database_url.expose_secret(),
+        "sqlite:///var/lib/tb/token-broker.db"
+    );
+}
+
+#[test]
+fn a_missing_key_is_an_error_outside_dev_mode_and_generated_in_it() {
+    let mut vars = base();
+    vars.remove("TOKEN_ENCRYPTION_KEYS");
+    let err = load(&vars).unwrap_err();
+    assert_eq!(err.var, "TOKEN_ENCRYPTION_KEYS");
+    assert!(err.to_string().contains("--dev"));
+
+    let dir = std::env::temp_dir().join(format!("tb-config-{}", uuid::Uuid::new_v4()));
+    vars.insert("TOKEN_BROKER_DATA_DIR", dir.display().to_string());
+    vars.insert("TOKEN_BROKER_DEV", "1".into());
+    let config = load(&vars).unwrap();
+    let (path, created) = config.dev_key.clone().unwrap();
+    assert!(created && path.starts_with(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn keycloak_issuer_is_an_alias() {
+    let mut vars = base();
+    let issuer = vars.remove("OIDC_ISSUER").unwrap();
+    vars.insert("KEYCLOAK_ISSUER", issuer);
+    assert_eq!(
+        load(&vars).unwrap().oidc.issuer.as_str(),
+        "http://idp.test/realms/x"
+    );
+}
+
+#[test]
+fn each_missing_variable_is_named() {
+    for var in [
+        "OIDC_ISSUER",
+        "OIDC_CLIENT_ID",
+        "OIDC_CLIENT_SECRET",
+        "PUBLIC_BASE_URL",
+        "TOKEN_ENCRYPTION_KEYS",
+    ] {
+        let mut vars = base();
+        vars.remove(var);
+        let err = load(&vars).unwrap_err();
+        assert_eq!(err.var, var);
+        assert!(err.to_string().starts_with(var));
+    }
+}
+
+#[test]
+fn bad_values_are_named() {
+    let cases = [
+        ("OIDC_ISSUER", "not a url"),
+        ("PUBLIC_BASE_URL", "ftp://x"),
+        ("TOKEN_ENCRYPTION_KEYS", "k1:short"),
+        ("ALLOWED_REDIRECT_ORIGINS", "https://app.test/with/path"),
+        ("BIND_ADDR", "everywhere"),
+        ("CONSENT_TTL_SECS", "0"),
+        ("PROVIDER_REVOCATION", "sometimes"),
+        ("RETENTION_SECS", "-1"),
+        ("CORS_ALLOWED_ORIGINS", "https://app.test/path"),
+        ("RATE_LIMIT_PER_SECOND", "fast"),
+        ("METRICS_ADDR", "everywhere"),
+        ("ACCESS_TOKEN_CACHE_MARGIN_SECS", "-5"),
+        ("PROVIDER_RETRY_ATTEMPTS", "11"),
+        ("PROVIDER_TIMEOUT_SECS", "0"),
+        ("REFRESH_LEASE_SECS", "12"),
+        ("PROVIDER_MAX_CONCURRENCY", "0"),
+        ("PROVIDER_BREAKER_THRESHOLD", "many"),
+        ("OFFLINE_IDLE_SECS", "-1"),
+        ("OFFLINE_SESSION_MAX_SECS", "0"),
+        ("KEEPALIVE_INTERVAL_SECS", "soon"),
+        ("KEEPALIVE_CONCURRENCY", "0"),
+        ("EXPIRING_NOTICE_SECS", "0"),
+        ("DATABASE_POOL_SIZE", "0"),
+    ];
+    for (var, value) in cases {
+        let mut vars = base();
+        vars.insert(var, value.to_string());
+        assert_eq!(load(&vars).unwrap_err().var, var, "{var}={value}");
+    }
+}
+
+#[test]
+fn a_webhook_needs_url_and_a_long_enough_secret() {
+    let mut vars = base();
+    vars.insert("WEBHOOK_SECRET", "a-secret-without-a-url".into());
+    assert_eq!(load(&vars).unwrap_err().var, "WEBHOOK_URL");
+    vars.insert("WEBHOOK_URL", "http://hooks.test/x".into());
+    vars.insert("WEBHOOK_SECRET", "short".into());
+    assert_eq!(load(&vars).unwrap_err().var, "WEBHOOK_SECRET");
+    vars.insert("WEBHOOK_SECRET", "a-long-enough-shared-secret".into());
+    let config = load(&vars).unwrap();
+    let printed = format!("{config:?}");
+    assert!(config.webhook.is_some());
+    assert!(!printed.contains("a-long-enough-shared-secret"));
+}
+
+#[test]
+fn redirect_origins_are_parsed() {
+    let mut vars = base();
+    vars.insert(
+        "ALLOWED_REDIRECT_ORIGINS",
+        "https://app.test, http://localhost:3000".into(),
+    );
+    let config = load(&vars).unwrap();
+    assert_eq!(config.allowed_redirect_origins.len(), 2);
+    assert_eq!(
+        config.allowed_redirect_origins[1].ascii_serialization(),
+        "http://localhost:3000"
+    );
+}
+
+#[test]
+fn debug_redacts_secrets() {
+    let printed = format!("{:?}", load(&base()).unwrap());
+    assert!(!printed.contains("very-secret"));
+    assert!(!printed.contains("pw@"));
+    assert!(!printed.contains("AQEBAQEB"));
+    assert!(printed.contains("broker"));
+}
