@@ -1,0 +1,301 @@
+//! Settling a claimed refresh: writing the provider's answer back, ending a dead grant,
+//! recording a failure. Every write names the claim's fence, so only the current claim can
+//! change the row, and nothing is written into a row that stopped being active.
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+
+use super::super::cache::Minted;
+use super::{binding, refusal, subject, AccessError, Call, Inner, Purpose, Settled};
+use crate::audit::Health;
+use crate::crypto::{purpose, Sealed};
+use crate::oidc::{peek_expiry, RefreshGrant, MAX_LIFETIME_SECS};
+use crate::vault::{
+    AuditAction, RefreshFailure, RefreshWrite, Status, StoredAccess, VaultError, VaultRow,
+};
+
+/// Used when the provider omits `expires_in`: short, so callers come back early, not late.
+const DEFAULT_EXPIRES_IN_SECS: u64 = 60;
+const REVOKED_BY_PROVIDER: &str = "revoked_by_provider";
+/// How long a write-back keeps trying through a database outage: the provider may have rotated
+/// the refresh token, and the new one exists only in this process until it is stored.
+const WRITE_BACK_PATIENCE: Duration = Duration::from_secs(60);
+
+impl Inner {
+    /// Seals and writes back what the provider gave; the token is served only if the write
+    /// succeeded (or, through a database outage, once the provider's answer is safe to use).
+    pub(super) async fn store(
+        &self,
+        call: Call<'_>,
+        presented: &SecretString,
+        grant: RefreshGrant,
+    ) -> Settled {
+        let row = call.row;
+        let now = Utc::now();
+        let rotated_token = grant
+            .refresh_token
+            .as_ref()
+            .filter(|new| new.expose_secret() != presented.expose_secret());
+        let sealed = self.seal_grant(row, rotated_token, &grant, now);
+        let (rotated, stored, minted) = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                self.release(row).await;
+                return Settled::Done(Err(e));
+            }
+        };
+        let current_refresh = rotated_token.unwrap_or(presented);
+        let write = RefreshWrite {
+            rotated: rotated.as_ref(),
+            minted: &stored,
+            refresh_expires_at: Some(self.refresh_expiry(&grant, current_refresh, now)),
+            now,
+        };
+        match self.write_back(row, &write).await {
+            Ok(true) => {}
+            Ok(false) => return self.after_lost_write(row, rotated_token, minted).await,
+            Err(e) => {
+                // The provider answered but the database stayed away: serve the token (it is
+                // valid), and say loudly that a rotated refresh token may be lost.
+                tracing::error!(
+                    id = %row.id, error = %e, rotated = rotated.is_some(),
+                    "could not store a refresh's result; if the provider rotated the refresh \
+                     token, the grant is lost"
+                );
+                return Settled::Done(Ok(minted));
+            }
+        }
+        let subject = subject(row);
+        let detail = match (call.purpose, rotated.is_some()) {
+            (Purpose::KeepAlive, true) => Some("keepalive:rotated"),
+            (Purpose::KeepAlive, false) => Some("keepalive"),
+            (Purpose::Serve, true) => Some("rotated"),
+            (Purpose::Serve, false) => None,
+        };
+        self.journal
+            .record(call.actor, subject, AuditAction::TokenIssued, true, detail)
+            .await;
+        if row.health.consecutive_failures > 0 {
+            let after_failures = row.health.consecutive_failures;
+            self.journal
+                .health(subject, Health::Recovered { after_failures });
+        }
+        self.cache.put(row.id, minted.clone(), call.epoch);
+        Settled::Done(Ok(minted))
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(super) fn seal_grant(
+        &self,
+        row: &VaultRow,
+        rotated: Option<&SecretString>,
+        grant: &RefreshGrant,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<Sealed>, StoredAccess, Minted), AccessError> {
+        let sealing = |e| AccessError::Sealed {
+            id: row.id,
+            source: e,
+        };
+        let rotated = rotated
+            .map(|new| {
+                self.keyring.seal(
+                    new.expose_secret().as_bytes(),
+                    binding(purpose::REFRESH_TOKEN, row),
+                )
+            })
+            .transpose()
+            .map_err(sealing)?;
+        let expires_in = grant
+            .expires_in
+            .map(|d| d.as_secs())
+            .unwrap_or(DEFAULT_EXPIRES_IN_SECS)
+            .min(MAX_LIFETIME_SECS);
+        let expires_at = now + chrono::Duration::seconds(i64::try_from(expires_in).unwrap_or(0));
+        let sealed_access = self
+            .keyring
+            .seal(
+                grant.access_token.expose_secret().as_bytes(),
+                binding(purpose::ACCESS_TOKEN, row),
+            )
+            .map_err(sealing)?;
+        let stored = StoredAccess {
+            sealed: sealed_access.to_bytes(),
+            expires_at,
+            token_type: grant.token_type.clone(),
+            scope: grant.scope.clone(),
+        };
+        let minted = Minted {
+            user_id: row.user_id.clone(),
+            access_token: grant.access_token.clone(),
+            token_type: grant.token_type.clone(),
+            scope: grant.scope.clone(),
+            expires_at,
+        };
+        Ok((rotated, stored, minted))
+    }
+
+    /// When the refresh token stops working if unused: as the provider said
+    /// (`refresh_expires_in`), else the token's own `exp` if it is a JWT, else the configured
+    /// idle time.
+    pub(super) fn refresh_expiry(
+        &self,
+        grant: &RefreshGrant,
+        refresh_token: &SecretString,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let idle = chrono::Duration::from_std(self.settings.offline_idle).unwrap_or_default();
+        grant
+            .refresh_expires_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| now + d)
+            .or_else(|| peek_expiry(refresh_token.expose_secret()))
+            .unwrap_or(now + idle)
+    }
+
+    /// Writes back, retrying through a database outage for a while.
+    pub(super) async fn write_back(
+        &self,
+        row: &VaultRow,
+        write: &RefreshWrite<'_>,
+    ) -> Result<bool, VaultError> {
+        let give_up = tokio::time::Instant::now() + WRITE_BACK_PATIENCE;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.vault.finish_refresh(row.id, row.fence, write).await {
+                Err(e) if e.is_unavailable() && tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(id = %row.id, error = %e, "database away; retrying the write-back");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The write-back found the claim gone. A revocation (or expiry) meanwhile wins: the new
+    /// token is not served, and a rotated refresh token is revoked at the provider so no live
+    /// grant is left behind. A claim taken over by another instance is read again.
+    pub(super) async fn after_lost_write(
+        &self,
+        row: &VaultRow,
+        rotated: Option<&SecretString>,
+        minted: Minted,
+    ) -> Settled {
+        let now_row = match self.vault.find(row.id).await {
+            Ok(found) => found,
+            Err(e) => return Settled::Done(Err(e.into())),
+        };
+        match now_row {
+            Some(current) if current.status == Status::Active => {
+                tracing::warn!(id = %row.id, "a refresh lost its claim to another; reading again");
+                // The minted access token is valid, but the token stored by whoever holds the
+                // row now is the one to share; go round again.
+                drop(minted);
+                Settled::ClaimLost
+            }
+            ended => {
+                if let (Some(token), true) = (rotated, self.settings.provider_revocation) {
+                    if let Err(e) = self.oidc.revoke_refresh_token(token).await {
+                        tracing::warn!(id = %row.id, error = %e, "could not revoke an orphaned token");
+                    }
+                }
+                Settled::Done(Err(match ended {
+                    Some(row) => refusal(&row),
+                    None => AccessError::NotFound,
+                }))
+            }
+        }
+    }
+
+    /// `invalid_grant`: the grant is dead, if the token we presented is still the row's. If
+    /// another claim moved on meanwhile (its refresh rotated the token), ours was merely stale.
+    pub(super) async fn end_dead_grant(&self, call: Call<'_>) -> Settled {
+        let row = call.row;
+        let now = Utc::now();
+        match self
+            .vault
+            .fail_refresh(row.id, row.fence, REVOKED_BY_PROVIDER, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Settled::ClaimLost,
+            Err(e) => return Settled::Done(Err(e.into())),
+        }
+        self.changes.changed(row.id);
+        tracing::warn!(id = %row.id, "provider refused the offline token; row failed");
+        let subject = subject(row);
+        self.journal
+            .record(
+                call.actor,
+                subject,
+                AuditAction::TokenRefreshFailed,
+                false,
+                Some(REVOKED_BY_PROVIDER),
+            )
+            .await;
+        self.journal.health(
+            subject,
+            Health::RefreshFailed {
+                status: Status::Failed,
+                consecutive_failures: row.health.consecutive_failures + 1,
+                error: REVOKED_BY_PROVIDER.into(),
+            },
+        );
+        Settled::Done(Err(AccessError::Gone {
+            status: Status::Failed,
+            reason: Some(REVOKED_BY_PROVIDER.into()),
+        }))
+    }
+
+    /// A failed attempt that leaves the grant alive: released, counted, journaled.
+    pub(super) async fn record_failure(
+        &self,
+        call: Call<'_>,
+        error: &str,
+        back_off: Option<Duration>,
+    ) {
+        let row = call.row;
+        let now = Utc::now();
+        let failure = RefreshFailure {
+            error,
+            retry_at: back_off
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| now + d),
+            now,
+        };
+        if let Err(e) = self
+            .vault
+            .release_refresh(row.id, row.fence, Some(&failure))
+            .await
+        {
+            tracing::warn!(id = %row.id, error = %e, "could not record a failed refresh; the lease will expire");
+        }
+        let subject = subject(row);
+        self.journal
+            .record(
+                call.actor,
+                subject,
+                AuditAction::TokenIssued,
+                false,
+                Some(error),
+            )
+            .await;
+        if row.health.consecutive_failures == 0 {
+            self.journal.health(
+                subject,
+                Health::RefreshFailed {
+                    status: Status::Active,
+                    consecutive_failures: 1,
+                    error: error.to_owned(),
+                },
+            );
+        }
+    }
+
+    pub(super) async fn release(&self, row: &VaultRow) {
+        if let Err(e) = self.vault.release_refresh(row.id, row.fence, None).await {
+            tracing::warn!(id = %row.id, error = %e, "could not release a refresh claim; it will expire");
+        }
+    }
+}
