@@ -54,6 +54,20 @@ impl JwksCache {
         }
     }
 
+    /// A cache that starts with `set` (and refetches from `uri` on an unknown key id like any
+    /// other): for tests and embedders that already hold the provider's keys.
+    pub fn preloaded(http: reqwest::Client, uri: Url, set: &JwkSet) -> Self {
+        Self {
+            http,
+            uri,
+            snapshot: RwLock::new(Snapshot {
+                keys: keys_of(set),
+                fetched_at: Some(Instant::now()),
+            }),
+            refetch: Mutex::new(()),
+        }
+    }
+
     /// The key to verify a token signed with `algorithm` under `kid`.
     pub async fn key(&self, kid: &str, algorithm: Algorithm) -> Result<DecodingKey, JwksError> {
         if let Some(found) = self.cached(kid).await {
@@ -121,26 +135,31 @@ impl JwksCache {
             .json()
             .await
             .map_err(|e| JwksError::Fetch(e.to_string()))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else {
-                continue;
-            };
-            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-                continue;
-            }
-            // Keys we cannot use (unknown types) are skipped, not fatal: a provider may publish
-            // more than we understand.
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                tracing::debug!(kid, "skipping a JWK that cannot verify signatures");
-                continue;
-            };
-            let algorithm = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
-            keys.insert(kid, VerificationKey { algorithm, key });
-        }
-        Ok(keys)
+        Ok(keys_of(&set))
     }
+}
+
+/// The signing keys of a JWK set by id; keys we cannot use are skipped, not fatal.
+fn keys_of(set: &JwkSet) -> HashMap<String, VerificationKey> {
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        // Keys we cannot use (unknown types) are skipped, not fatal: a provider may publish
+        // more than we understand.
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            tracing::debug!(kid, "skipping a JWK that cannot verify signatures");
+            continue;
+        };
+        let algorithm = jwk
+            .common
+            .key_algorithm
+            .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
+        keys.insert(kid, VerificationKey { algorithm, key });
+    }
+    keys
 }

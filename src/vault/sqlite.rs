@@ -49,6 +49,11 @@ impl SqliteVault {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await
     }
+
+    /// The pool, for tests that look at rows directly.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 #[async_trait]

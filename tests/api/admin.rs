@@ -3,7 +3,7 @@
 use reqwest::header::LOCATION;
 use sqlx::PgPool;
 
-use crate::app::{spawn_app, spawn_with, unique_user, Options, TestApp};
+use crate::app::{spawn_with, unique_user, Options, TestApp};
 use crate::idp::{Browser, Idp, BROKER_PUBLIC_URL};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -118,10 +118,4 @@ async fn only_holders_of_the_role_get_the_page(pool: PgPool) {
     // A replayed or made-up sign-in state is refused.
     let made_up = app.get("/admin/callback?code=x&state=made-up").await;
     assert_eq!(made_up.status(), 400);
-}
-
-#[sqlx::test(migrator = "MIGRATIONS")]
-async fn without_admin_role_configured_there_is_no_admin_page(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    assert_eq!(app.get("/admin").await.status(), 404);
 }

@@ -22,7 +22,6 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub pool: PgPool,
-    pub idp_issuer: String,
     pub keys: String,
 }
 
@@ -91,7 +90,6 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
             .build()
             .unwrap(),
         pool,
-        idp_issuer: options.idp.issuer.clone(),
         keys: options.keys.to_owned(),
     }
 }
@@ -193,7 +191,7 @@ impl TestApp {
 
     pub async fn row(&self, id: Uuid) -> Row {
         sqlx::query_as(
-            "select status, status_reason, user_id, task_id, state_token, state_hash, \
+            "select status, status_reason, user_id, state_hash, \
              pkce_verifier, encrypted_token, iv, key_id, last_used_at is not null as used \
              from token_vault where id = $1",
         )
@@ -231,8 +229,6 @@ pub struct Row {
     pub status: String,
     pub status_reason: Option<String>,
     pub user_id: String,
-    pub task_id: String,
-    pub state_token: Option<String>,
     pub state_hash: Option<Vec<u8>>,
     pub pkce_verifier: Option<Vec<u8>>,
     pub encrypted_token: Option<Vec<u8>>,

@@ -11,7 +11,6 @@ mod callback;
 mod cli;
 mod cluster;
 mod concurrency;
-mod consent;
 mod faults;
 mod idp;
 mod lifecycle;

@@ -1,0 +1,154 @@
+//! The access-token endpoint's rules that need no provider: owners, pending rows, sealed data
+//! that does not open, a provider that cannot be reached, tokens another instance stored.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::{unique_user, Harness};
+
+#[tokio::test]
+async fn another_users_token_id_looks_exactly_like_a_missing_one() {
+    let h = Harness::new().await;
+    let alice = unique_user("alice");
+    let id = h.seed_active(&alice, "t", "offline-token").await;
+    let mallory = h.bearer(&unique_user("mallory"));
+    let theirs = h.access_token(&mallory, id).await;
+    let missing = h.access_token(&mallory, Uuid::new_v4()).await;
+    assert_eq!((theirs.status, missing.status), (404, 404));
+    assert_eq!(theirs.body, missing.body);
+    assert_eq!(theirs.body["error"], "token_not_found");
+    let row = h.vault.find(id).await.unwrap().unwrap();
+    assert!(row.last_used_at.is_none(), "the row was not touched");
+    assert!(row.lease_until.is_none(), "nor claimed");
+    let bad = h.access_token(&mallory, "not-a-uuid").await;
+    assert_eq!(
+        (bad.status, bad.body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+}
+
+#[tokio::test]
+async fn a_pending_token_is_a_conflict() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_pending(&user, "t", "some-state").await;
+    let answer = h.access_token(&h.bearer(&user), id).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (409, Some("token_pending"))
+    );
+}
+
+#[tokio::test]
+async fn tampered_ciphertext_is_an_internal_error_not_plaintext() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let mut ciphertext: Vec<u8> =
+        sqlx::query_scalar("select encrypted_token from token_vault where id = ?1")
+            .bind(id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    ciphertext[0] ^= 1;
+    sqlx::query("update token_vault set encrypted_token = ?2 where id = ?1")
+        .bind(id)
+        .bind(ciphertext)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let answer = h.access_token(&h.bearer(&user), id).await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(
+        answer.body,
+        json!({"error": "internal_error", "message": "Internal server error"})
+    );
+    assert_eq!(
+        h.status_of(id).await,
+        "active",
+        "an operator can still repair it"
+    );
+}
+
+#[tokio::test]
+async fn a_row_moved_to_another_user_does_not_decrypt() {
+    let h = Harness::new().await;
+    let id = h
+        .seed_active(&unique_user("alice"), "t", "offline-token")
+        .await;
+    // Someone with write access to the table hands Alice's token to Mallory.
+    let mallory = unique_user("mallory");
+    sqlx::query("update token_vault set user_id = ?2 where id = ?1")
+        .bind(id)
+        .bind(&mallory)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let answer = h.access_token(&h.bearer(&mallory), id).await;
+    assert_eq!(answer.status, 500, "the ciphertext is bound to Alice");
+}
+
+#[tokio::test]
+async fn a_broker_with_the_wrong_key_cannot_open_tokens() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let bearer = h.bearer(&user);
+    for keys in [
+        "test-1:ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA=",
+        "test-2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+    ] {
+        let impostor = h.beside(&[("TOKEN_ENCRYPTION_KEYS", keys)]);
+        let answer = impostor.access_token(&bearer, id).await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (500, Some("internal_error")),
+            "{keys}"
+        );
+    }
+    assert_eq!(h.status_of(id).await, "active");
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_503_with_retry_after_and_leaves_the_row_alone() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let before = h.vault.find(id).await.unwrap().unwrap();
+    let answer = h.access_token(&h.bearer(&user), id).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (503, Some("provider_unavailable"))
+    );
+    assert!(answer.headers.contains_key("retry-after"));
+    let after = h.vault.find(id).await.unwrap().unwrap();
+    assert_eq!(after.status.as_str(), "active");
+    assert_eq!(after.sealed, before.sealed);
+    assert!(after.lease_until.is_none(), "the claim was released");
+    assert_eq!(after.health.consecutive_failures, 1);
+    assert_eq!(
+        after.health.last_error.as_deref(),
+        Some("provider_unavailable")
+    );
+}
+
+#[tokio::test]
+async fn a_token_another_instance_stored_is_served_to_the_owner_only() {
+    let h = Harness::new().await;
+    let alice = unique_user("alice");
+    let id = h.seed_active(&alice, "t", "offline-token").await;
+    h.seed_stored_access(id, &alice, "minted-elsewhere").await;
+    // The provider is down: only the stored token can answer.
+    let answer = h.access_token(&h.bearer(&alice), id).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["accessToken"], "minted-elsewhere");
+    let mallory = h.access_token(&h.bearer(&unique_user("mallory")), id).await;
+    assert_eq!(
+        (mallory.status, mallory.body["error"].as_str()),
+        (404, Some("token_not_found"))
+    );
+    // Now cached in memory: the owner still gets it, a stranger still does not.
+    assert_eq!(h.access_token(&h.bearer(&alice), id).await.status, 200);
+    let mallory = h.access_token(&h.bearer(&unique_user("mallory")), id).await;
+    assert_eq!(mallory.status, 404, "the cached path checks the owner too");
+}

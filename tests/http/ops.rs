@@ -1,0 +1,139 @@
+//! Operational rules: request ids, CORS, the rate limit, the API description, health.
+
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::json;
+
+use crate::harness::{Harness, FRONTEND_ORIGIN};
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let h = Harness::new().await;
+    let fresh = h.get("/healthz", None).await;
+    let id = fresh.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    let kept = h
+        .send(
+            Request::get("/healthz")
+                .header("x-request-id", "trace-me-123")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(kept.headers["x-request-id"], "trace-me-123");
+    let error = h.get("/nowhere", None).await;
+    assert!(error.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn cors_admits_only_the_configured_origins() {
+    let h = Harness::with(&[("CORS_ALLOWED_ORIGINS", FRONTEND_ORIGIN)]).await;
+    let preflight = |origin: &'static str| {
+        h.send(
+            Request::options("/api/auth/manager/access-token")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    let allowed = preflight(FRONTEND_ORIGIN).await;
+    assert_eq!(
+        allowed.headers["access-control-allow-origin"],
+        FRONTEND_ORIGIN
+    );
+    let methods = allowed.headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST") && methods.contains("DELETE"));
+    let refused = preflight("https://evil.test").await;
+    assert!(!refused.headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let h = Harness::with(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "2")]).await;
+    let body = json!({ "persistentTokenId": uuid::Uuid::new_v4() });
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..3 {
+        let answer = h
+            .post("/api/auth/manager/access-token", None, body.clone())
+            .await;
+        statuses.push(answer.status);
+        if answer.status == 429 {
+            limited = Some(answer);
+        }
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 429],
+        "two within the burst, then limited"
+    );
+    let limited = limited.unwrap();
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(limited.body["error"], "rate_limited");
+    // Routes outside the three main ones are not limited.
+    for _ in 0..5 {
+        assert_eq!(h.get("/healthz", None).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn the_api_describes_itself_in_openapi() {
+    let h = Harness::new().await;
+    let document = h.get("/api/openapi.json", None).await.body;
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/api/auth/manager/offline-consent", "post"),
+        ("/api/auth/manager/offline-callback", "get"),
+        ("/api/auth/manager/access-token", "post"),
+        ("/api/auth/manager/offline-tokens", "get"),
+        ("/api/auth/manager/offline-tokens/{id}", "delete"),
+        ("/api/auth/manager/offline-tokens/{id}/reconsent", "post"),
+    ] {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path}"
+        );
+    }
+    let consent = &document["components"]["schemas"]["ConsentRequest"];
+    assert!(
+        consent["properties"]["taskId"].is_object(),
+        "camelCase fields"
+    );
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let page = h.get("/api/docs", None).await.text;
+    assert!(page.contains("/api/openapi.json"));
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_provider() {
+    let h = Harness::new().await;
+    let health = h.get("/healthz", None).await;
+    assert_eq!(
+        (health.status, health.body["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let ready = h.get("/readyz", None).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["checks"]["database"], "ok");
+}
+
+#[tokio::test]
+async fn without_admin_role_configured_there_is_no_admin_page() {
+    let h = Harness::new().await;
+    assert_eq!(h.get("/admin", None).await.status, 404);
+}
