@@ -11,9 +11,11 @@ use crate::audit::Journal;
 use crate::config::{create_private_dir, Config, Storage};
 use crate::grants::{
     keepalive, AccessTokenCache, Callbacks, ConsentPolicy, Consents, GrantLimits,
-    KeepAliveSettings, Reads, Refresher, Revoker, StatusChanges,
+    KeepAliveSettings, Reads, Refresher, Revoker, StatusChanges, TaskKeyError, TaskKeys,
 };
-use crate::http::{self, AdminSessions, AdminState, AppState, Cors, RateLimit};
+use crate::http::{
+    self, AdminSessions, AdminState, AppState, Cors, DelegateClients, RateLimit, TrustedProxies,
+};
 use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier};
 use crate::vault::{self, TokenVault};
@@ -31,6 +33,8 @@ pub enum StartupError {
     Discovery(#[from] crate::oidc::DiscoveryError),
     #[error("cannot load the provider's signing keys: {0}")]
     Jwks(String),
+    #[error("cannot open the task-key secret: {0}")]
+    TaskKeys(#[from] TaskKeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -76,18 +80,18 @@ pub async fn wire(config: Config, vault: Arc<dyn TokenVault>) -> Result<Wired, S
     jwks.load()
         .await
         .map_err(|e| StartupError::Jwks(e.to_string()))?;
-    Ok(assemble(config, vault, &metadata, jwks, http))
+    assemble(config, vault, &metadata, jwks, http).await
 }
 
 /// Wires everything from a provider already known: no network. Tests use it with metadata and
 /// keys of their own.
-pub fn assemble(
+pub async fn assemble(
     config: Config,
     vault: Arc<dyn TokenVault>,
     metadata: &ProviderMetadata,
     jwks: JwksCache,
     http: reqwest::Client,
-) -> Wired {
+) -> Result<Wired, StartupError> {
     let oidc = Arc::new(OidcClient::new(
         metadata,
         &config.oidc,
@@ -135,6 +139,7 @@ pub fn assemble(
             allowed_redirect_origins: config.allowed_redirect_origins,
             consent_ttl: config.consent_ttl,
             offline_token_max_age: config.offline_token_max_age,
+            delegate_clients: config.delegate_clients.clone(),
         },
     ));
     let callbacks = Arc::new(Callbacks::new(
@@ -154,15 +159,18 @@ pub fn assemble(
     let revoker = Arc::new(Revoker::new(
         vault.clone(),
         oidc.clone(),
-        keyring,
+        keyring.clone(),
         journal.clone(),
         changes.clone(),
         config.provider_revocation,
     ));
     let reads = Arc::new(Reads::new(vault.clone()));
-    let rate_limit = config.http.rate_limit.map(|(rate, burst)| {
-        Arc::new(RateLimit::new(rate, burst, config.http.trust_forwarded_for))
-    });
+    let task_keys = Arc::new(TaskKeys::load(vault.clone(), &keyring, journal.clone()).await?);
+    let proxies = Arc::new(TrustedProxies(config.http.trusted_proxies));
+    let rate_limit = config
+        .http
+        .rate_limit
+        .map(|(rate, burst)| Arc::new(RateLimit::new(rate, burst, proxies.clone())));
     let admin = AdminState {
         sessions: config
             .admin_role
@@ -180,16 +188,19 @@ pub fn assemble(
         refresher,
         revoker,
         reads,
+        task_keys,
+        delegates: Arc::new(DelegateClients(config.delegate_clients)),
+        proxies,
         rate_limit,
         admin,
     };
-    Wired {
+    Ok(Wired {
         services,
         journal,
         changes,
         keepalive: config.keepalive,
         cors: Cors(config.http.cors_origins),
-    }
+    })
 }
 
 /// A bound listener and the router behind it (and, with `METRICS_ADDR`, a second listener for

@@ -1,4 +1,9 @@
-//! Key rotation: re-seal every stored token under the first key of `TOKEN_ENCRYPTION_KEYS`.
+//! Key rotation: every sealed value ends up under the first key of `TOKEN_ENCRYPTION_KEYS`.
+//!
+//! - refresh tokens: re-sealed, row by row;
+//! - PKCE verifiers of consents in progress: re-sealed;
+//! - the broker's own secrets (the task-key secret): re-sealed;
+//! - stored access tokens: dropped — they are a cache, and the next call mints a new one.
 //!
 //! Online and resumable: rows are read in id order in batches, each re-sealed with a
 //! compare-and-swap on its old ciphertext (a concurrent refresh that rotated the token wins and
@@ -7,7 +12,8 @@
 use uuid::Uuid;
 
 use crate::audit::{Journal, Subject, SYSTEM};
-use crate::crypto::{purpose, Binding, Keyring};
+use crate::crypto::{purpose, Binding, Keyring, Sealed};
+use crate::grants::TaskKeys;
 use crate::vault::{AuditAction, TokenVault, VaultError};
 
 #[derive(Debug, Default)]
@@ -15,18 +21,20 @@ pub struct RotationReport {
     pub resealed: u64,
     /// Changed by a concurrent refresh between read and write; run again to pick them up.
     pub changed_meanwhile: u64,
-    /// Rows that could not be opened (unknown key id, tampered), with the reason.
+    /// Stored access tokens dropped (minted again on the next call).
+    pub dropped_access_tokens: u64,
+    /// Values that could not be opened (unknown key id, tampered), with the reason.
     pub failed: Vec<(Uuid, String)>,
 }
 
-/// Rows still sealed under another key than the current sealing key.
+/// Sealed values still under another key than the current sealing key.
 pub async fn remaining(vault: &dyn TokenVault, keyring: &Keyring) -> Result<u64, VaultError> {
     vault
         .count_sealed_under_other_keys(keyring.sealing_key_id().as_str())
         .await
 }
 
-/// Re-seals everything not under the sealing key; `progress` is told after each row.
+/// Re-seals everything not under the sealing key; `progress` is told after each value.
 pub async fn rotate(
     vault: &dyn TokenVault,
     keyring: &Keyring,
@@ -36,6 +44,24 @@ pub async fn rotate(
 ) -> Result<RotationReport, VaultError> {
     let current = keyring.sealing_key_id().as_str().to_owned();
     let mut report = RotationReport::default();
+    reseal_refresh_tokens(vault, keyring, journal, batch, &progress, &mut report).await?;
+    reseal_verifiers(vault, keyring, batch, &progress, &mut report).await?;
+    reseal_broker_secrets(vault, keyring, &progress, &mut report).await?;
+    let dropped = vault.drop_access_tokens_under_other_keys(&current).await?;
+    report.dropped_access_tokens = dropped;
+    progress(dropped);
+    Ok(report)
+}
+
+async fn reseal_refresh_tokens(
+    vault: &dyn TokenVault,
+    keyring: &Keyring,
+    journal: &Journal,
+    batch: u32,
+    progress: &impl Fn(u64),
+    report: &mut RotationReport,
+) -> Result<(), VaultError> {
+    let current = keyring.sealing_key_id().as_str().to_owned();
     let mut after = None;
     loop {
         let rows = vault
@@ -49,10 +75,7 @@ pub async fn rotate(
                 row_id: row.id,
                 user_id: &row.user_id,
             };
-            let resealed = keyring
-                .open(&row.sealed, binding)
-                .and_then(|plain| keyring.seal(&plain, binding));
-            match resealed {
+            match reseal(keyring, &row.sealed, binding) {
                 Ok(new) => {
                     if vault.reseal(row.id, &row.sealed, &new).await? {
                         report.resealed += 1;
@@ -75,10 +98,85 @@ pub async fn rotate(
                         report.changed_meanwhile += 1;
                     }
                 }
-                Err(e) => report.failed.push((row.id, e.to_string())),
+                Err(e) => report.failed.push((row.id, e)),
             }
             progress(1);
         }
     }
-    Ok(report)
+    Ok(())
+}
+
+async fn reseal_verifiers(
+    vault: &dyn TokenVault,
+    keyring: &Keyring,
+    batch: u32,
+    progress: &impl Fn(u64),
+    report: &mut RotationReport,
+) -> Result<(), VaultError> {
+    let current = keyring.sealing_key_id().as_str().to_owned();
+    let mut after = None;
+    loop {
+        let blobs = vault
+            .verifiers_under_other_keys(&current, after, batch)
+            .await?;
+        let Some(last) = blobs.last() else { break };
+        after = Some(last.id);
+        for blob in &blobs {
+            let binding = Binding {
+                purpose: purpose::PKCE_VERIFIER,
+                row_id: blob.id,
+                user_id: &blob.user_id,
+            };
+            let resealed = Sealed::from_bytes(&blob.blob)
+                .map_err(|e| e.to_string())
+                .and_then(|sealed| reseal(keyring, &sealed, binding));
+            match resealed {
+                Ok(new) => {
+                    if vault
+                        .reseal_verifier(blob.id, &blob.blob, &new.to_bytes())
+                        .await?
+                    {
+                        report.resealed += 1;
+                    } else {
+                        report.changed_meanwhile += 1;
+                    }
+                }
+                Err(e) => report.failed.push((blob.id, e)),
+            }
+            progress(1);
+        }
+    }
+    Ok(())
+}
+
+async fn reseal_broker_secrets(
+    vault: &dyn TokenVault,
+    keyring: &Keyring,
+    progress: &impl Fn(u64),
+    report: &mut RotationReport,
+) -> Result<(), VaultError> {
+    let current = keyring.sealing_key_id().as_str();
+    for (name, sealed) in vault.broker_secrets_under_other_keys(current).await? {
+        match reseal(keyring, &sealed, TaskKeys::secret_binding()) {
+            Ok(new) => {
+                if vault.reseal_broker_secret(&name, &sealed, &new).await? {
+                    report.resealed += 1;
+                } else {
+                    report.changed_meanwhile += 1;
+                }
+            }
+            Err(e) => report
+                .failed
+                .push((Uuid::nil(), format!("broker secret {name}: {e}"))),
+        }
+        progress(1);
+    }
+    Ok(())
+}
+
+fn reseal(keyring: &Keyring, sealed: &Sealed, binding: Binding<'_>) -> Result<Sealed, String> {
+    keyring
+        .open(sealed, binding)
+        .and_then(|plain| keyring.seal(&plain, binding))
+        .map_err(|e| e.to_string())
 }

@@ -10,8 +10,8 @@ use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
     Activation, AuditAction, AuditEvent, AuditQuery, Claim, Ended, ListFilter, NewConsent,
-    NewReconsent, PgVault, RefreshFailure, RefreshWrite, SqliteVault, Status, StoredAccess,
-    TokenVault, VaultRow,
+    NewReconsent, NewTaskKey, PgVault, RefreshFailure, RefreshWrite, SqliteVault, Status,
+    StoredAccess, TokenVault, VaultRow,
 };
 use uuid::Uuid;
 
@@ -33,6 +33,7 @@ fn consent(state_hash: &[u8], state_expires_at: DateTime<Utc>) -> NewConsent {
         expires_at: now + chrono::Duration::days(365),
         created_at: now,
         metadata: serde_json::json!({ "createdBy": "test" }),
+        delegates: vec!["job-runner".into()],
     }
 }
 
@@ -69,6 +70,7 @@ fn activation(sealed: &Sealed) -> Activation<'_> {
         sealed,
         expires_at: now + chrono::Duration::days(365),
         refresh_expires_at: Some(now + chrono::Duration::days(30)),
+        granted_scope: Some("openid offline_access".into()),
         now,
     }
 }
@@ -99,7 +101,7 @@ fn write<'a>(rotated: Option<&'a Sealed>, minted: &'a StoredAccess) -> RefreshWr
     let now = Utc::now();
     RefreshWrite {
         rotated,
-        minted,
+        minted: Some(minted),
         refresh_expires_at: Some(now + chrono::Duration::days(30)),
         now,
     }
@@ -513,7 +515,7 @@ async fn keepalive_finds_rows_about_to_idle_out(vault: Vault) {
             let minted = access(1);
             let write = RefreshWrite {
                 rotated: None,
-                minted: &minted,
+                minted: Some(&minted),
                 refresh_expires_at: Some(now + chrono::Duration::days(days)),
                 now,
             };
@@ -789,6 +791,227 @@ async fn audit_records_are_read_by_token_and_by_user(vault: Vault) {
     );
 }
 
+fn task_key(token_id: Uuid, hash: &[u8], max_uses: Option<u32>) -> NewTaskKey {
+    let now = Utc::now();
+    NewTaskKey {
+        id: Uuid::new_v4(),
+        token_id,
+        user_id: "alice|with|bars".into(),
+        name: Some("nightly".into()),
+        key_hash: hash.to_vec(),
+        scope: Some("openid".into()),
+        expires_at: now + chrono::Duration::days(1),
+        max_uses,
+        allowed_cidrs: vec!["10.0.0.0/8".into(), "192.0.2.7/32".into()],
+        created_at: now,
+    }
+}
+
+async fn task_keys_are_stored_found_by_hash_listed_and_revoked(vault: Vault) {
+    let row = activated(&vault).await;
+    let key = task_key(row, b"hash-1", Some(3));
+    assert!(vault.create_task_key(&key, 10).await.unwrap());
+    let found = vault.find_task_key(b"hash-1").await.unwrap().unwrap();
+    assert_eq!(found.id, key.id);
+    assert_eq!(found.token_id, row);
+    assert_eq!(found.scope.as_deref(), Some("openid"));
+    assert_eq!(found.max_uses, Some(3));
+    assert_eq!(found.uses, 0);
+    assert_eq!(found.allowed_cidrs, ["10.0.0.0/8", "192.0.2.7/32"]);
+    assert!(vault.find_task_key(b"other").await.unwrap().is_none());
+    assert_eq!(vault.task_keys(row).await.unwrap(), vec![found]);
+
+    assert!(
+        vault
+            .revoke_task_key(Uuid::new_v4(), key.id, Utc::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "another row's key id is not found"
+    );
+    let revoked = vault
+        .revoke_task_key(row, key.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let first = revoked.revoked_at.unwrap();
+    let again = vault
+        .revoke_task_key(row, key.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(first), "revoking is idempotent");
+    assert!(!vault
+        .reserve_task_key_use(key.id, Utc::now())
+        .await
+        .unwrap());
+}
+
+async fn a_task_key_needs_a_live_row_of_its_owner_and_room(vault: Vault) {
+    let row = activated(&vault).await;
+    let mut foreign = task_key(row, b"f", None);
+    foreign.user_id = "mallory".into();
+    assert!(!vault.create_task_key(&foreign, 10).await.unwrap());
+    assert!(vault
+        .create_task_key(&task_key(row, b"a", None), 2)
+        .await
+        .unwrap());
+    assert!(vault
+        .create_task_key(&task_key(row, b"b", None), 2)
+        .await
+        .unwrap());
+    assert!(
+        !vault
+            .create_task_key(&task_key(row, b"c", None), 2)
+            .await
+            .unwrap(),
+        "at most two live keys"
+    );
+    let pending = stored_pending(&vault, b"p").await;
+    assert!(vault
+        .create_task_key(&task_key(pending, b"d", None), 2)
+        .await
+        .unwrap());
+    vault
+        .end_grant(row, None, Status::Revoked, "revoked_by_user", Utc::now())
+        .await
+        .unwrap();
+    assert!(!vault
+        .create_task_key(&task_key(row, b"e", None), 10)
+        .await
+        .unwrap());
+}
+
+async fn task_key_uses_are_counted_atomically_up_to_the_limit(vault: Vault) {
+    let row = activated(&vault).await;
+    let key = task_key(row, b"counted", Some(20));
+    vault.create_task_key(&key, 10).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let vault = vault.clone();
+        tasks.push(tokio::spawn(async move {
+            vault
+                .reserve_task_key_use(key.id, Utc::now())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for task in tasks {
+        granted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(granted, 20);
+    let stored = vault.find_task_key(b"counted").await.unwrap().unwrap();
+    assert_eq!(stored.uses, 20);
+    assert!(stored.last_used_at.is_some());
+    vault.refund_task_key_use(key.id).await.unwrap();
+    assert!(
+        vault
+            .reserve_task_key_use(key.id, Utc::now())
+            .await
+            .unwrap(),
+        "a refunded use is usable"
+    );
+    assert!(!vault
+        .reserve_task_key_use(key.id, Utc::now())
+        .await
+        .unwrap());
+}
+
+async fn a_purged_row_takes_its_task_keys_with_it(vault: Vault) {
+    let row = activated(&vault).await;
+    vault
+        .create_task_key(&task_key(row, b"gone", None), 10)
+        .await
+        .unwrap();
+    vault
+        .end_grant(row, None, Status::Revoked, "revoked_by_user", Utc::now())
+        .await
+        .unwrap();
+    let purged = vault
+        .purge_finished(Utc::now() + chrono::Duration::seconds(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert!(vault.find_task_key(b"gone").await.unwrap().is_none());
+}
+
+async fn every_sealed_value_under_an_old_key_is_counted_and_can_move(vault: Vault) {
+    let current = "k9";
+    // A refresh token under k1, a stored access token under k1, an open consent's verifier
+    // under k1, a broker secret under k1.
+    let id = activated(&vault).await;
+    let row = claimed(&vault, id, LEASE).await;
+    let mut minted = access(1);
+    minted.sealed = sealed(1).to_bytes();
+    vault
+        .finish_refresh(id, row.fence, &write(None, &minted))
+        .await
+        .unwrap();
+    let mut pending = consent(b"open", in_ten_minutes());
+    pending.pkce_verifier = sealed(1).to_bytes();
+    vault.create_pending(&pending).await.unwrap();
+    vault
+        .store_broker_secret("task_key_hmac", &sealed(1), Utc::now())
+        .await
+        .unwrap();
+    vault
+        .store_broker_secret("task_key_hmac", &sealed(2), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        vault.broker_secret("task_key_hmac").await.unwrap(),
+        Some(sealed(1)),
+        "the first secret stored wins"
+    );
+    assert_eq!(
+        vault.count_sealed_under_other_keys(current).await.unwrap(),
+        4
+    );
+    assert_eq!(vault.count_sealed_under_other_keys("k1").await.unwrap(), 0);
+
+    assert_eq!(
+        vault
+            .drop_access_tokens_under_other_keys(current)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(vault.find(id).await.unwrap().unwrap().access.is_none());
+    let blobs = vault
+        .verifiers_under_other_keys(current, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(blobs.len(), 1);
+    assert_eq!(blobs[0].id, pending.id);
+    let new = Sealed {
+        key_id: current.into(),
+        ..sealed(1)
+    };
+    assert!(!vault
+        .reseal_verifier(pending.id, b"stale", &new.to_bytes())
+        .await
+        .unwrap());
+    assert!(vault
+        .reseal_verifier(pending.id, &blobs[0].blob, &new.to_bytes())
+        .await
+        .unwrap());
+    let secrets = vault
+        .broker_secrets_under_other_keys(current)
+        .await
+        .unwrap();
+    assert_eq!(secrets, vec![("task_key_hmac".to_owned(), sealed(1))]);
+    assert!(vault
+        .reseal_broker_secret("task_key_hmac", &sealed(1), &new)
+        .await
+        .unwrap());
+    assert!(vault.reseal(id, &sealed(1), &new).await.unwrap());
+    assert_eq!(
+        vault.count_sealed_under_other_keys(current).await.unwrap(),
+        0
+    );
+}
+
 async fn postgres(pool: PgPool) -> Vault {
     Arc::new(PgVault::new(pool))
 }
@@ -843,5 +1066,10 @@ contract!(
     stale_rows_expire_in_batches_and_fresh_ones_stay,
     finished_rows_are_purged_after_retention_in_batches,
     reseal_replaces_only_the_expected_ciphertext,
+    task_keys_are_stored_found_by_hash_listed_and_revoked,
+    a_task_key_needs_a_live_row_of_its_owner_and_room,
+    task_key_uses_are_counted_atomically_up_to_the_limit,
+    a_purged_row_takes_its_task_keys_with_it,
+    every_sealed_value_under_an_old_key_is_counted_and_can_move,
     audit_records_are_read_by_token_and_by_user,
 );

@@ -49,7 +49,7 @@ pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let target = keyring.sealing_key_id().as_str();
-    eprintln!("{total} token(s) to re-seal under key `{target}`");
+    eprintln!("{total} sealed value(s) to re-seal under key `{target}`");
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}") {
         bar.set_style(style);
@@ -63,14 +63,16 @@ pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     println!(
-        "re-sealed {}, changed meanwhile {}, failed {}, still under other keys {left}",
+        "re-sealed {}, changed meanwhile {}, failed {}, stored access tokens dropped {}, \
+         still under other keys {left}",
         report.resealed,
         report.changed_meanwhile,
-        report.failed.len()
+        report.failed.len(),
+        report.dropped_access_tokens
     );
     if let Some((id, reason)) = report.failed.first() {
         return Err(format!(
-            "{} token(s) could not be opened (first: row {id}: {reason}); \
+            "{} sealed value(s) could not be opened (first: row {id}: {reason}); \
              add the missing key to TOKEN_ENCRYPTION_KEYS and run again",
             report.failed.len()
         ));

@@ -21,8 +21,8 @@ use crate::grants::{KeepAliveSettings, RefreshSettings};
 pub use crate::oidc::OidcSettings;
 use crate::webhook::WebhookConfig;
 use parse::{
-    count, keepalive_settings, list, number, parse_http_url, parse_origins, parse_origins_of,
-    parse_webhook, refresh_settings, seconds,
+    count, keepalive_settings, list, number, parse_http_url, parse_networks, parse_origins,
+    parse_origins_of, parse_webhook, refresh_settings, seconds,
 };
 
 /// Where the callback lives below `PUBLIC_BASE_URL`; it must be registered at the provider.
@@ -88,6 +88,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// The role that opens `/admin`; no role, no admin page.
     pub admin_role: Option<String>,
+    /// Clients whose service accounts a consent may name as delegates.
+    pub delegate_clients: Vec<String>,
 }
 
 /// How the HTTP server meets browsers, proxies and abusive clients.
@@ -97,7 +99,8 @@ pub struct HttpSettings {
     pub cors_origins: Vec<url::Origin>,
     /// Requests per second per client on consent, callback and access-token; None = no limit.
     pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
-    pub trust_forwarded_for: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Serve `/metrics` here instead of on `BIND_ADDR`.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -125,6 +128,7 @@ impl fmt::Debug for Config {
             .field("keepalive", &self.keepalive)
             .field("http", &self.http)
             .field("admin_role", &self.admin_role)
+            .field("delegate_clients", &self.delegate_clients)
             .finish()
     }
 }
@@ -190,6 +194,13 @@ impl Config {
             )),
         };
 
+        if get("TRUST_FORWARDED_FOR").is_some() {
+            return Err(ConfigError::new(
+                "TRUST_FORWARDED_FOR",
+                "was replaced by TRUSTED_PROXIES: list the proxies (CIDRs) whose X-Forwarded-For \
+                 is believed",
+            ));
+        }
         let provider_revocation = match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
             None | Some("token") => true,
             Some("none") => false,
@@ -240,6 +251,7 @@ impl Config {
             retention: seconds(get("RETENTION_SECS"), "RETENTION_SECS", 7 * 24 * 3600)?,
             webhook: parse_webhook(&get)?,
             admin_role: get("ADMIN_ROLE").map(|r| r.trim().to_owned()),
+            delegate_clients: list(get("DELEGATE_CLIENTS")),
             http: HttpSettings {
                 cors_origins: parse_origins_of(
                     "CORS_ALLOWED_ORIGINS",
@@ -265,10 +277,7 @@ impl Config {
                         }
                     }
                 },
-                trust_forwarded_for: matches!(
-                    get("TRUST_FORWARDED_FOR").as_deref().map(str::trim),
-                    Some("1" | "true")
-                ),
+                trusted_proxies: parse_networks("TRUSTED_PROXIES", get("TRUSTED_PROXIES"))?,
                 metrics_addr: get("METRICS_ADDR")
                     .map(|v| {
                         v.parse().map_err(|_| {

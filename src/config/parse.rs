@@ -232,3 +232,21 @@ pub(super) fn seconds(
     )
     .map(Duration::from_secs)
 }
+
+/// Networks (`10.0.0.0/8`) or single addresses, comma-separated.
+pub(super) fn parse_networks(
+    var: &'static str,
+    raw: Option<String>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list(raw)
+        .into_iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(var, format!("`{entry}` is not a network like 10.0.0.0/8"))
+                })
+        })
+        .collect()
+}

@@ -9,29 +9,37 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::changes::ChangeListener;
+use super::scope::Scope;
 
-/// An access token minted for a row, as handed out.
+/// An access token minted for a row, as handed out, with what deciding who may have it needs.
 #[derive(Clone, Debug)]
 pub struct Minted {
     pub user_id: String,
+    pub task_id: String,
+    /// The row's delegated clients, checked on the cache path like on every other.
+    pub delegates: Vec<String>,
     pub access_token: SecretString,
     pub token_type: String,
     pub scope: Option<String>,
     pub expires_at: DateTime<Utc>,
 }
 
+/// A row's tokens, one per narrowed scope (`None`: the full scope).
+type Tokens = Vec<(Option<Scope>, Minted)>;
+
 /// Beyond this many rows the cache starts over rather than grow: it only saves provider calls,
 /// it is never the only copy of anything.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Minted access tokens by row id, in this process.
+/// Minted access tokens by row id and narrowed scope (`None`: the grant's full scope), in this
+/// process.
 ///
 /// Every invalidation moves the epoch on. A refresh reads the epoch before it starts and puts
 /// its token only if no invalidation happened meanwhile, so a token minted while its row was
 /// being revoked is never cached after the revocation cleared the entry.
 #[derive(Default)]
 pub struct AccessTokenCache {
-    entries: RwLock<HashMap<Uuid, Minted>>,
+    entries: RwLock<HashMap<Uuid, Tokens>>,
     epoch: AtomicU64,
 }
 
@@ -41,18 +49,26 @@ impl AccessTokenCache {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// The cached token for `id` if it is still valid at `valid_until`.
-    pub fn get(&self, id: Uuid, valid_until: DateTime<Utc>) -> Option<Minted> {
+    /// The cached token for `id` and `scope` if it is still valid at `valid_until`.
+    pub fn get(
+        &self,
+        id: Uuid,
+        scope: Option<&Scope>,
+        valid_until: DateTime<Utc>,
+    ) -> Option<Minted> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         entries
-            .get(&id)
+            .get(&id)?
+            .iter()
+            .find(|(s, _)| s.as_ref() == scope)
+            .map(|(_, minted)| minted)
             .filter(|minted| minted.expires_at > valid_until)
             .cloned()
     }
 
     /// Caches `minted` unless an invalidation happened since `epoch` was read.
-    pub fn put(&self, id: Uuid, minted: Minted, epoch: u64) {
-        self.insert(id, minted);
+    pub fn put(&self, id: Uuid, scope: Option<Scope>, minted: Minted, epoch: u64) {
+        self.insert(id, scope, minted);
         // Checked after inserting: an invalidation between the check and the insert would
         // otherwise be missed. If one came, take the entry out again.
         if self.epoch() != epoch {
@@ -60,16 +76,21 @@ impl AccessTokenCache {
         }
     }
 
-    fn insert(&self, id: Uuid, minted: Minted) {
+    fn insert(&self, id: Uuid, scope: Option<Scope>, minted: Minted) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(&id) {
             let now = Utc::now();
-            entries.retain(|_, m| m.expires_at > now);
+            entries.retain(|_, tokens| {
+                tokens.retain(|(_, m)| m.expires_at > now);
+                !tokens.is_empty()
+            });
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
         }
-        entries.insert(id, minted);
+        let tokens = entries.entry(id).or_default();
+        tokens.retain(|(s, _)| *s != scope);
+        tokens.push((scope, minted));
     }
 
     pub fn invalidate(&self, id: Uuid) {
@@ -110,6 +131,8 @@ mod tests {
     fn minted(expires_in_secs: i64) -> Minted {
         Minted {
             user_id: "alice".into(),
+            task_id: "t".into(),
+            delegates: vec![],
             access_token: SecretString::from("at"),
             token_type: "bearer".into(),
             scope: None,
@@ -121,24 +144,41 @@ mod tests {
     fn a_token_is_served_only_while_it_outlives_the_margin() {
         let cache = AccessTokenCache::default();
         let id = Uuid::new_v4();
-        cache.put(id, minted(100), cache.epoch());
+        cache.put(id, None, minted(100), cache.epoch());
         let margin = |secs| Utc::now() + chrono::Duration::seconds(secs);
-        assert!(cache.get(id, margin(30)).is_some());
-        assert!(cache.get(id, margin(120)).is_none());
-        assert!(cache.get(Uuid::new_v4(), margin(0)).is_none());
+        assert!(cache.get(id, None, margin(30)).is_some());
+        assert!(cache.get(id, None, margin(120)).is_none());
+        assert!(cache.get(Uuid::new_v4(), None, margin(0)).is_none());
+    }
+
+    #[test]
+    fn each_scope_has_its_own_entry_and_invalidation_takes_them_all() {
+        let cache = AccessTokenCache::default();
+        let id = Uuid::new_v4();
+        let narrow = Scope::parse("openid").unwrap();
+        cache.put(id, Some(narrow.clone()), minted(100), cache.epoch());
+        assert!(
+            cache.get(id, None, Utc::now()).is_none(),
+            "the full scope is not cached"
+        );
+        cache.put(id, None, minted(100), cache.epoch());
+        assert!(cache.get(id, Some(&narrow), Utc::now()).is_some());
+        cache.invalidate(id);
+        assert!(cache.get(id, Some(&narrow), Utc::now()).is_none());
+        assert!(cache.get(id, None, Utc::now()).is_none());
     }
 
     #[test]
     fn invalidated_and_cleared_tokens_are_gone() {
         let cache = AccessTokenCache::default();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        cache.put(a, minted(100), cache.epoch());
-        cache.put(b, minted(100), cache.epoch());
+        cache.put(a, None, minted(100), cache.epoch());
+        cache.put(b, None, minted(100), cache.epoch());
         cache.invalidate(a);
-        assert!(cache.get(a, Utc::now()).is_none());
-        assert!(cache.get(b, Utc::now()).is_some());
+        assert!(cache.get(a, None, Utc::now()).is_none());
+        assert!(cache.get(b, None, Utc::now()).is_some());
         cache.clear();
-        assert!(cache.get(b, Utc::now()).is_none());
+        assert!(cache.get(b, None, Utc::now()).is_none());
     }
 
     #[test]
@@ -147,9 +187,9 @@ mod tests {
         let id = Uuid::new_v4();
         let before = cache.epoch();
         cache.invalidate(id);
-        cache.put(id, minted(100), before);
-        assert!(cache.get(id, Utc::now()).is_none());
-        cache.put(id, minted(100), cache.epoch());
-        assert!(cache.get(id, Utc::now()).is_some());
+        cache.put(id, None, minted(100), before);
+        assert!(cache.get(id, None, Utc::now()).is_none());
+        cache.put(id, None, minted(100), cache.epoch());
+        assert!(cache.get(id, None, Utc::now()).is_some());
     }
 }

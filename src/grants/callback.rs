@@ -173,6 +173,7 @@ impl Callbacks {
             sealed: &obtained.sealed,
             expires_at: now + chrono::Duration::from_std(self.limits.max_age).unwrap_or_default(),
             refresh_expires_at: Some(obtained.refresh_expires_at),
+            granted_scope: obtained.granted_scope,
             now,
         };
         if !self
@@ -314,6 +315,7 @@ impl Callbacks {
             sealed,
             refresh_token,
             refresh_expires_at,
+            granted_scope: grant.scopes.map(|s| s.join(" ")),
         })
     }
 
@@ -387,6 +389,8 @@ struct Obtained {
     /// Kept in memory only to revoke it if the row is gone by the time it would be stored.
     refresh_token: SecretString,
     refresh_expires_at: DateTime<Utc>,
+    /// As the provider said; `None` = as requested.
+    granted_scope: Option<String>,
 }
 
 fn binding<'a>(purpose: &'static str, consent: &'a ClaimedConsent) -> Binding<'a> {

@@ -28,6 +28,8 @@ pub enum ConsentError {
     InvalidTaskId(&'static str),
     #[error("redirectUri must be an absolute http(s) URL on an allowed origin")]
     InvalidRedirectUri,
+    #[error("`{0}` is not one of DELEGATE_CLIENTS")]
+    UnknownDelegate(String),
     #[error("no such token for this caller")]
     NotFound,
     #[error("the token is revoked")]
@@ -48,6 +50,8 @@ pub struct ConsentPolicy {
     pub consent_ttl: Duration,
     /// How long a grant may be used before the user must consent again.
     pub offline_token_max_age: Duration,
+    /// Clients a consent may name as delegates (`DELEGATE_CLIENTS`).
+    pub delegate_clients: Vec<String>,
 }
 
 /// A consent waiting for the user at the provider.
@@ -96,14 +100,27 @@ impl Consents {
         &self.policy
     }
 
-    /// Starts a consent for `user` and a task: a pending row and its consent URL.
+    /// Starts a consent for `user` and a task: a pending row and its consent URL. `delegates`
+    /// names service accounts that may redeem the row for the user.
     pub async fn start(
         &self,
         user: &str,
         task_id: &str,
         redirect_uri: Option<&str>,
+        delegates: &[String],
     ) -> Result<StartedConsent, ConsentError> {
         let task_id = validate_task_id(task_id)?;
+        let mut delegates = delegates.to_vec();
+        delegates.sort();
+        delegates.dedup();
+        if let Some(unknown) = delegates
+            .iter()
+            .find(|d| !self.policy.delegate_clients.contains(d))
+        {
+            return Err(ConsentError::UnknownDelegate(
+                unknown.chars().take(64).collect(),
+            ));
+        }
         let redirect_uri = redirect_uri
             .map(|uri| validate_redirect_uri(uri, &self.policy.allowed_redirect_origins))
             .transpose()?;
@@ -123,6 +140,7 @@ impl Consents {
                 expires_at: now + self.policy.offline_token_max_age,
                 created_at: now,
                 metadata: serde_json::json!({ "createdBy": "api" }),
+                delegates,
             })
             .await?;
         tracing::info!(%id, user, task_id, "consent requested");

@@ -7,12 +7,15 @@ pub mod access;
 pub mod breaker;
 pub mod cache;
 pub mod callback;
+pub mod caller;
 pub mod changes;
 pub mod consent;
 pub mod flight;
 pub mod keepalive;
 pub mod reads;
 pub mod revoke;
+pub mod scope;
+pub mod task_keys;
 
 pub use access::{AccessError, RefreshSettings, Refresher};
 pub use breaker::BreakerSettings;
@@ -20,8 +23,11 @@ pub use cache::{AccessTokenCache, Minted};
 pub use callback::{
     CallbackError, Callbacks, Completed, Failure, FailureKind, GrantLimits, ProviderReply,
 };
+pub use caller::Caller;
 pub use changes::{ChangeListener, StatusChanges};
 pub use consent::{ConsentError, ConsentPolicy, Consents, StartedConsent};
 pub use keepalive::KeepAliveSettings;
 pub use reads::{ListQuery, Page, ReadError, Reads};
 pub use revoke::{ProviderRevocation, RevokeError, Revoked, Revoker};
+pub use scope::{Scope, ScopeError};
+pub use task_keys::{IssuedKey, KeyRefusal, KeyRequest, RedeemError, TaskKeyError, TaskKeys};

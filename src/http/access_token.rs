@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -6,14 +8,20 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, AuthUser};
-use crate::grants::Refresher;
+use super::extract::{AccessCaller, ApiJson};
+use crate::grants::{Caller, Minted, Refresher, Scope, TaskKeys};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessTokenRequest {
-    #[schema(value_type = uuid::Uuid)]
-    persistent_token_id: String,
+    /// Required, except with a task key (which names its row; if given, it must be that row).
+    #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
+    persistent_token_id: Option<String>,
+    /// Narrows the token: space-separated scopes within the grant (and the task key's).
+    #[serde(default)]
+    #[schema(example = "openid")]
+    scope: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -27,17 +35,32 @@ pub struct AccessTokenResponse {
     scope: Option<String>,
 }
 
-/// `POST /api/auth/manager/access-token`: a valid access token from a sealed offline token.
+impl From<Minted> for AccessTokenResponse {
+    fn from(minted: Minted) -> Self {
+        let expires_in = (minted.expires_at - Utc::now()).num_seconds().max(0);
+        Self {
+            access_token: minted.access_token.expose_secret().to_owned(),
+            token_type: minted.token_type,
+            expires_in: u64::try_from(expires_in).unwrap_or(0),
+            expires_at: minted.expires_at,
+            scope: minted.scope,
+        }
+    }
+}
+
+/// `POST /api/auth/manager/access-token`: a valid access token from a sealed offline token, for
+/// the row's owner, a service account it was delegated to, or a task holding a key for it.
 #[utoipa::path(
     post,
     path = "/api/auth/manager/access-token",
     tag = "tokens",
     request_body = AccessTokenRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("taskKey" = [])),
     responses(
         (status = 200, description = "A valid access token", body = AccessTokenResponse),
-        (status = 400, description = "Bad body or id", body = ErrorBody),
-        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 400, description = "Bad body or id, or a scope broader than allowed (invalid_scope)", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token; unknown, revoked, expired or used-up task key", body = ErrorBody),
+        (status = 403, description = "A task key used from an address it does not allow", body = ErrorBody),
         (status = 404, description = "No such token for this caller", body = ErrorBody),
         (status = 409, description = "Consent not completed", body = ErrorBody),
         (status = 410, description = "Failed, revoked or expired", body = ErrorBody),
@@ -50,18 +73,30 @@ pub struct AccessTokenResponse {
 )]
 pub async fn issue_access_token(
     State(refresher): State<Refresher>,
-    user: AuthUser,
+    State(task_keys): State<Arc<TaskKeys>>,
+    AccessCaller { caller, from }: AccessCaller,
     ApiJson(request): ApiJson<AccessTokenRequest>,
 ) -> Result<Json<AccessTokenResponse>, ApiError> {
-    let id = Uuid::parse_str(request.persistent_token_id.trim())
-        .map_err(|_| ApiError::invalid_request("persistentTokenId must be a UUID"))?;
-    let minted = refresher.access_token(&user.subject, id).await?;
-    let expires_in = (minted.expires_at - Utc::now()).num_seconds().max(0);
-    Ok(Json(AccessTokenResponse {
-        access_token: minted.access_token.expose_secret().to_owned(),
-        token_type: minted.token_type,
-        expires_in: u64::try_from(expires_in).unwrap_or(0),
-        expires_at: minted.expires_at,
-        scope: minted.scope,
-    }))
+    let id = request
+        .persistent_token_id
+        .as_deref()
+        .map(|raw| {
+            Uuid::parse_str(raw.trim())
+                .map_err(|_| ApiError::invalid_request("persistentTokenId must be a UUID"))
+        })
+        .transpose()?;
+    let scope = request
+        .scope
+        .as_deref()
+        .map(|s| Scope::parse(s).map_err(|e| ApiError::invalid_request(e.to_string())))
+        .transpose()?;
+    let minted = match caller {
+        Caller::Task(key) => task_keys.redeem(&refresher, key, id, scope, from).await?,
+        caller => {
+            let id =
+                id.ok_or_else(|| ApiError::invalid_request("persistentTokenId is required"))?;
+            refresher.access_token(&caller, id, scope).await?
+        }
+    };
+    Ok(Json(minted.into()))
 }

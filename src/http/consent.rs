@@ -19,6 +19,11 @@ pub struct ConsentRequest {
     /// Where to send the browser after the callback; its origin must be allowed.
     #[serde(default)]
     redirect_uri: Option<String>,
+    /// Service accounts (client ids listed in the broker's `DELEGATE_CLIENTS`) that may redeem
+    /// this token for the user.
+    #[serde(default)]
+    #[schema(example = json!(["job-runner"]))]
+    delegates: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -67,6 +72,7 @@ pub async fn request_offline_consent(
             &user.subject,
             &request.task_id,
             request.redirect_uri.as_deref(),
+            &request.delegates,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(started.into())))

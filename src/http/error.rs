@@ -16,7 +16,8 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::grants::{
-    AccessError, CallbackError, ConsentError, Failure, FailureKind, ReadError, RevokeError,
+    AccessError, CallbackError, ConsentError, Failure, FailureKind, KeyRefusal, ReadError,
+    RedeemError, RevokeError, TaskKeyError,
 };
 use crate::vault::{Status, VaultError};
 
@@ -26,6 +27,15 @@ type Cause = Box<dyn std::error::Error + Send + Sync>;
 pub enum ApiError {
     /// No, or a bad, bearer token.
     Unauthorized,
+    /// A credential that may not do this: a task key or a delegated service account outside
+    /// the access-token endpoint.
+    Forbidden,
+    /// A task key that is unknown, revoked, expired, used up, or used from elsewhere.
+    KeyRefused(KeyRefusal),
+    /// A scope broader than the grant (or the task key) allows.
+    InvalidScope,
+    TaskKeyNotFound,
+    TooManyTaskKeys,
     InvalidJson,
     /// A body, query or path that does not follow the rules; the message says which.
     InvalidRequest(Cow<'static, str>),
@@ -102,6 +112,13 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::KeyRefused(KeyRefusal::Address) | ApiError::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::KeyRefused(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidScope => StatusCode::BAD_REQUEST,
+            ApiError::TaskKeyNotFound => StatusCode::NOT_FOUND,
+            ApiError::TooManyTaskKeys => StatusCode::CONFLICT,
             ApiError::InvalidJson
             | ApiError::InvalidRequest(_)
             | ApiError::InvalidRedirectUri
@@ -126,6 +143,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden | ApiError::KeyRefused(KeyRefusal::Address) => "forbidden",
+            ApiError::KeyRefused(_) => "unauthorized",
+            ApiError::InvalidScope => "invalid_scope",
+            ApiError::TaskKeyNotFound => "task_key_not_found",
+            ApiError::TooManyTaskKeys => "too_many_task_keys",
             ApiError::InvalidJson => "invalid_json",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -155,6 +177,23 @@ impl ApiError {
     fn message(&self) -> Cow<'_, str> {
         Cow::Borrowed(match self {
             ApiError::Unauthorized => "A valid bearer access token is required",
+            ApiError::Forbidden => "This credential may not be used here",
+            ApiError::KeyRefused(KeyRefusal::Unknown) => "Unknown or malformed task key",
+            ApiError::KeyRefused(KeyRefusal::Revoked) => "This task key was revoked",
+            ApiError::KeyRefused(KeyRefusal::Expired) => "This task key has expired",
+            ApiError::KeyRefused(KeyRefusal::Exhausted) => {
+                "This task key has been used as often as it may"
+            }
+            ApiError::KeyRefused(KeyRefusal::Address) => {
+                "This task key may not be used from this address"
+            }
+            ApiError::InvalidScope => {
+                "The scope asked for is broader than the grant or the task key allows"
+            }
+            ApiError::TaskKeyNotFound => "No such task key",
+            ApiError::TooManyTaskKeys => {
+                "This token has too many live task keys; revoke some first"
+            }
             ApiError::InvalidJson => "The request body is not valid JSON",
             ApiError::InvalidRequest(message) => return Cow::Borrowed(message.as_ref()),
             ApiError::UnsupportedMediaType => "Send the request body as application/json",
@@ -238,7 +277,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if matches!(self, ApiError::Unauthorized) {
+        if self.status_code() == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
@@ -271,6 +310,7 @@ impl From<AccessError> for ApiError {
             AccessError::ProviderRejected { retry_after } => {
                 ApiError::ProviderRefused { retry_after }
             }
+            AccessError::InvalidScope => ApiError::InvalidScope,
             AccessError::Vault(e) if e.is_unavailable() => {
                 ApiError::DatabaseUnavailable(Box::new(e))
             }
@@ -284,6 +324,9 @@ impl From<ConsentError> for ApiError {
         match error {
             ConsentError::InvalidTaskId(message) => ApiError::invalid_request(message),
             ConsentError::InvalidRedirectUri => ApiError::InvalidRedirectUri,
+            ConsentError::UnknownDelegate(client) => ApiError::invalid_request(format!(
+                "delegates: `{client}` is not one of the broker's DELEGATE_CLIENTS"
+            )),
             ConsentError::NotFound => ApiError::TokenNotFound,
             ConsentError::Revoked => ApiError::ReconsentRevoked,
             ConsentError::Pending => ApiError::TokenPending,
@@ -327,6 +370,31 @@ impl From<RevokeError> for ApiError {
         match error {
             RevokeError::NotFound => ApiError::TokenNotFound,
             RevokeError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<RedeemError> for ApiError {
+    fn from(error: RedeemError) -> Self {
+        match error {
+            RedeemError::Refused(refusal) => ApiError::KeyRefused(refusal),
+            RedeemError::Access(e) => e.into(),
+            RedeemError::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<TaskKeyError> for ApiError {
+    fn from(error: TaskKeyError) -> Self {
+        match error {
+            TaskKeyError::NotFound => ApiError::TokenNotFound,
+            TaskKeyError::KeyNotFound => ApiError::TaskKeyNotFound,
+            TaskKeyError::Invalid(message) => ApiError::invalid_request(message),
+            TaskKeyError::InvalidScope => ApiError::InvalidScope,
+            TaskKeyError::Gone { status, reason } => ApiError::TokenGone { status, reason },
+            TaskKeyError::TooMany => ApiError::TooManyTaskKeys,
+            TaskKeyError::Vault(e) => e.into(),
+            TaskKeyError::Sealing(e) => ApiError::internal("task-key secret", e),
         }
     }
 }

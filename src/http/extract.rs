@@ -1,10 +1,14 @@
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Query};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use super::client_addr::{ClientIp, TrustedProxies};
 use super::error::ApiError;
+use crate::grants::task_keys::KEY_PREFIX;
+use crate::grants::{Caller, RedeemError, TaskKeys};
 use crate::oidc::TokenVerifier;
 
 /// The JSON body extractor, answering malformed bodies in our own error shape.
@@ -17,10 +21,38 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// A caller whose bearer access token verified against the provider's keys.
+/// Client ids whose service accounts may act for users on rows delegated to them
+/// (`DELEGATE_CLIENTS`).
+#[derive(Clone, Debug, Default)]
+pub struct DelegateClients(pub Vec<String>);
+
+impl DelegateClients {
+    fn delegate(&self, client: Option<&str>) -> Option<String> {
+        let client = client?;
+        self.0
+            .iter()
+            .any(|d| d == client)
+            .then(|| client.to_owned())
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|header| header.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// A signed-in user whose bearer access token verified against the provider's keys.
 ///
 /// Taking `AuthUser` in a handler's signature is how a route states that it needs a signed-in
-/// user; `subject` is the provider's `sub`, the only identity the vault trusts.
+/// user; `subject` is the provider's `sub`, the only identity the vault trusts. Task keys and
+/// delegated service accounts can only redeem tokens: here they get 403.
 #[derive(Debug)]
 pub struct AuthUser {
     pub subject: String,
@@ -30,30 +62,80 @@ impl<S> FromRequestParts<S> for AuthUser
 where
     S: Send + Sync,
     Arc<TokenVerifier>: FromRef<S>,
+    Arc<DelegateClients>: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let verifier = Arc::<TokenVerifier>::from_ref(state);
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        let token = header
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        match verifier.verify_caller(token).await {
-            Ok(claims) => Ok(AuthUser {
-                subject: claims.sub,
-            }),
-            Err(reason) => {
-                tracing::info!(%reason, "rejected a bearer token");
-                Err(ApiError::Unauthorized)
-            }
+        let token = bearer(parts)?;
+        if token.starts_with(KEY_PREFIX) {
+            return Err(ApiError::Forbidden);
         }
+        let verifier = Arc::<TokenVerifier>::from_ref(state);
+        let claims = verifier.verify_token(token).await.map_err(refused)?;
+        if Arc::<DelegateClients>::from_ref(state)
+            .delegate(claims.client())
+            .is_some()
+        {
+            return Err(ApiError::Forbidden);
+        }
+        verifier.check_user(&claims).map_err(refused)?;
+        Ok(AuthUser {
+            subject: claims.sub,
+        })
+    }
+}
+
+fn refused(reason: crate::oidc::JwtError) -> ApiError {
+    tracing::info!(%reason, "rejected a bearer token");
+    ApiError::Unauthorized
+}
+
+/// Whoever asks for an access token: a user, a delegated service account, or a task with a
+/// key (already checked: known, unrevoked, unexpired, from an allowed address).
+pub struct AccessCaller {
+    pub caller: Caller,
+    pub from: Option<IpAddr>,
+}
+
+impl<S> FromRequestParts<S> for AccessCaller
+where
+    S: Send + Sync,
+    Arc<TokenVerifier>: FromRef<S>,
+    Arc<DelegateClients>: FromRef<S>,
+    Arc<TaskKeys>: FromRef<S>,
+    Arc<TrustedProxies>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Ok(ClientIp(from)) = ClientIp::from_request_parts(parts, state).await;
+        let token = bearer(parts)?;
+        if token.starts_with(KEY_PREFIX) {
+            let key = Arc::<TaskKeys>::from_ref(state)
+                .authenticate(token, from)
+                .await
+                .map_err(|e| match e {
+                    RedeemError::Refused(refusal) => ApiError::KeyRefused(refusal),
+                    other => ApiError::from(other),
+                })?;
+            return Ok(AccessCaller {
+                caller: Caller::Task(key),
+                from,
+            });
+        }
+        let verifier = Arc::<TokenVerifier>::from_ref(state);
+        let claims = verifier.verify_token(token).await.map_err(refused)?;
+        if let Some(client) = Arc::<DelegateClients>::from_ref(state).delegate(claims.client()) {
+            return Ok(AccessCaller {
+                caller: Caller::Delegate(client),
+                from,
+            });
+        }
+        verifier.check_user(&claims).map_err(refused)?;
+        Ok(AccessCaller {
+            caller: Caller::User(claims.sub),
+            from,
+        })
     }
 }

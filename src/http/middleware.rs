@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::client_addr::TrustedProxies;
 use super::error::ApiError;
 use crate::telemetry;
 
@@ -39,36 +40,25 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
 /// A GCRA limiter (`governor`) per client address.
 pub struct RateLimit {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
-    /// Behind a reverse proxy every client has the proxy's address; then the first address of
-    /// `X-Forwarded-For` names the client. Only trust it when a proxy you run sets it.
-    trust_forwarded_for: bool,
+    /// Behind proxies, the client is found in `X-Forwarded-For` (see [`TrustedProxies`]).
+    proxies: Arc<TrustedProxies>,
 }
 
 impl RateLimit {
-    pub fn new(per_second: NonZeroU32, burst: NonZeroU32, trust_forwarded_for: bool) -> Self {
+    pub fn new(per_second: NonZeroU32, burst: NonZeroU32, proxies: Arc<TrustedProxies>) -> Self {
         let quota = Quota::per_second(per_second).allow_burst(burst);
         Self {
             limiter: RateLimiter::keyed(quota),
-            trust_forwarded_for,
+            proxies,
         }
     }
 
     fn client(&self, request: &Request) -> Option<IpAddr> {
-        if self.trust_forwarded_for {
-            let forwarded = request
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok());
-            if forwarded.is_some() {
-                return forwarded;
-            }
-        }
-        request
+        let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
+            .map(|ConnectInfo(addr)| addr.ip());
+        self.proxies.client(peer, request.headers())
     }
 }
 

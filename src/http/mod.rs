@@ -4,6 +4,7 @@
 mod access_token;
 mod admin_page;
 mod callback;
+mod client_addr;
 mod consent;
 mod error;
 mod extract;
@@ -12,10 +13,14 @@ mod openapi;
 mod ops;
 mod router;
 mod state;
+mod task_keys;
+mod token_exchange;
 mod tokens;
 
 pub use admin_page::{AdminState, Sessions as AdminSessions};
+pub use client_addr::TrustedProxies;
 pub use error::ApiError;
+pub use extract::DelegateClients;
 pub use middleware::RateLimit;
 pub use openapi::ApiDoc;
 pub use router::{metrics_router, router, Cors};

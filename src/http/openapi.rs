@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access_token, callback, consent, error, ops, tokens};
+use super::{access_token, callback, consent, error, ops, task_keys, token_exchange, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,10 @@ use super::{access_token, callback, consent, error, ops, tokens};
         tokens::list_tokens,
         tokens::revoke_token,
         tokens::reconsent_token,
+        task_keys::create_task_key,
+        task_keys::list_task_keys,
+        task_keys::revoke_task_key,
+        token_exchange::exchange_token,
         ops::healthz,
         ops::readyz,
     ),
@@ -35,6 +39,12 @@ use super::{access_token, callback, consent, error, ops, tokens};
         tokens::TokenPage,
         tokens::RevokeResponse,
         tokens::ReconsentRequest,
+        task_keys::CreateTaskKey,
+        task_keys::TaskKeyView,
+        task_keys::CreatedTaskKey,
+        task_keys::TaskKeyList,
+        token_exchange::ExchangeResponse,
+        token_exchange::OAuthError,
         crate::vault::Status,
     )),
     modifiers(&BearerScheme)
@@ -52,6 +62,18 @@ impl Modify for BearerScheme {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "taskKey",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tbk_ task key")
+                    .description(Some(
+                        "A task key issued by the row's owner; only for access-token",
+                    ))
                     .build(),
             ),
         );

@@ -10,7 +10,10 @@ use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{access_token, admin_page, callback, consent, middleware, openapi, ops, tokens};
+use super::{
+    access_token, admin_page, callback, consent, middleware, openapi, ops, task_keys,
+    token_exchange, tokens,
+};
 
 /// Origins whose browser pages may call the API (CORS); empty = no CORS headers.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +39,10 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
             "/api/auth/manager/access-token",
             post(access_token::issue_access_token),
         )
+        .route(
+            "/api/auth/manager/token",
+            post(token_exchange::exchange_token),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.rate_limit.clone(),
             middleware::limit_rate,
@@ -50,6 +57,14 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
         .route(
             "/api/auth/manager/offline-tokens/{id}/reconsent",
             post(tokens::reconsent_token),
+        )
+        .route(
+            "/api/auth/manager/offline-tokens/{id}/task-keys",
+            post(task_keys::create_task_key).get(task_keys::list_task_keys),
+        )
+        .route(
+            "/api/auth/manager/offline-tokens/{id}/task-keys/{task_key_id}",
+            delete(task_keys::revoke_task_key),
         )
         .route("/admin", get(admin_page::show_admin_page))
         .route("/admin/callback", get(admin_page::finish_admin_sign_in))

@@ -3,8 +3,10 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use super::admin_page::AdminState;
+use super::client_addr::TrustedProxies;
+use super::extract::DelegateClients;
 use super::middleware::RateLimit;
-use crate::grants::{Callbacks, Consents, Reads, Refresher, Revoker};
+use crate::grants::{Callbacks, Consents, Reads, Refresher, Revoker, TaskKeys};
 use crate::oidc::TokenVerifier;
 use crate::vault::TokenVault;
 
@@ -21,6 +23,11 @@ pub struct AppState {
     pub refresher: Refresher,
     pub revoker: Arc<Revoker>,
     pub reads: Arc<Reads>,
+    pub task_keys: Arc<TaskKeys>,
+    /// Service accounts that may redeem rows delegated to them.
+    pub delegates: Arc<DelegateClients>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub proxies: Arc<TrustedProxies>,
     /// None when rate limiting is off.
     pub rate_limit: Option<Arc<RateLimit>>,
     pub admin: AdminState,

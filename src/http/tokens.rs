@@ -35,6 +35,11 @@ pub struct TokenView {
     consecutive_failures: u32,
     /// A short code for the last failure, e.g. `provider_unavailable`.
     last_error: Option<String>,
+    /// The scope the provider granted (space-separated); task keys and narrowed requests ask
+    /// within it. Null while pending.
+    granted_scope: Option<String>,
+    /// Service accounts that may redeem this token.
+    delegates: Vec<String>,
 }
 
 impl From<&VaultRow> for TokenView {
@@ -52,6 +57,9 @@ impl From<&VaultRow> for TokenView {
             last_refresh_at: row.health.last_refresh_at,
             consecutive_failures: row.health.consecutive_failures,
             last_error: row.health.last_error.clone(),
+            granted_scope: (row.status != Status::Pending)
+                .then(|| crate::grants::Scope::granted(row.granted_scope.as_deref()).to_string()),
+            delegates: row.delegates.clone(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum JwtError {
     Key(#[from] JwksError),
     #[error("token has expired")]
     Expired,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("token was issued by another issuer")]
     WrongIssuer,
     #[error("token is meant for another audience")]
@@ -77,15 +79,40 @@ impl Audience {
     }
 }
 
+/// `aud` as a list, whether the token wrote one string or an array.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum AudienceList {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl AudienceList {
+    fn contains_any(&self, wanted: &[String]) -> bool {
+        match self {
+            AudienceList::None => false,
+            AudienceList::One(a) => wanted.contains(a),
+            AudienceList::Many(list) => list.iter().any(|a| wanted.contains(a)),
+        }
+    }
+}
+
 /// Who is calling: the verified claims of a bearer access token.
 #[derive(Clone, Debug, Deserialize)]
 pub struct CallerClaims {
     pub sub: String,
     exp: i64,
     #[serde(default)]
+    aud: AudienceList,
+    #[serde(default)]
     azp: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
+    /// Only ID tokens carry a nonce: its presence marks one used as a bearer.
+    #[serde(default)]
+    nonce: Option<serde::de::IgnoredAny>,
     /// Keycloak marks its tokens: "Bearer" for access tokens, "ID", "Refresh", "Offline" else.
     #[serde(default)]
     typ: Option<String>,
@@ -104,6 +131,11 @@ pub struct RealmAccess {
 }
 
 impl CallerClaims {
+    /// The client the token was issued to: `azp`, or Keycloak-style `client_id` without one.
+    pub fn client(&self) -> Option<&str> {
+        self.azp.as_deref().or(self.client_id.as_deref())
+    }
+
     /// Whether the caller holds `role` (Keycloak `realm_access.roles`, or a `roles` claim).
     pub fn has_role(&self, role: &str) -> bool {
         let realm = self
@@ -158,8 +190,32 @@ impl TokenVerifier {
         }
     }
 
-    /// Verifies a caller's bearer access token, remembering a success for a while.
+    /// Verifies a user's bearer access token: signature and claims, then the audience and
+    /// authorized parties the broker is configured to accept.
     pub async fn verify_caller(&self, token: &str) -> Result<CallerClaims, JwtError> {
+        let claims = self.verify_token(token).await?;
+        self.check_user(&claims)?;
+        Ok(claims)
+    }
+
+    /// The audience and authorized parties a user's token must have (`OIDC_AUDIENCE`,
+    /// `OIDC_AUTHORIZED_PARTIES`).
+    pub fn check_user(&self, claims: &CallerClaims) -> Result<(), JwtError> {
+        if !self.audiences.is_empty() && !claims.aud.contains_any(&self.audiences) {
+            return Err(JwtError::WrongAudience);
+        }
+        if !self.authorized_parties.is_empty() {
+            let party = claims.client();
+            if !party.is_some_and(|p| self.authorized_parties.iter().any(|a| a == p)) {
+                return Err(JwtError::UnauthorizedParty);
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies a bearer token's signature and claims (issuer, expiry, not-before, that it is
+    /// an access token), whoever it was issued to; remembers a success for a while.
+    pub async fn verify_token(&self, token: &str) -> Result<CallerClaims, JwtError> {
         let digest = sha256(token.as_bytes());
         let now = chrono::Utc::now().timestamp();
         let remembered = self
@@ -172,7 +228,7 @@ impl TokenVerifier {
         if let Some(claims) = remembered {
             return Ok(claims);
         }
-        let claims = self.verify_caller_now(token).await?;
+        let claims = self.verify_token_now(token).await?;
         let until = claims.exp.min(now + VERIFIED_TTL_SECS);
         let mut verified = self
             .verified
@@ -188,19 +244,27 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    async fn verify_caller_now(&self, token: &str) -> Result<CallerClaims, JwtError> {
-        let audiences = (!self.audiences.is_empty()).then_some(self.audiences.as_slice());
-        let claims: CallerClaims = self.verify(token, audiences).await?;
-        if let Some(typ) = &claims.typ {
-            if !typ.eq_ignore_ascii_case("bearer") {
+    /// An ID token (or any other token) used as a bearer is refused whatever the provider
+    /// marks: a header `typ` other than `JWT` or `at+jwt` (RFC 9068), a `nonce` claim (only ID
+    /// tokens carry one), or a Keycloak `typ` claim other than `Bearer`.
+    async fn verify_token_now(&self, token: &str) -> Result<CallerClaims, JwtError> {
+        let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
+        if let Some(typ) = &header.typ {
+            let typ = typ.to_ascii_lowercase();
+            if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
                 return Err(JwtError::WrongTokenType);
             }
         }
-        if !self.authorized_parties.is_empty() {
-            let party = claims.azp.as_ref().or(claims.client_id.as_ref());
-            if !party.is_some_and(|p| self.authorized_parties.contains(p)) {
-                return Err(JwtError::UnauthorizedParty);
-            }
+        let claims: CallerClaims = self.verify(token, None).await?;
+        if claims
+            .typ
+            .as_ref()
+            .is_some_and(|typ| !typ.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(JwtError::WrongTokenType);
+        }
+        if claims.nonce.is_some() {
+            return Err(JwtError::WrongTokenType);
         }
         Ok(claims)
     }
@@ -243,6 +307,7 @@ impl TokenVerifier {
 
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         match audiences {
@@ -252,6 +317,7 @@ impl TokenVerifier {
         let claims = decode::<T>(token, &key, &validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => JwtError::Expired,
+                ErrorKind::ImmatureSignature => JwtError::NotYetValid,
                 ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
                 ErrorKind::InvalidAudience => JwtError::WrongAudience,
                 ErrorKind::InvalidSignature => JwtError::BadSignature,

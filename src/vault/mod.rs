@@ -6,6 +6,7 @@
 mod model;
 mod postgres;
 mod sqlite;
+mod task_keys;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +18,11 @@ use uuid::Uuid;
 pub use model::{
     Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
     ExpiringRow, GrantHealth, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite,
-    SealedRow, Status, StatusChange, StoredAccess, VaultRow,
+    SealedBlob, SealedRow, Status, StatusChange, StoredAccess, VaultRow,
 };
 pub use postgres::PgVault;
 pub use sqlite::SqliteVault;
+pub use task_keys::{NewTaskKey, TaskKey, TaskKeyStore};
 
 use crate::crypto::Sealed;
 
@@ -79,6 +81,14 @@ pub async fn open(url: &str, pool_size: u32) -> Result<Arc<dyn TokenVault>, Open
     }
 }
 
+/// The first bytes of every `Sealed::to_bytes` blob sealed under `key_id`: its length and
+/// the id itself. Blobs that do not start so are sealed under another key.
+pub(crate) fn blob_prefix(key_id: &str) -> Vec<u8> {
+    let mut prefix = vec![u8::try_from(key_id.len()).unwrap_or(u8::MAX)];
+    prefix.extend_from_slice(key_id.as_bytes());
+    prefix
+}
+
 pub type ChangeSink = Arc<dyn Fn(Uuid) + Send + Sync>;
 pub type ResetSink = Arc<dyn Fn() + Send + Sync>;
 
@@ -113,7 +123,7 @@ fn is_transient(error: &sqlx::Error) -> bool {
 }
 
 #[async_trait]
-pub trait TokenVault: Send + Sync + 'static {
+pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
     /// Stores a new pending consent.
     async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError>;
 
@@ -249,7 +259,25 @@ pub trait TokenVault: Send + Sync + 'static {
     /// refresh that rotated the token meanwhile is never overwritten. False if it changed.
     async fn reseal(&self, id: Uuid, old: &Sealed, new: &Sealed) -> Result<bool, VaultError>;
 
+    /// Every sealed value not under `key_id`: refresh tokens, stored access tokens, pending
+    /// consents' PKCE verifiers, the broker's own secrets.
     async fn count_sealed_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError>;
+
+    /// Stored access tokens are a cache: those not sealed under `key_id` are dropped (the next
+    /// call mints a new one). Returns how many.
+    async fn drop_access_tokens_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError>;
+
+    /// Up to `limit` PKCE verifiers (`Sealed::to_bytes` blobs) not sealed under `key_id`, in id
+    /// order after `after`.
+    async fn verifiers_under_other_keys(
+        &self,
+        key_id: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, VaultError>;
+
+    /// Replaces a PKCE verifier blob if the row still holds exactly `old`.
+    async fn reseal_verifier(&self, id: Uuid, old: &[u8], new: &[u8]) -> Result<bool, VaultError>;
 
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError>;
 

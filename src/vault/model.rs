@@ -64,6 +64,8 @@ pub struct NewConsent {
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub metadata: serde_json::Value,
+    /// Client ids whose service accounts may redeem the row.
+    pub delegates: Vec<String>,
 }
 
 /// A new consent for a row that already exists (re-consent): the same secrets as a
@@ -103,6 +105,8 @@ pub struct Activation<'a> {
     pub expires_at: DateTime<Utc>,
     /// When the new refresh token stops working if unused, when known.
     pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// The scope the provider granted (space-separated).
+    pub granted_scope: Option<String>,
     pub now: DateTime<Utc>,
 }
 
@@ -148,10 +152,14 @@ pub struct VaultRow {
     pub fence: i64,
     /// While in the future, another refresh holds the row.
     pub lease_until: Option<DateTime<Utc>>,
+    /// The scope the provider granted at consent (space-separated), when known.
+    pub granted_scope: Option<String>,
+    /// Client ids whose service accounts may redeem the row.
+    pub delegates: Vec<String>,
 }
 
 /// The columns of a [`VaultRow`], in the order `RowRecord` reads them.
-const COLUMNS: [&str; 23] = [
+const COLUMNS: [&str; 25] = [
     "id",
     "user_id",
     "task_id",
@@ -175,6 +183,8 @@ const COLUMNS: [&str; 23] = [
     "next_refresh_at",
     "refresh_fence",
     "refresh_lease_until",
+    "granted_scope",
+    "delegates",
 ];
 
 /// The row's columns, each prefixed with `table.` when a table is named.
@@ -215,6 +225,8 @@ pub(super) struct RowRecord {
     next_refresh_at: Option<DateTime<Utc>>,
     refresh_fence: i64,
     refresh_lease_until: Option<DateTime<Utc>>,
+    granted_scope: Option<String>,
+    delegates: Option<String>,
 }
 
 impl TryFrom<RowRecord> for VaultRow {
@@ -267,6 +279,16 @@ impl TryFrom<RowRecord> for VaultRow {
             },
             fence: r.refresh_fence,
             lease_until: r.refresh_lease_until,
+            granted_scope: r.granted_scope,
+            delegates: r
+                .delegates
+                .map(|d| {
+                    d.split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -286,7 +308,9 @@ pub enum Claim {
 pub struct RefreshWrite<'a> {
     /// A rotated refresh token, sealed; `None` keeps the stored one.
     pub rotated: Option<&'a Sealed>,
-    pub minted: &'a StoredAccess,
+    /// The access token to share with other instances; `None` (a narrowed token) keeps the
+    /// one stored.
+    pub minted: Option<&'a StoredAccess>,
     /// When the (new) refresh token stops working if unused, when known.
     pub refresh_expires_at: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
@@ -342,6 +366,14 @@ pub struct StatusChange {
     pub reason: String,
 }
 
+/// A sealed value kept as one blob (`Sealed::to_bytes`), as key rotation sees it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SealedBlob {
+    pub id: Uuid,
+    pub user_id: String,
+    pub blob: Vec<u8>,
+}
+
 /// A sealed token as key rotation sees it.
 #[derive(Debug)]
 pub struct SealedRow {
@@ -363,6 +395,9 @@ pub enum AuditAction {
     TokenExpired,
     TokenResealed,
     TokenPurged,
+    TaskKeyCreated,
+    TaskKeyRevoked,
+    TaskKeyUsed,
 }
 
 impl AuditAction {
@@ -378,6 +413,9 @@ impl AuditAction {
             AuditAction::TokenExpired => "token_expired",
             AuditAction::TokenResealed => "token_resealed",
             AuditAction::TokenPurged => "token_purged",
+            AuditAction::TaskKeyCreated => "task_key_created",
+            AuditAction::TaskKeyRevoked => "task_key_revoked",
+            AuditAction::TaskKeyUsed => "task_key_used",
         }
     }
 }

@@ -11,7 +11,7 @@ use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedReco
 use super::{
     db_error, Activation, AuditEvent, AuditQuery, AuditRecord, ChangeSink, Claim, ClaimedConsent,
     Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite,
-    ResetSink, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
+    ResetSink, SealedBlob, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
 };
 use crate::crypto::Sealed;
 
@@ -51,6 +51,10 @@ impl PgVault {
         Ok(Self::new(pool))
     }
 
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
@@ -71,8 +75,9 @@ impl TokenVault for PgVault {
     async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError> {
         sqlx::query(
             "insert into token_vault (id, user_id, task_id, status, state_hash, state_expires_at, \
-             pkce_verifier, nonce_hash, redirect_uri, expires_at, metadata, created_at, updated_at) \
-             values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+             pkce_verifier, nonce_hash, redirect_uri, expires_at, metadata, created_at, updated_at, \
+             delegates) \
+             values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
         )
         .bind(consent.id)
         .bind(&consent.user_id)
@@ -85,6 +90,7 @@ impl TokenVault for PgVault {
         .bind(consent.expires_at)
         .bind(&consent.metadata)
         .bind(consent.created_at)
+        .bind((!consent.delegates.is_empty()).then(|| consent.delegates.join(",")))
         .execute(&self.pool)
         .await
         .map_err(db_error("store a pending consent"))?;
@@ -154,7 +160,10 @@ impl TokenVault for PgVault {
              access_token_scope = null, refresh_fence = refresh_fence + 1, \
              refresh_lease_until = null, refresh_expires_at = $6, last_refresh_at = $7, \
              consecutive_failures = 0, last_error = null, next_refresh_at = null, \
-             expiring_notified_at = null, expires_at = $8, updated_at = $7 \
+             expiring_notified_at = null, expires_at = $8, updated_at = $7, \
+             granted_scope = coalesce($9, granted_scope), \
+             pkce_verifier = case when status = 'pending' then null else pkce_verifier end, \
+             state_hash = case when status = 'pending' then null else state_hash end \
              where id = $1 and (($2 = 'pending' and status = 'pending') \
                 or ($2 <> 'pending' and status in ('active', 'failed', 'expired')))",
         )
@@ -166,6 +175,7 @@ impl TokenVault for PgVault {
         .bind(activation.refresh_expires_at)
         .bind(activation.now)
         .bind(activation.expires_at)
+        .bind(&activation.granted_scope)
         .execute(&self.pool)
         .await
         .map_err(db_error("activate a consent"))?;
@@ -242,8 +252,11 @@ impl TokenVault for PgVault {
             "update token_vault set \
              encrypted_token = coalesce($3, encrypted_token), iv = coalesce($4, iv), \
              key_id = coalesce($5, key_id), \
-             access_token = $6, access_token_expires_at = $7, access_token_type = $8, \
-             access_token_scope = $9, refresh_expires_at = coalesce($10, refresh_expires_at), \
+             access_token = case when $12 then $6 else access_token end, \
+             access_token_expires_at = case when $12 then $7 else access_token_expires_at end, \
+             access_token_type = case when $12 then $8 else access_token_type end, \
+             access_token_scope = case when $12 then $9 else access_token_scope end, \
+             refresh_expires_at = coalesce($10, refresh_expires_at), \
              last_refresh_at = $11, last_used_at = $11, consecutive_failures = 0, \
              last_error = null, next_refresh_at = null, refresh_lease_until = null, \
              updated_at = case when $3 is null then updated_at else $11 end \
@@ -254,12 +267,13 @@ impl TokenVault for PgVault {
         .bind(write.rotated.map(|s| &s.ciphertext))
         .bind(write.rotated.map(|s| &s.nonce))
         .bind(write.rotated.map(|s| &s.key_id))
-        .bind(&write.minted.sealed)
-        .bind(write.minted.expires_at)
-        .bind(&write.minted.token_type)
-        .bind(&write.minted.scope)
+        .bind(write.minted.map(|m| &m.sealed))
+        .bind(write.minted.map(|m| m.expires_at))
+        .bind(write.minted.map(|m| &m.token_type))
+        .bind(write.minted.and_then(|m| m.scope.as_ref()))
         .bind(write.refresh_expires_at)
         .bind(write.now)
+        .bind(write.minted.is_some())
         .execute(&self.pool)
         .await
         .map_err(db_error("write a refresh back"))?;
@@ -515,14 +529,74 @@ impl TokenVault for PgVault {
     }
 
     async fn count_sealed_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError> {
+        let prefix = super::blob_prefix(key_id);
         let count: i64 = sqlx::query_scalar(
-            "select count(*) from token_vault where encrypted_token is not null and key_id <> $1",
+            "select (select count(*) from token_vault \
+                     where encrypted_token is not null and key_id <> $1) \
+                  + (select count(*) from token_vault \
+                     where access_token is not null and substring(access_token from 1 for $2) <> $3) \
+                  + (select count(*) from token_vault \
+                     where pkce_verifier is not null and substring(pkce_verifier from 1 for $2) <> $3) \
+                  + (select count(*) from broker_secrets where key_id <> $1)",
         )
         .bind(key_id)
+        .bind(i32::try_from(prefix.len()).unwrap_or(0))
+        .bind(&prefix)
         .fetch_one(&self.pool)
         .await
-        .map_err(db_error("count tokens to re-seal"))?;
+        .map_err(db_error("count values to re-seal"))?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn drop_access_tokens_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError> {
+        let prefix = super::blob_prefix(key_id);
+        let result = sqlx::query(
+            "update token_vault set access_token = null, access_token_expires_at = null, \
+             access_token_type = null, access_token_scope = null \
+             where access_token is not null and substring(access_token from 1 for $2) <> $3",
+        )
+        .bind(key_id)
+        .bind(i32::try_from(prefix.len()).unwrap_or(0))
+        .bind(&prefix)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("drop stored access tokens under old keys"))?;
+        Ok(result.rows_affected())
+    }
+
+    async fn verifiers_under_other_keys(
+        &self,
+        key_id: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, VaultError> {
+        let prefix = super::blob_prefix(key_id);
+        sqlx::query_as(
+            "select id, user_id, pkce_verifier as blob from token_vault \
+             where pkce_verifier is not null and substring(pkce_verifier from 1 for $2) <> $3 \
+             and ($4::uuid is null or id > $4) order by id limit $5",
+        )
+        .bind(key_id)
+        .bind(i32::try_from(prefix.len()).unwrap_or(0))
+        .bind(&prefix)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("read PKCE verifiers to re-seal"))
+    }
+
+    async fn reseal_verifier(&self, id: Uuid, old: &[u8], new: &[u8]) -> Result<bool, VaultError> {
+        let result = sqlx::query(
+            "update token_vault set pkce_verifier = $2 where id = $1 and pkce_verifier = $3",
+        )
+        .bind(id)
+        .bind(new)
+        .bind(old)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("re-seal a PKCE verifier"))?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), VaultError> {

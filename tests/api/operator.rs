@@ -59,17 +59,40 @@ async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
             state_expires_at: if stale {
                 now - chrono::Duration::minutes(1)
             } else {
-                now
+                now + chrono::Duration::minutes(10)
             },
-            pkce_verifier: vec![1],
+            pkce_verifier: Vec::new(),
             nonce_hash: vec![2],
             redirect_uri: None,
             expires_at: now + chrono::Duration::days(1),
             created_at: now,
             metadata: serde_json::json!({}),
+            delegates: vec![],
+        };
+        let id = new.id;
+        let user = new.user_id.clone();
+        let verifier = old
+            .seal(
+                b"verifier",
+                Binding {
+                    purpose: purpose::PKCE_VERIFIER,
+                    row_id: id,
+                    user_id: &user,
+                },
+            )
+            .unwrap();
+        let new = NewConsent {
+            pkce_verifier: verifier.to_bytes(),
+            ..new
         };
         vault.create_pending(&new).await.unwrap();
         if !stale {
+            // As the callback would: the claim spends the state and the verifier.
+            vault
+                .claim_consent(&new.state_hash, now)
+                .await
+                .unwrap()
+                .unwrap();
             let binding = Binding {
                 purpose: purpose::REFRESH_TOKEN,
                 row_id: new.id,
@@ -80,6 +103,7 @@ async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
                 sealed: &sealed,
                 expires_at: now + chrono::Duration::days(1),
                 refresh_expires_at: None,
+                granted_scope: None,
                 now,
             };
             vault
@@ -114,9 +138,11 @@ async fn keys_rotate_reseals_everything_and_reports_counts() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
         text(&output.stdout).trim(),
-        "re-sealed 25, changed meanwhile 0, failed 0, still under other keys 0"
+        "re-sealed 26, changed meanwhile 0, failed 0, stored access tokens dropped 0, \
+         still under other keys 0"
     );
-    assert!(text(&output.stderr).contains("25 token(s) to re-seal under key `new`"));
+    // 25 refresh tokens and the open consent's PKCE verifier.
+    assert!(text(&output.stderr).contains("26 sealed value(s) to re-seal under key `new`"));
 
     let audit = run(&["audit", "--token", &ids[0].to_string()], &url, NEW);
     assert!(audit.status.success());
@@ -132,7 +158,10 @@ async fn keys_rotate_without_the_old_key_fails_with_one_clear_line() {
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
     let last = stderr.lines().last().unwrap();
-    assert!(last.contains("3 token(s) could not be opened"), "{stderr}");
+    assert!(
+        last.contains("4 sealed value(s) could not be opened"),
+        "{stderr}"
+    );
     assert!(last.contains("add the missing key"), "{stderr}");
 }
 

@@ -93,20 +93,32 @@ async fn a_broker_with_the_wrong_key_cannot_open_tokens() {
     let h = Harness::new().await;
     let user = unique_user("alice");
     let id = h.seed_active(&user, "t", "offline-token").await;
-    let bearer = h.bearer(&user);
     for keys in [
         "test-1:ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA=",
         "test-2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
     ] {
-        let impostor = h.beside(&[("TOKEN_ENCRYPTION_KEYS", keys)]);
-        let answer = impostor.access_token(&bearer, id).await;
-        assert_eq!(
-            (answer.status, answer.body["error"].as_str()),
-            (500, Some("internal_error")),
+        // It does not even start: its own task-key secret does not open either.
+        let refused = h
+            .try_beside(&[("TOKEN_ENCRYPTION_KEYS", keys)])
+            .await
+            .err()
+            .expect("a broker with the wrong key refuses to start");
+        assert!(refused.to_string().contains("task-key secret"), "{refused}");
+        // And the row's token does not open with that key.
+        let keyring = token_broker::crypto::Keyring::parse(keys).unwrap();
+        let row = h.vault.find(id).await.unwrap().unwrap();
+        let binding = h.binding(token_broker::crypto::purpose::REFRESH_TOKEN, id, &user);
+        assert!(
+            keyring.open(row.sealed.as_ref().unwrap(), binding).is_err(),
             "{keys}"
         );
     }
     assert_eq!(h.status_of(id).await, "active");
+    assert_eq!(
+        h.access_token(&h.bearer(&user), id).await.status,
+        503,
+        "the right key still opens it (and then finds the provider down)"
+    );
 }
 
 #[tokio::test]

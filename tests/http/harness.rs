@@ -115,24 +115,35 @@ impl Harness {
         sqlite.migrate().await.unwrap();
         let pool = sqlite.pool().clone();
         Self::build(extra, Arc::new(sqlite), pool, Arc::new(Signer::new()))
+            .await
+            .unwrap()
     }
 
     /// Another broker instance on the same vault and provider keys, configured with `extra`.
-    pub fn beside(&self, extra: &[(&str, &str)]) -> Harness {
+    pub async fn beside(&self, extra: &[(&str, &str)]) -> Harness {
+        self.try_beside(extra).await.unwrap()
+    }
+
+    /// Like [`beside`](Self::beside), for brokers that may refuse to start.
+    pub async fn try_beside(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> Result<Harness, token_broker::app::StartupError> {
         Self::build(
             extra,
             self.vault.clone(),
             self.pool.clone(),
             self.signer.clone(),
         )
+        .await
     }
 
-    fn build(
+    async fn build(
         extra: &[(&str, &str)],
         vault: Arc<dyn TokenVault>,
         pool: SqlitePool,
         signer: Arc<Signer>,
-    ) -> Harness {
+    ) -> Result<Harness, token_broker::app::StartupError> {
         let mut vars: HashMap<&str, String> = HashMap::from([
             ("DATABASE_URL", "sqlite::memory:".to_owned()),
             ("OIDC_ISSUER", ISSUER.to_owned()),
@@ -163,15 +174,16 @@ impl Harness {
         let http = token_broker::oidc::http_client().unwrap();
         let set: JwkSet = serde_json::from_value(json!({ "keys": [signer.jwk] })).unwrap();
         let jwks = JwksCache::preloaded(http.clone(), metadata.jwks_uri.clone(), &set);
-        let Wired { services, cors, .. } = assemble(config, vault.clone(), &metadata, jwks, http);
-        Harness {
+        let Wired { services, cors, .. } =
+            assemble(config, vault.clone(), &metadata, jwks, http).await?;
+        Ok(Harness {
             router: router(services, &cors, false),
             vault,
             pool,
             keyring,
             signer,
             impostor: Arc::new(Signer::new()),
-        }
+        })
     }
 
     /// A bearer token for `sub`, as the frontend would hold it.
@@ -273,6 +285,7 @@ impl Harness {
                 expires_at: now + chrono::Duration::days(365),
                 created_at: now,
                 metadata: json!({}),
+                delegates: vec![],
             })
             .await
             .unwrap();
@@ -296,6 +309,7 @@ impl Harness {
             sealed: &sealed,
             expires_at: now + chrono::Duration::days(365),
             refresh_expires_at: Some(now + chrono::Duration::days(30)),
+            granted_scope: Some("openid offline_access profile".into()),
             now,
         };
         assert!(self
@@ -348,7 +362,7 @@ impl Harness {
         };
         let write = token_broker::vault::RefreshWrite {
             rotated: None,
-            minted: &minted,
+            minted: Some(&minted),
             refresh_expires_at: None,
             now,
         };

@@ -28,7 +28,9 @@ async fn the_owner_sees_a_tokens_status_and_nothing_secret() {
         [
             "consecutiveFailures",
             "createdAt",
+            "delegates",
             "expiresAt",
+            "grantedScope",
             "lastError",
             "lastRefreshAt",
             "lastUsedAt",
@@ -45,6 +47,8 @@ async fn the_owner_sees_a_tokens_status_and_nothing_secret() {
     assert_eq!(body["persistentTokenId"], id.to_string());
     assert!(body["lastUsedAt"].is_null());
     assert_eq!(body["consecutiveFailures"], 0);
+    assert_eq!(body["grantedScope"], "offline_access openid profile");
+    assert_eq!(body["delegates"], serde_json::json!([]));
     assert!(!answer.text.contains("offline-token"));
 
     let stranger = h.bearer(&unique_user("mallory"));

@@ -24,8 +24,10 @@ mod stored;
 
 use super::breaker::{Breaker, BreakerSettings, Outcome};
 use super::cache::{AccessTokenCache, Minted};
+use super::caller::Caller;
 use super::changes::StatusChanges;
 use super::flight::Flights;
+use super::scope::Scope;
 use crate::audit::{Journal, Subject, SYSTEM};
 use crate::crypto::{Binding, CryptoError, Keyring};
 use crate::oidc::{OidcClient, ProviderError, RefreshGrant};
@@ -61,6 +63,8 @@ pub enum AccessError {
     Sealed { id: Uuid, source: CryptoError },
     #[error("the refresh task died")]
     TaskLost,
+    #[error("the scope asked for is not within the grant")]
+    InvalidScope,
 }
 
 impl From<VaultError> for AccessError {
@@ -111,7 +115,7 @@ struct Inner {
     journal: Journal,
     cache: Arc<AccessTokenCache>,
     changes: StatusChanges,
-    flights: Flights<Uuid, Result<Minted, AccessError>>,
+    flights: Flights<(Uuid, Option<Scope>), Result<Minted, AccessError>>,
     breaker: Breaker,
     permits: Arc<Semaphore>,
     settings: RefreshSettings,
@@ -151,33 +155,47 @@ impl Refresher {
         }
     }
 
-    /// A valid access token of row `id` for its owner `caller`.
-    pub async fn access_token(&self, caller: &str, id: Uuid) -> Result<Minted, AccessError> {
+    /// A valid access token of row `id` for `caller`, narrowed to `scope` when one is asked
+    /// for (it must be within what the row was granted, and what a task key allows).
+    pub async fn access_token(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        scope: Option<Scope>,
+    ) -> Result<Minted, AccessError> {
         let inner = &self.inner;
-        let cached = inner.cached(id);
+        let scope = narrowed(caller, scope)?;
+        let cached = inner.cached(id, scope.as_ref());
         telemetry::record_cache(cached.is_some());
         if let Some(hit) = cached {
-            return owned_by(hit, caller);
+            return allowed(caller, id, hit);
         }
-        // The owner is checked before anything is claimed: a stranger cannot even make the
-        // owner's row wait.
+        // Who may have the row is checked before anything is claimed: a stranger cannot even
+        // make the owner's row wait.
         let row = inner.vault.find(id).await?.ok_or(AccessError::NotFound)?;
-        if row.user_id != caller {
+        if !caller.may_use(id, &row.user_id, &row.delegates) {
             return Err(AccessError::NotFound);
         }
         refuse_unusable(&row)?;
-        let epoch = inner.cache.epoch();
-        if let Some(minted) = inner.stored_access(&row, None) {
-            inner.cache.put(id, minted.clone(), epoch);
-            return Ok(minted);
+        if let Some(scope) = &scope {
+            if !scope.is_subset(&Scope::granted(row.granted_scope.as_deref())) {
+                return Err(AccessError::InvalidScope);
+            }
         }
-        let minted = self.fly(id, caller, Purpose::Serve).await?;
-        owned_by(minted, caller)
+        let epoch = inner.cache.epoch();
+        if scope.is_none() {
+            if let Some(minted) = inner.stored_access(&row, None) {
+                inner.cache.put(id, None, minted.clone(), epoch);
+                return Ok(minted);
+            }
+        }
+        let minted = self.fly(id, scope, &caller.actor(), Purpose::Serve).await?;
+        allowed(caller, id, minted)
     }
 
     /// Uses the row's refresh token now, so the provider's idle timer starts again.
     pub async fn keep_alive(&self, id: Uuid) -> Result<Minted, AccessError> {
-        self.fly(id, SYSTEM, Purpose::KeepAlive).await
+        self.fly(id, None, SYSTEM, Purpose::KeepAlive).await
     }
 
     /// Flights running now.
@@ -185,14 +203,21 @@ impl Refresher {
         self.inner.flights.len()
     }
 
-    async fn fly(&self, id: Uuid, actor: &str, purpose: Purpose) -> Result<Minted, AccessError> {
+    async fn fly(
+        &self,
+        id: Uuid,
+        scope: Option<Scope>,
+        actor: &str,
+        purpose: Purpose,
+    ) -> Result<Minted, AccessError> {
         let inner = self.inner.clone();
         let actor = actor.to_owned();
+        let key = (id, scope.clone());
         self.inner
             .flights
             .join(
-                id,
-                move || async move { inner.refresh_row(id, &actor, purpose).await },
+                key,
+                move || async move { inner.refresh_row(id, scope.as_ref(), &actor, purpose).await },
                 Err(AccessError::TaskLost),
             )
             .await
@@ -200,14 +225,15 @@ impl Refresher {
 }
 
 impl Inner {
-    fn cached(&self, id: Uuid) -> Option<Minted> {
-        self.cache.get(id, Utc::now() + self.settings.margin)
+    fn cached(&self, id: Uuid, scope: Option<&Scope>) -> Option<Minted> {
+        self.cache.get(id, scope, Utc::now() + self.settings.margin)
     }
 
     /// Claims the row and refreshes it, or waits for whoever holds it.
     async fn refresh_row(
         self: Arc<Self>,
         id: Uuid,
+        scope: Option<&Scope>,
         actor: &str,
         purpose: Purpose,
     ) -> Result<Minted, AccessError> {
@@ -224,9 +250,9 @@ impl Inner {
                     retry_after: Some(wait),
                 });
             }
-            if purpose == Purpose::Serve {
+            if purpose == Purpose::Serve && scope.is_none() {
                 if let Some(minted) = self.stored_access(&row, Some(started)) {
-                    self.cache.put(id, minted.clone(), epoch);
+                    self.cache.put(id, None, minted.clone(), epoch);
                     return Ok(minted);
                 }
             }
@@ -260,6 +286,7 @@ impl Inner {
                 Claim::Claimed(row) => {
                     let call = Call {
                         row: &row,
+                        scope,
                         actor,
                         epoch,
                         purpose,
@@ -288,11 +315,11 @@ impl Inner {
         permit: OwnedSemaphorePermit,
     ) -> Settled {
         let row = call.row;
-        if call.purpose == Purpose::Serve {
+        if call.purpose == Purpose::Serve && call.scope.is_none() {
             // Minted by another instance between our read and our claim.
             if let Some(minted) = self.stored_access(row, Some(call.started)) {
                 self.release(row).await;
-                self.cache.put(row.id, minted.clone(), call.epoch);
+                self.cache.put(row.id, None, minted.clone(), call.epoch);
                 return Settled::Done(Ok(minted));
             }
         }
@@ -303,7 +330,7 @@ impl Inner {
                 return Settled::Done(Err(e));
             }
         };
-        let outcome = self.call_provider(&presented).await;
+        let outcome = self.call_provider(&presented, call.scope).await;
         drop(permit);
         let counted = match &outcome {
             Err(ProviderError::Unavailable { .. }) => Outcome::Unavailable,
@@ -343,13 +370,18 @@ impl Inner {
 
     /// Calls the provider with a deadline per attempt, retrying only what certainly did not
     /// reach it (a refused connection): anything else may have rotated the token already.
-    async fn call_provider(&self, token: &SecretString) -> Result<RefreshGrant, ProviderError> {
+    async fn call_provider(
+        &self,
+        token: &SecretString,
+        scope: Option<&Scope>,
+    ) -> Result<RefreshGrant, ProviderError> {
+        let scope = scope.map(Scope::to_string);
         let mut delay = self.settings.retry_base;
         let mut attempt = 1;
         loop {
             let result = tokio::time::timeout(
                 self.settings.provider_timeout,
-                self.oidc.refresh(token, None),
+                self.oidc.refresh(token, scope.as_deref()),
             )
             .await
             .unwrap_or_else(|_| {
@@ -378,6 +410,8 @@ impl Inner {
 #[derive(Clone, Copy)]
 struct Call<'a> {
     row: &'a VaultRow,
+    /// The narrowed scope asked for, if any.
+    scope: Option<&'a Scope>,
     actor: &'a str,
     epoch: u64,
     purpose: Purpose,
@@ -400,11 +434,26 @@ fn subject(row: &VaultRow) -> Subject<'_> {
     }
 }
 
-fn owned_by(minted: Minted, caller: &str) -> Result<Minted, AccessError> {
-    if minted.user_id == caller {
+/// A minted token goes to `caller` only if it may use the row it was minted for.
+fn allowed(caller: &Caller, id: Uuid, minted: Minted) -> Result<Minted, AccessError> {
+    if caller.may_use(id, &minted.user_id, &minted.delegates) {
         Ok(minted)
     } else {
         Err(AccessError::NotFound)
+    }
+}
+
+/// The scope to ask for: the request's, within a task key's own limit; the key's when the
+/// request names none.
+fn narrowed(caller: &Caller, asked: Option<Scope>) -> Result<Option<Scope>, AccessError> {
+    let limit = match caller {
+        Caller::Task(key) => key.scope.as_deref().and_then(|s| Scope::parse(s).ok()),
+        _ => None,
+    };
+    match (asked, limit) {
+        (Some(asked), Some(limit)) if !asked.is_subset(&limit) => Err(AccessError::InvalidScope),
+        (Some(asked), _) => Ok(Some(asked)),
+        (None, limit) => Ok(limit),
     }
 }
 

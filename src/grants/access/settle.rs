@@ -48,7 +48,8 @@ impl Inner {
         let current_refresh = rotated_token.unwrap_or(presented);
         let write = RefreshWrite {
             rotated: rotated.as_ref(),
-            minted: &stored,
+            // A narrowed token is for its caller only; the row shares the full-scope one.
+            minted: call.scope.is_none().then_some(&stored),
             refresh_expires_at: Some(self.refresh_expiry(&grant, current_refresh, now)),
             now,
         };
@@ -81,7 +82,8 @@ impl Inner {
             self.journal
                 .health(subject, Health::Recovered { after_failures });
         }
-        self.cache.put(row.id, minted.clone(), call.epoch);
+        self.cache
+            .put(row.id, call.scope.cloned(), minted.clone(), call.epoch);
         Settled::Done(Ok(minted))
     }
 
@@ -127,6 +129,8 @@ impl Inner {
         };
         let minted = Minted {
             user_id: row.user_id.clone(),
+            task_id: row.task_id.clone(),
+            delegates: row.delegates.clone(),
             access_token: grant.access_token.clone(),
             token_type: grant.token_type.clone(),
             scope: grant.scope.clone(),

@@ -35,6 +35,8 @@ impl Inner {
         match opened {
             Ok(access_token) => Some(Minted {
                 user_id: row.user_id.clone(),
+                task_id: row.task_id.clone(),
+                delegates: row.delegates.clone(),
                 access_token,
                 token_type: stored.token_type.clone(),
                 scope: stored.scope.clone(),

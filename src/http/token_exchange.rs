@@ -1,0 +1,220 @@
+//! `POST /api/auth/manager/token`: OAuth 2.0 Token Exchange (RFC 8693) for task keys, so a
+//! task can use any standard OAuth client library instead of our own API.
+//!
+//! The subject token is a task key (`subject_token_type`
+//! `urn:token-broker:params:oauth:token-type:task-key`); the issued token is an access token of
+//! the key's row, narrowed to `scope` if asked. Answers and errors follow RFC 8693 §2.2 and
+//! RFC 6749 §5, not the rest of the API's `{"error","message"}` shape.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use super::client_addr::ClientIp;
+use crate::grants::task_keys::KEY_PREFIX;
+use crate::grants::{AccessError, KeyRefusal, RedeemError, Refresher, Scope, TaskKeys};
+
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const TASK_KEY_TYPE: &str = "urn:token-broker:params:oauth:token-type:task-key";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// RFC 8693 §2.2.1.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExchangeResponse {
+    access_token: String,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+/// RFC 6749 §5.2.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OAuthError {
+    error: &'static str,
+    error_description: String,
+}
+
+fn oauth_error(
+    status: StatusCode,
+    error: &'static str,
+    description: impl Into<String>,
+) -> Response {
+    let mut response = (
+        status,
+        Json(OAuthError {
+            error,
+            error_description: description.into(),
+        }),
+    )
+        .into_response();
+    no_store(&mut response);
+    response
+}
+
+fn invalid_request(description: impl Into<String>) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description)
+}
+
+fn no_store(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// The form's parameters; each may appear once (RFC 6749 §3.2). The error says why not.
+fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Err("send the request as application/x-www-form-urlencoded".into());
+    }
+    let mut params = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if params.insert(name.to_string(), value.to_string()).is_some() {
+            return Err(format!("`{name}` appears more than once"));
+        }
+    }
+    Ok(params)
+}
+
+/// `POST /api/auth/manager/token` (form-encoded)
+#[utoipa::path(
+    post,
+    path = "/api/auth/manager/token",
+    tag = "task keys",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "grant_type=urn:ietf:params:oauth:grant-type:token-exchange, subject_token=<task key>, subject_token_type=urn:token-broker:params:oauth:token-type:task-key, optional scope and requested_token_type=urn:ietf:params:oauth:token-type:access_token"),
+    responses(
+        (status = 200, description = "An access token (RFC 8693 §2.2.1)", body = ExchangeResponse),
+        (status = 400, description = "invalid_request (including a missing, malformed, unknown, revoked, expired or used-up subject token), invalid_scope, unsupported_grant_type", body = OAuthError),
+        (status = 429, description = "Rate limited"),
+        (status = 503, description = "temporarily_unavailable: the provider or the database", body = OAuthError),
+    )
+)]
+pub async fn exchange_token(
+    State(refresher): State<Refresher>,
+    State(task_keys): State<Arc<TaskKeys>>,
+    ClientIp(from): ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let params = match parameters(&headers, &body) {
+        Ok(params) => params,
+        Err(problem) => return invalid_request(problem),
+    };
+    let get = |name: &str| params.get(name).map(String::as_str);
+    match get("grant_type") {
+        None => return invalid_request("grant_type is required"),
+        Some(TOKEN_EXCHANGE) => {}
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("only {TOKEN_EXCHANGE} is supported here"),
+            )
+        }
+    }
+    let Some(subject_token) = get("subject_token").filter(|t| !t.is_empty()) else {
+        return invalid_request("subject_token is required");
+    };
+    if get("subject_token_type") != Some(TASK_KEY_TYPE) {
+        return invalid_request(format!("subject_token_type must be {TASK_KEY_TYPE}"));
+    }
+    if get("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return invalid_request(format!(
+            "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
+        ));
+    }
+    if get("actor_token").is_some() {
+        return invalid_request("actor tokens are not supported");
+    }
+    let scope = match get("scope").map(Scope::parse).transpose() {
+        Ok(scope) => scope,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()),
+    };
+    if !subject_token.starts_with(KEY_PREFIX) {
+        return invalid_request("the subject token is not a task key");
+    }
+    let redeemed = match task_keys.authenticate(subject_token, from).await {
+        Ok(key) => task_keys.redeem(&refresher, key, None, scope, from).await,
+        Err(e) => Err(e),
+    };
+    match redeemed {
+        Ok(minted) => {
+            let expires_in = (minted.expires_at - Utc::now()).num_seconds().max(0);
+            let mut response = Json(ExchangeResponse {
+                access_token: minted.access_token.expose_secret().to_owned(),
+                issued_token_type: ACCESS_TOKEN_TYPE,
+                token_type: "Bearer",
+                expires_in: u64::try_from(expires_in).unwrap_or(0),
+                scope: minted.scope,
+            })
+            .into_response();
+            no_store(&mut response);
+            response
+        }
+        Err(error) => exchange_error(error),
+    }
+}
+
+fn exchange_error(error: RedeemError) -> Response {
+    let unavailable = |what: &str| {
+        oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("{what}; try again later"),
+        )
+    };
+    match error {
+        RedeemError::Refused(refusal) => invalid_request(match refusal {
+            KeyRefusal::Unknown => "the subject token is unknown or malformed",
+            KeyRefusal::Revoked => "the subject token was revoked",
+            KeyRefusal::Expired => "the subject token has expired",
+            KeyRefusal::Exhausted => "the subject token has been used as often as it may",
+            KeyRefusal::Address => "the subject token may not be used from this address",
+        }),
+        RedeemError::Access(AccessError::InvalidScope) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "the scope is broader than the task key or its grant allows",
+        ),
+        RedeemError::Access(AccessError::Pending) => {
+            invalid_request("the subject token's grant has not been consented to yet")
+        }
+        RedeemError::Access(AccessError::Gone { status, .. }) => {
+            invalid_request(format!("the subject token's grant is {status}"))
+        }
+        RedeemError::Access(AccessError::NotFound) => {
+            invalid_request("the subject token's grant is gone")
+        }
+        RedeemError::Access(
+            AccessError::ProviderUnavailable { .. }
+            | AccessError::ProviderBusy
+            | AccessError::ProviderRejected { .. },
+        ) => unavailable("the identity provider cannot issue a token now"),
+        RedeemError::Access(AccessError::Vault(e)) if e.is_unavailable() => {
+            unavailable("the token store is unavailable")
+        }
+        RedeemError::Vault(e) if e.is_unavailable() => {
+            unavailable("the token store is unavailable")
+        }
+        other => {
+            tracing::error!(error = %other, "token exchange failed");
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal server error",
+            )
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Task keys and the broker's own secrets, as stored. Every backend implements [`TaskKeyStore`];
+//! [`super::TokenVault`] includes it.
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::VaultError;
+use crate::crypto::Sealed;
+
+/// A task key about to be stored: its keyed hash, never the key.
+#[derive(Debug)]
+pub struct NewTaskKey {
+    pub id: Uuid,
+    pub token_id: Uuid,
+    /// The row's owner; only their row gets the key.
+    pub user_id: String,
+    pub name: Option<String>,
+    pub key_hash: Vec<u8>,
+    pub scope: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: Option<u32>,
+    pub allowed_cidrs: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A task key as stored (no secret in it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskKey {
+    pub id: Uuid,
+    pub token_id: Uuid,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub scope: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub allowed_cidrs: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub(super) const TASK_KEY_COLUMNS: &str = "id, token_id, user_id, name, scope, expires_at, \
+    max_uses, uses, allowed_cidrs, created_at, last_used_at, revoked_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TaskKeyRecord {
+    id: Uuid,
+    token_id: Uuid,
+    user_id: String,
+    name: Option<String>,
+    scope: Option<String>,
+    expires_at: DateTime<Utc>,
+    max_uses: Option<i32>,
+    uses: i32,
+    allowed_cidrs: Option<String>,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<TaskKeyRecord> for TaskKey {
+    fn from(r: TaskKeyRecord) -> Self {
+        TaskKey {
+            id: r.id,
+            token_id: r.token_id,
+            user_id: r.user_id,
+            name: r.name,
+            scope: r.scope,
+            expires_at: r.expires_at,
+            max_uses: r.max_uses.and_then(|n| u32::try_from(n).ok()),
+            uses: u32::try_from(r.uses).unwrap_or(0),
+            allowed_cidrs: r
+                .allowed_cidrs
+                .map(|c| c.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+/// The comma-separated form stored in `allowed_cidrs`.
+pub(super) fn joined(cidrs: &[String]) -> Option<String> {
+    (!cidrs.is_empty()).then(|| cidrs.join(","))
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SecretRecord {
+    pub name: String,
+    pub key_id: String,
+    pub iv: Vec<u8>,
+    pub encrypted_value: Vec<u8>,
+}
+
+impl SecretRecord {
+    pub fn sealed(self) -> (String, Sealed) {
+        (
+            self.name,
+            Sealed {
+                key_id: self.key_id,
+                nonce: self.iv,
+                ciphertext: self.encrypted_value,
+            },
+        )
+    }
+}
+
+#[async_trait]
+pub trait TaskKeyStore: Send + Sync {
+    /// Stores a key for row `token_id` if that row is `user_id`'s, pending or active, and has
+    /// fewer than `max_live` unrevoked, unexpired keys. False otherwise.
+    async fn create_task_key(&self, key: &NewTaskKey, max_live: u32) -> Result<bool, VaultError>;
+
+    /// A row's keys, oldest first.
+    async fn task_keys(&self, token_id: Uuid) -> Result<Vec<TaskKey>, VaultError>;
+
+    /// The key whose keyed hash this is.
+    async fn find_task_key(&self, key_hash: &[u8]) -> Result<Option<TaskKey>, VaultError>;
+
+    /// Revokes key `key_id` of row `token_id` (idempotent); the key as it is afterwards.
+    async fn revoke_task_key(
+        &self,
+        token_id: Uuid,
+        key_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskKey>, VaultError>;
+
+    /// Counts one use of a key that is unrevoked, unexpired and under its limit, atomically:
+    /// of N concurrent calls on a key with M uses left, exactly M succeed. False = refused.
+    async fn reserve_task_key_use(
+        &self,
+        key_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError>;
+
+    /// Gives back a use reserved for a redemption that then failed.
+    async fn refund_task_key_use(&self, key_id: Uuid) -> Result<(), VaultError>;
+
+    /// One of the broker's own secrets, sealed.
+    async fn broker_secret(&self, name: &str) -> Result<Option<Sealed>, VaultError>;
+
+    /// Stores a secret unless one of that name exists (the first instance to start wins).
+    async fn store_broker_secret(
+        &self,
+        name: &str,
+        sealed: &Sealed,
+        now: DateTime<Utc>,
+    ) -> Result<(), VaultError>;
+
+    /// The broker's secrets not sealed under `key_id` (key rotation).
+    async fn broker_secrets_under_other_keys(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(String, Sealed)>, VaultError>;
+
+    /// Replaces a secret's ciphertext if it still is `old` (compare-and-swap).
+    async fn reseal_broker_secret(
+        &self,
+        name: &str,
+        old: &Sealed,
+        new: &Sealed,
+    ) -> Result<bool, VaultError>;
+}
