@@ -95,6 +95,26 @@ pub enum UserCommand {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Task keys: restricted keys a task uses to get tokens after you have left.
+    #[command(subcommand)]
+    TaskKey(TaskKeyCommand),
+    /// For a task: print an access token using a task key (no login needed), or with --sink
+    /// and --watch keep a file holding a fresh one. The key comes from TOKEN_BROKER_TASK_KEY
+    /// or --key-file, never from the command line.
+    TaskToken {
+        /// A file holding the task key (mode 0600 is advised).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Write the token to this file (atomically, mode 0600) instead of printing it.
+        #[arg(long)]
+        sink: Option<PathBuf>,
+        /// Keep the sink fresh: rewrite it before the token expires, until SIGTERM.
+        #[arg(long, requires = "sink")]
+        watch: bool,
+        /// Narrow the token to these scopes (within the key's).
+        #[arg(long)]
+        scope: Option<String>,
+    },
     /// Show one persistent token's status.
     Status { id: String },
     /// List your persistent tokens.
@@ -106,6 +126,33 @@ pub enum UserCommand {
     Token { id: String },
     /// Revoke a persistent token.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskKeyCommand {
+    /// Issue a key for a persistent token; prints the key once, then its id.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Space-separated scopes within the token's grant.
+        #[arg(long)]
+        scope: Option<String>,
+        /// When the key stops working: RFC 3339 (2026-12-31T00:00:00Z) or a duration
+        /// (90m, 12h, 7d) [default: the token's own expiry].
+        #[arg(long)]
+        expires: Option<String>,
+        /// How many successful uses it allows.
+        #[arg(long)]
+        max_uses: Option<u32>,
+        /// A network the key may be used from (CIDR or address); repeat for several.
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+    },
+    /// List a persistent token's keys (no secrets).
+    List { id: String },
+    /// Revoke a key.
+    Revoke { id: String, key_id: String },
 }
 
 #[derive(Debug, Subcommand)]

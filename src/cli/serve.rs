@@ -7,12 +7,13 @@ use crate::config::{Config, Storage};
 
 pub async fn serve(config: Config) -> Result<(), String> {
     announce(&config);
+    let shutdown = shutdown_signal();
     let app = Application::build(config)
         .await
         .map_err(|e| e.to_string())?;
     let addr = app.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "token-broker listening");
-    app.run_until_stopped(shutdown_signal())
+    app.run_until_stopped(shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))
 }
@@ -63,27 +64,41 @@ pub fn init_logging(json: bool) {
     };
 }
 
-/// Completes on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on Ctrl-C or SIGTERM, so in-flight requests finish before exit. The handlers are
+/// installed when this is called, not when first polled: a signal that arrives right after the
+/// "listening" line must already find them.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = signals;
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term.take()) => {}
+                () = wait(int.take()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

@@ -9,11 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{LoginMethod, UserCommand};
+use super::{LoginMethod, TaskKeyCommand, UserCommand};
 use crate::client::broker::BrokerApi;
 use crate::client::fresh_session;
 use crate::client::login::{credentials_login, device_login, scopes, Provider};
 use crate::client::store::{default_path, Kind, LockedConfig};
+use crate::client::task_token;
 
 const DEFAULT_CLIENT_ID: &str = "token-broker-cli";
 const DEFAULT_BROKER: &str = "http://127.0.0.1:8080";
@@ -24,6 +25,16 @@ pub async fn run(
     config: Option<PathBuf>,
     broker: Option<String>,
 ) -> Result<(), String> {
+    // A task needs no login, no config file: only its key and the broker's address.
+    if let UserCommand::TaskToken {
+        key_file,
+        sink,
+        watch,
+        scope,
+    } = command
+    {
+        return task_token_command(key_file, sink, watch, scope, broker).await;
+    }
     let path = match config {
         Some(path) => path,
         None => default_path()?,
@@ -168,6 +179,7 @@ async fn run_broker_command(
             println!("{id} {}", describe(&api.status(&id).await?));
             Ok(())
         }
+        UserCommand::TaskKey(command) => task_key_command(&api, command).await,
         UserCommand::List { task } => {
             for item in api.list(task.as_deref()).await? {
                 println!(
@@ -191,7 +203,10 @@ async fn run_broker_command(
             );
             Ok(())
         }
-        UserCommand::Login { .. } | UserCommand::Logout | UserCommand::Whoami => Ok(()),
+        UserCommand::Login { .. }
+        | UserCommand::Logout
+        | UserCommand::Whoami
+        | UserCommand::TaskToken { .. } => Ok(()),
     }
 }
 
@@ -217,6 +232,140 @@ async fn wait_for_consent(api: &BrokerApi, id: &str, timeout: Duration) -> Resul
     };
     spinner.finish_and_clear();
     result
+}
+
+async fn task_key_command(api: &BrokerApi, command: TaskKeyCommand) -> Result<(), String> {
+    match command {
+        TaskKeyCommand::Create {
+            id,
+            name,
+            scope,
+            expires,
+            max_uses,
+            cidrs,
+        } => {
+            let mut request = serde_json::Map::new();
+            if let Some(name) = name {
+                request.insert("name".into(), name.into());
+            }
+            if let Some(scope) = scope {
+                request.insert("scope".into(), scope.into());
+            }
+            if let Some(expires) = expires {
+                request.insert(
+                    "expiresAt".into(),
+                    parse_expiry(&expires)?.to_rfc3339().into(),
+                );
+            }
+            if let Some(max_uses) = max_uses {
+                request.insert("maxUses".into(), max_uses.into());
+            }
+            if !cidrs.is_empty() {
+                request.insert("allowedCidrs".into(), cidrs.into());
+            }
+            let key = api.create_task_key(&id, Value::Object(request)).await?;
+            // The key alone on stdout (for a file or a secret store); the rest on stderr.
+            println!("{}", key["taskKey"].as_str().unwrap_or_default());
+            eprintln!(
+                "Task key {} for {id}: shown once, store it now. {}",
+                key["taskKeyId"].as_str().unwrap_or_default(),
+                describe_key(&key)
+            );
+            Ok(())
+        }
+        TaskKeyCommand::List { id } => {
+            let keys = api.task_keys(&id).await?;
+            for key in keys["items"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{} {}",
+                    key["taskKeyId"].as_str().unwrap_or_default(),
+                    describe_key(&key)
+                );
+            }
+            Ok(())
+        }
+        TaskKeyCommand::Revoke { id, key_id } => {
+            let key = api.revoke_task_key(&id, &key_id).await?;
+            println!("{key_id} {}", describe_key(&key));
+            Ok(())
+        }
+    }
+}
+
+/// `active name=nightly uses=3/20 expires=…`
+fn describe_key(key: &Value) -> String {
+    let mut text = key["state"].as_str().unwrap_or("unknown").to_owned();
+    if let Some(name) = key["name"].as_str() {
+        text.push_str(&format!(" name={name}"));
+    }
+    if let Some(scope) = key["scope"].as_str() {
+        text.push_str(&format!(" scope=\"{scope}\""));
+    }
+    let uses = key["uses"].as_u64().unwrap_or(0);
+    match key["maxUses"].as_u64() {
+        Some(max) => text.push_str(&format!(" uses={uses}/{max}")),
+        None => text.push_str(&format!(" uses={uses}")),
+    }
+    if let Some(expires) = key["expiresAt"].as_str() {
+        text.push_str(&format!(" expires={expires}"));
+    }
+    text
+}
+
+/// RFC 3339, or a duration from now: `90m`, `12h`, `7d`.
+fn parse_expiry(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let bad =
+        || format!("--expires `{text}` is neither RFC 3339 nor a duration like 90m, 12h or 7d");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        _ => None,
+    }
+    .filter(|_| n > 0)
+    .ok_or_else(bad)?;
+    Ok(chrono::Utc::now() + duration)
+}
+
+async fn task_token_command(
+    key_file: Option<PathBuf>,
+    sink: Option<PathBuf>,
+    watch: bool,
+    scope: Option<String>,
+    broker: Option<String>,
+) -> Result<(), String> {
+    let key = task_token::read_key(key_file.as_deref())?;
+    let base = broker.unwrap_or_else(|| DEFAULT_BROKER.to_owned());
+    let broker =
+        url::Url::parse(&base).map_err(|e| format!("broker URL `{base}` is not a URL: {e}"))?;
+    let http = crate::oidc::http_client().map_err(|e| e.to_string())?;
+    match (sink, watch) {
+        (Some(sink), true) => {
+            task_token::watch(
+                &http,
+                &broker,
+                &key,
+                scope.as_deref(),
+                &sink,
+                super::serve::shutdown_signal(),
+            )
+            .await
+        }
+        (Some(sink), false) => {
+            let token = task_token::fetch(&http, &broker, &key, scope.as_deref()).await?;
+            task_token::write_sink(&sink, &token.access_token)
+        }
+        (None, _) => {
+            let token = task_token::fetch(&http, &broker, &key, scope.as_deref()).await?;
+            println!("{}", token.access_token.expose_secret());
+            Ok(())
+        }
+    }
 }
 
 /// Waits until the row was consented to again: its last refresh moved on and it is active.

@@ -37,6 +37,33 @@ impl BrokerApi {
         .await
     }
 
+    pub async fn create_task_key(&self, id: &str, request: Value) -> Result<Value, String> {
+        self.call(
+            Method::POST,
+            &format!("/api/auth/manager/offline-tokens/{id}/task-keys"),
+            Some(request),
+        )
+        .await
+    }
+
+    pub async fn task_keys(&self, id: &str) -> Result<Value, String> {
+        self.call(
+            Method::GET,
+            &format!("/api/auth/manager/offline-tokens/{id}/task-keys"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn revoke_task_key(&self, id: &str, key_id: &str) -> Result<Value, String> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/auth/manager/offline-tokens/{id}/task-keys/{key_id}"),
+            None,
+        )
+        .await
+    }
+
     pub async fn status(&self, id: &str) -> Result<Value, String> {
         self.call(
             Method::GET,

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod login;
 pub mod secrets;
 pub mod store;
+pub mod task_token;
 
 use std::path::Path;
 

@@ -9,6 +9,8 @@ use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 12;
 const KEY_LEN: usize = 32;
+/// Every AES-GCM ciphertext ends in a 16-byte tag: anything shorter was never sealed.
+const TAG_LEN: usize = 16;
 
 /// Names a key in `TOKEN_ENCRYPTION_KEYS`; stored beside every ciphertext so the key can rotate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +67,7 @@ impl Sealed {
     pub fn from_bytes(blob: &[u8]) -> Result<Self, CryptoError> {
         let (&kid_len, rest) = blob.split_first().ok_or(CryptoError::Malformed)?;
         let kid_len = usize::from(kid_len);
-        if rest.len() < kid_len + NONCE_LEN {
+        if rest.len() < kid_len + NONCE_LEN + TAG_LEN {
             return Err(CryptoError::Malformed);
         }
         let (kid, rest) = rest.split_at(kid_len);
@@ -389,6 +391,45 @@ mod tests {
         assert_eq!(Sealed::from_bytes(&sealed.to_bytes()).unwrap(), sealed);
         assert_eq!(Sealed::from_bytes(&[5, b'k']), Err(CryptoError::Malformed));
         assert_eq!(Sealed::from_bytes(&[]), Err(CryptoError::Malformed));
+    }
+
+    #[test]
+    fn key_ids_take_letters_digits_dashes_underscores_and_dots() {
+        for kid in ["k1", "2026-11", "key_2", "v1.2", "a-b_c.d"] {
+            assert!(
+                Keyring::parse(&format!("{kid}:{}", key(1))).is_ok(),
+                "{kid}"
+            );
+        }
+        for kid in ["k 1", "k|1", "k/1", "ключ", &"k".repeat(65)] {
+            assert_eq!(
+                Keyring::parse(&format!("{kid}:{}", key(1))).unwrap_err(),
+                KeyringError::BadKeyId,
+                "{kid}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sealed_value_shows_its_key_and_length_but_not_its_bytes() {
+        let sealed = Sealed {
+            key_id: "k1".into(),
+            nonce: vec![7; 12],
+            ciphertext: vec![0xAB; 20],
+        };
+        let printed = format!("{sealed:?}");
+        assert!(printed.contains("k1") && printed.contains("20"), "{printed}");
+        assert!(!printed.contains("171") && !printed.to_lowercase().contains("ab, "));
+    }
+
+    #[test]
+    fn a_blob_too_short_for_a_tag_is_malformed() {
+        let mut blob = vec![2, b'k', b'1'];
+        blob.extend_from_slice(&[0; 12]);
+        blob.extend_from_slice(&[0; 15]);
+        assert_eq!(Sealed::from_bytes(&blob), Err(CryptoError::Malformed));
+        blob.push(0);
+        assert_eq!(Sealed::from_bytes(&blob).unwrap().ciphertext.len(), 16);
     }
 
     #[test]

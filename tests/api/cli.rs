@@ -537,3 +537,64 @@ async fn client_credentials_login_stores_the_secret_encrypted() {
     assert!(!missing_secret.status.success());
     assert!(text(&missing_secret.stderr).contains("needs --client-secret"));
 }
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn task_key_commands_issue_list_and_revoke_keys(pool: PgPool) {
+    let idp = Idp::shared();
+    let app = spawn_app(pool).await;
+    let config = temp_config();
+    let user = unique_user("heidi");
+    assert!(device_login(idp, &config, &user, &[])
+        .await
+        .status
+        .success());
+    let id = app
+        .activate(&idp.user_token(&user).await, &user, "nightly")
+        .await
+        .to_string();
+    let run = |args: &[&str]| {
+        let mut command = cli(&config, args);
+        command.env("TOKEN_BROKER_URL", &app.base);
+        output_of(command)
+    };
+
+    let created = run(&[
+        "task-key",
+        "create",
+        &id,
+        "--name",
+        "nightly",
+        "--scope",
+        "openid",
+        "--max-uses",
+        "3",
+        "--expires",
+        "2h",
+        "--cidr",
+        "10.0.0.0/8",
+    ])
+    .await;
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let key = text(&created.stdout);
+    assert_eq!(key.lines().count(), 1, "only the key on stdout");
+    assert!(key.trim().starts_with("tbk_"));
+    assert!(text(&created.stderr).contains("shown once"));
+
+    let listed = run(&["task-key", "list", &id]).await;
+    let line = text(&listed.stdout);
+    assert!(
+        line.contains("active name=nightly scope=\"openid\" uses=0/3"),
+        "{line}"
+    );
+    assert!(!line.contains(key.trim()), "no secret in the list");
+    let key_id = line.split_whitespace().next().unwrap().to_owned();
+
+    let revoked = run(&["task-key", "revoke", &id, &key_id]).await;
+    assert!(text(&revoked.stdout).starts_with(&format!("{key_id} revoked")));
+    let bad = run(&["task-key", "create", &id, "--expires", "soon"]).await;
+    assert!(!bad.status.success());
+    assert_eq!(text(&bad.stderr).lines().count(), 1);
+    assert!(text(&bad.stderr).contains("--expires"));
+    let stranger = run(&["task-key", "list", &Uuid::new_v4().to_string()]).await;
+    assert!(text(&stranger.stderr).contains("token_not_found"));
+}

@@ -21,5 +21,6 @@ mod outages;
 mod process;
 mod reconsent;
 mod serve;
+mod task_keys;
 mod tokens;
 mod webhooks;

@@ -8,4 +8,5 @@ mod callback;
 mod consent;
 mod harness;
 mod ops;
+mod task_keys;
 mod tokens;

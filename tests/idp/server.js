@@ -71,6 +71,16 @@ const clients = [
     scope: 'openid profile email offline_access',
   },
   {
+    // A platform's job runner: a service account (client credentials), the kind of client a
+    // consent can name as a delegate.
+    client_id: 'job-runner',
+    client_secret: 'job-runner-secret',
+    redirect_uris: [],
+    grant_types: ['client_credentials'],
+    response_types: [],
+    scope: 'openid',
+  },
+  {
     // The token-broker CLI: a public client using the device authorization grant.
     client_id: 'token-broker-cli',
     token_endpoint_auth_method: 'none',

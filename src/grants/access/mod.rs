@@ -198,11 +198,6 @@ impl Refresher {
         self.fly(id, None, SYSTEM, Purpose::KeepAlive).await
     }
 
-    /// Flights running now.
-    pub fn flights_running(&self) -> usize {
-        self.inner.flights.len()
-    }
-
     async fn fly(
         &self,
         id: Uuid,

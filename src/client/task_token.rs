@@ -1,0 +1,201 @@
+//! The task's side: a task key in, an access token out — printed once, or kept fresh in a file
+//! (what HTCondor's credmon does for jobs), with no user login anywhere.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+pub const KEY_ENV: &str = "TOKEN_BROKER_TASK_KEY";
+
+/// Renew this long before expiry, or a tenth of the token's life if that is shorter.
+const RENEW_MARGIN: Duration = Duration::from_secs(60);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// The task key: from `TOKEN_BROKER_TASK_KEY`, else the file. Never from the command line,
+/// where other users of the machine could read it.
+pub fn read_key(file: Option<&Path>) -> Result<SecretString, String> {
+    if let Some(path) = file {
+        let text = zeroize::Zeroizing::new(
+            fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the task key file {}: {e}", path.display()))?,
+        );
+        let key = text.trim();
+        if key.is_empty() {
+            return Err(format!("the task key file {} is empty", path.display()));
+        }
+        return Ok(SecretString::from(key.to_owned()));
+    }
+    match std::env::var(KEY_ENV) {
+        Ok(key) if !key.trim().is_empty() => Ok(SecretString::from(key.trim().to_owned())),
+        _ => Err(format!(
+            "no task key: set {KEY_ENV} or pass --key-file FILE"
+        )),
+    }
+}
+
+/// A token the broker handed out.
+pub struct Token {
+    pub access_token: SecretString,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Asks the broker for a token with `key`.
+pub async fn fetch(
+    http: &reqwest::Client,
+    broker: &url::Url,
+    key: &SecretString,
+    scope: Option<&str>,
+) -> Result<Token, String> {
+    let url = broker
+        .join("/api/auth/manager/access-token")
+        .map_err(|e| e.to_string())?;
+    let body = match scope {
+        Some(scope) => json!({ "scope": scope }),
+        None => json!({}),
+    };
+    let response = http
+        .post(url)
+        .bearer_auth(key.expose_secret())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the broker at {broker}: {e}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!(
+            "broker: {}: {}",
+            body["error"].as_str().unwrap_or("error"),
+            body["message"].as_str().unwrap_or("no details")
+        ));
+    }
+    let access_token = body["accessToken"]
+        .as_str()
+        .ok_or("the broker answered without an access token")?;
+    let expires_at = body["expiresAt"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or("the broker answered without expiresAt")?;
+    Ok(Token {
+        access_token: SecretString::from(access_token.to_owned()),
+        expires_at,
+    })
+}
+
+/// Writes `token` to `sink` atomically: a 0600 temporary file beside it, synced, renamed over.
+/// A reader sees the old token or the new one, never half of either.
+pub fn write_sink(sink: &Path, token: &SecretString) -> Result<(), String> {
+    let temp: PathBuf = sink.with_extension(format!("tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(true).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temp)?;
+        file.write_all(token.expose_secret().as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        fs::rename(&temp, sink)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        format!("cannot write {}: {e}", sink.display())
+    })
+}
+
+/// When to renew a token that expires at `expires_at`.
+pub fn renew_in(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    let left = (expires_at - now).to_std().unwrap_or_default();
+    let margin = RENEW_MARGIN.min(left / 10 + Duration::from_secs(1));
+    left.saturating_sub(margin).max(Duration::from_secs(1))
+}
+
+/// Keeps `sink` holding a fresh token until `stop` completes. A failed renewal keeps the old
+/// file (it may still be valid) and tries again with back-off.
+pub async fn watch(
+    http: &reqwest::Client,
+    broker: &url::Url,
+    key: &SecretString,
+    scope: Option<&str>,
+    sink: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    tokio::pin!(stop);
+    let mut retry = FIRST_RETRY;
+    loop {
+        let wait = match fetch(http, broker, key, scope).await {
+            Ok(token) => {
+                write_sink(sink, &token.access_token)?;
+                retry = FIRST_RETRY;
+                let wait = renew_in(token.expires_at, Utc::now());
+                eprintln!(
+                    "token-broker: {} holds a token until {}; renewing in {} s",
+                    sink.display(),
+                    token.expires_at.to_rfc3339(),
+                    wait.as_secs()
+                );
+                wait
+            }
+            Err(e) => {
+                eprintln!(
+                    "token-broker: renewing failed ({e}); trying again in {} s",
+                    retry.as_secs()
+                );
+                let wait = retry;
+                retry = (retry * 2).min(MAX_RETRY);
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut stop => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_before_expiry_and_never_at_once() {
+        let now = Utc::now();
+        let in_5_min = renew_in(now + chrono::Duration::seconds(300), now);
+        assert!(in_5_min >= Duration::from_secs(239) && in_5_min <= Duration::from_secs(271));
+        let short = renew_in(now + chrono::Duration::seconds(10), now);
+        assert!(short >= Duration::from_secs(7) && short < Duration::from_secs(10));
+        assert_eq!(
+            renew_in(now - chrono::Duration::seconds(5), now),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn the_sink_is_written_whole_and_private() {
+        let dir = std::env::temp_dir().join(format!("tb-sink-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        let sink = dir.join("token");
+        write_sink(&sink, &SecretString::from("first".to_owned())).unwrap();
+        write_sink(&sink, &SecretString::from("second".to_owned())).unwrap();
+        assert_eq!(fs::read_to_string(&sink).unwrap(), "second\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&sink).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
