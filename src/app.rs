@@ -140,6 +140,7 @@ pub async fn assemble(
             consent_ttl: config.consent_ttl,
             offline_token_max_age: config.offline_token_max_age,
             delegate_clients: config.delegate_clients.clone(),
+            max_pending: config.max_pending_consents,
         },
     ));
     let callbacks = Arc::new(Callbacks::new(
@@ -216,7 +217,11 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let addr = config.bind_addr;
         let metrics_addr = config.http.metrics_addr;
-        let (interval, retention) = (config.cleanup_interval, config.retention);
+        let interval = config.cleanup_interval;
+        let retention = lifecycle::Retention {
+            rows: config.retention,
+            audit: config.audit_retention,
+        };
         let vault = open_vault(&config).await?;
         let Wired {
             services,

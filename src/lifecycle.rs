@@ -16,6 +16,14 @@ pub const BATCH: u32 = 500;
 pub struct CleanupReport {
     pub expired: usize,
     pub purged: usize,
+    pub audit_purged: u64,
+}
+
+/// How long finished rows and audit records are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub rows: Duration,
+    pub audit: Duration,
 }
 
 /// One full clean-up pass; every changed row is journaled and told to `changes`.
@@ -23,18 +31,31 @@ pub async fn clean_up(
     vault: &dyn TokenVault,
     journal: &Journal,
     changes: &StatusChanges,
-    retention: Duration,
+    retention: Retention,
 ) -> Result<CleanupReport, VaultError> {
     let expired = in_batches(journal, changes, AuditAction::TokenExpired, || {
         vault.expire_stale(Utc::now(), BATCH)
     })
     .await?;
-    let cutoff = Utc::now() - retention;
+    let cutoff = Utc::now() - retention.rows;
     let purged = in_batches(journal, changes, AuditAction::TokenPurged, || {
         vault.purge_finished(cutoff, BATCH)
     })
     .await?;
-    Ok(CleanupReport { expired, purged })
+    let audit_cutoff = Utc::now() - retention.audit;
+    let mut audit_purged = 0;
+    loop {
+        let deleted = vault.purge_audit(audit_cutoff, BATCH).await?;
+        audit_purged += deleted;
+        if deleted < u64::from(BATCH) {
+            break;
+        }
+    }
+    Ok(CleanupReport {
+        expired,
+        purged,
+        audit_purged,
+    })
 }
 
 /// Runs `step` until a batch comes back short, journaling every changed row as `action`.
@@ -68,7 +89,7 @@ pub async fn run_periodically(
     journal: Journal,
     changes: StatusChanges,
     interval: Duration,
-    retention: Duration,
+    retention: Retention,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -79,6 +100,7 @@ pub async fn run_periodically(
                 tracing::info!(
                     expired = report.expired,
                     purged = report.purged,
+                    audit_purged = report.audit_purged,
                     "clean-up done"
                 )
             }

@@ -12,14 +12,18 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, Semaphore};
 use url::Url;
 use uuid::Uuid;
 
 use crate::vault::Status;
 
-/// Deliveries waiting beyond this are dropped (and logged) rather than slowing requests down.
+/// Deliveries waiting beyond this are dropped (counted and logged) rather than slowing requests
+/// down or growing without bound.
 const QUEUE_CAPACITY: usize = 1024;
+/// Deliveries in flight (each retrying on its own) at most.
+const MAX_IN_FLIGHT: usize = 16;
 const MAX_ATTEMPTS: u32 = 6;
 
 pub struct WebhookConfig {
@@ -127,33 +131,66 @@ impl WebhookEvent {
 #[derive(Clone)]
 pub struct Webhooks {
     queue: mpsc::Sender<WebhookEvent>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Webhooks {
     /// Starts the delivery task on the current runtime.
     pub fn start(config: WebhookConfig, http: reqwest::Client) -> Self {
-        let (queue, events) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(deliver_all(events, Arc::new(config), http));
-        Self { queue }
+        Self::with_limits(config, http, QUEUE_CAPACITY, MAX_IN_FLIGHT)
     }
 
-    /// Queues an event without waiting; a full queue drops it with an error log.
+    /// `queue` events may wait; `in_flight` deliveries run at once.
+    pub fn with_limits(
+        config: WebhookConfig,
+        http: reqwest::Client,
+        queue: usize,
+        in_flight: usize,
+    ) -> Self {
+        let (sender, events) = mpsc::channel(queue.max(1));
+        let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+        tokio::spawn(deliver_all(events, Arc::new(config), http, permits));
+        Self {
+            queue: sender,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Queues an event without waiting; a full queue drops it, counted and logged.
     pub fn notify(&self, event: WebhookEvent) {
         if let Err(e) = self.queue.try_send(event) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(WEBHOOKS_DROPPED).increment(1);
             tracing::error!(error = %e, "webhook queue full or closed; event dropped");
         }
     }
+
+    /// Events dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
+
+pub const WEBHOOKS_DROPPED: &str = "token_broker_webhooks_dropped_total";
 
 async fn deliver_all(
     mut events: mpsc::Receiver<WebhookEvent>,
     config: Arc<WebhookConfig>,
     http: reqwest::Client,
+    permits: Arc<Semaphore>,
 ) {
     while let Some(event) = events.recv().await {
-        // Each event retries on its own, so one slow receiver delays no other event.
+        // At most `in_flight` deliveries at once: while all are busy, events wait in the
+        // bounded queue, and beyond it they are dropped. Each delivery retries on its own, so
+        // one slow receiver delays no other event more than that.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let (config, http) = (config.clone(), http.clone());
-        tokio::spawn(async move { deliver(&event, &config, &http).await });
+        tokio::spawn(async move {
+            deliver(&event, &config, &http).await;
+            drop(permit);
+        });
     }
 }
 
@@ -214,6 +251,51 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn deliveries_are_bounded_and_an_overflow_is_dropped_and_counted() {
+        // A receiver that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let config = WebhookConfig {
+            url: url.parse().unwrap(),
+            secret: SecretString::from("0123456789abcdef".to_owned()),
+            retry_base: Duration::from_secs(60),
+        };
+        let webhooks = Webhooks::with_limits(config, reqwest::Client::new(), 10, 3);
+        let event = WebhookEvent::status_changed(
+            Uuid::new_v4(),
+            "t",
+            "u",
+            Status::Active,
+            None,
+            Utc::now(),
+        );
+        for _ in 0..100 {
+            webhooks.notify(event.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "three deliveries in flight"
+        );
+        // Ten may wait (and up to three already taken off the queue): the rest are dropped.
+        assert!(
+            (87..=90).contains(&webhooks.dropped()),
+            "{}",
+            webhooks.dropped()
+        );
+    }
 
     #[test]
     fn signatures_cover_timestamp_and_body() {

@@ -60,7 +60,7 @@ fn sealed(tag: u8) -> Sealed {
 
 async fn stored_pending(vault: &Vault, state: &[u8]) -> Uuid {
     let new = consent(state, in_ten_minutes());
-    vault.create_pending(&new).await.unwrap();
+    assert!(vault.create_pending(&new, 1000).await.unwrap());
     new.id
 }
 
@@ -109,7 +109,7 @@ fn write<'a>(rotated: Option<&'a Sealed>, minted: &'a StoredAccess) -> RefreshWr
 
 async fn a_created_consent_is_pending_without_a_token(vault: Vault) {
     let new = consent(b"s1", in_ten_minutes());
-    vault.create_pending(&new).await.unwrap();
+    assert!(vault.create_pending(&new, 1000).await.unwrap());
     let row = vault.find(new.id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Pending);
     assert_eq!(row.user_id, "alice|with|bars");
@@ -155,7 +155,7 @@ async fn a_state_is_claimed_once(vault: Vault) {
 
 async fn an_expired_state_cannot_be_claimed(vault: Vault) {
     let new = consent(b"old", Utc::now() - chrono::Duration::seconds(1));
-    vault.create_pending(&new).await.unwrap();
+    assert!(vault.create_pending(&new, 1000).await.unwrap());
     assert!(vault
         .claim_consent(b"old", Utc::now())
         .await
@@ -570,12 +570,12 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
         let mut new = consent(&[i as u8], in_ten_minutes());
         new.task_id = task.to_string();
         new.created_at = base + chrono::Duration::minutes(i as i64);
-        vault.create_pending(&new).await.unwrap();
+        assert!(vault.create_pending(&new, 1000).await.unwrap());
         ids.push(new.id);
     }
     let mut stranger = consent(b"x", in_ten_minutes());
     stranger.user_id = "bob".into();
-    vault.create_pending(&stranger).await.unwrap();
+    assert!(vault.create_pending(&stranger, 1000).await.unwrap());
     vault
         .activate(ids[2], Status::Pending, &activation(&sealed(1)))
         .await
@@ -632,12 +632,12 @@ async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
     let mut timed_out = Vec::new();
     for i in 0..3u8 {
         let new = consent(&[b'p', i], past);
-        vault.create_pending(&new).await.unwrap();
+        assert!(vault.create_pending(&new, 1000).await.unwrap());
         timed_out.push(new.id);
     }
     let fresh = stored_pending(&vault, b"fresh").await;
     let aged = consent(b"aged", in_ten_minutes());
-    vault.create_pending(&aged).await.unwrap();
+    assert!(vault.create_pending(&aged, 1000).await.unwrap());
     let token = sealed(1);
     let mut past_its_end = activation(&token);
     past_its_end.expires_at = past;
@@ -950,7 +950,7 @@ async fn every_sealed_value_under_an_old_key_is_counted_and_can_move(vault: Vaul
         .unwrap();
     let mut pending = consent(b"open", in_ten_minutes());
     pending.pkce_verifier = sealed(1).to_bytes();
-    vault.create_pending(&pending).await.unwrap();
+    assert!(vault.create_pending(&pending, 1000).await.unwrap());
     vault
         .store_broker_secret("task_key_hmac", &sealed(1), Utc::now())
         .await
@@ -1012,6 +1012,31 @@ async fn every_sealed_value_under_an_old_key_is_counted_and_can_move(vault: Vaul
     );
 }
 
+async fn old_audit_records_are_purged_in_batches(vault: Vault) {
+    let event = |days_ago: i64| AuditEvent {
+        at: Utc::now() - chrono::Duration::days(days_ago),
+        actor: "system".into(),
+        token_id: None,
+        user_id: Some("u".into()),
+        task_id: None,
+        action: AuditAction::TokenExpired,
+        success: true,
+        reason: None,
+    };
+    for days_ago in [500, 450, 410, 10, 0] {
+        vault.record_audit(&event(days_ago)).await.unwrap();
+    }
+    let cutoff = Utc::now() - chrono::Duration::days(400);
+    assert_eq!(vault.purge_audit(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(vault.purge_audit(cutoff, 2).await.unwrap(), 1);
+    assert_eq!(vault.purge_audit(cutoff, 2).await.unwrap(), 0);
+    let left = vault
+        .audit_trail(&AuditQuery::User("u".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2, "the recent ones stay");
+}
+
 async fn postgres(pool: PgPool) -> Vault {
     Arc::new(PgVault::new(pool))
 }
@@ -1071,5 +1096,6 @@ contract!(
     task_key_uses_are_counted_atomically_up_to_the_limit,
     a_purged_row_takes_its_task_keys_with_it,
     every_sealed_value_under_an_old_key_is_counted_and_can_move,
+    old_audit_records_are_purged_in_batches,
     audit_records_are_read_by_token_and_by_user,
 );

@@ -39,3 +39,6 @@ alter table token_vault
     add column granted_scope text,
     -- Comma-separated client ids (DELEGATE_CLIENTS) whose service accounts may redeem this row.
     add column delegates text;
+
+-- The clean-up job deletes audit records past AUDIT_RETENTION_SECS, oldest first.
+create index token_audit_at_idx on token_audit (at);

@@ -26,3 +26,5 @@ create table broker_secrets (
 
 alter table token_vault add column granted_scope text;
 alter table token_vault add column delegates text;
+
+create index token_audit_at_idx on token_audit (at);

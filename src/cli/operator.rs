@@ -23,7 +23,10 @@ pub fn generate_key(id: Option<&str>) -> Result<(), String> {
 /// One clean-up pass. Audit records are written; webhooks are sent only by `serve`.
 pub async fn cleanup(config: Config) -> Result<(), String> {
     announce(&config);
-    let retention = config.retention;
+    let retention = lifecycle::Retention {
+        rows: config.retention,
+        audit: config.audit_retention,
+    };
     let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
     let journal = Journal::new(vault.clone(), None);
     let report = lifecycle::clean_up(
@@ -34,7 +37,10 @@ pub async fn cleanup(config: Config) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("clean-up failed: {e}"))?;
-    println!("expired {}, purged {}", report.expired, report.purged);
+    println!(
+        "expired {}, purged {}, audit records purged {}",
+        report.expired, report.purged, report.audit_purged
+    );
     Ok(())
 }
 

@@ -34,6 +34,12 @@ pub fn announce(config: &Config) {
         ),
         Storage::Configured => tracing::info!("storage: DATABASE_URL"),
     }
+    if config.dev && config.oidc.audiences.is_empty() && config.oidc.authorized_parties.is_empty() {
+        tracing::warn!(
+            "DEV MODE: any client of the realm may call the broker with its users' tokens; \
+             set OIDC_AUTHORIZED_PARTIES (your frontend's client id) or OIDC_AUDIENCE"
+        );
+    }
     if let Some((path, created)) = &config.dev_key {
         tracing::warn!(
             path = %path.display(),

@@ -64,6 +64,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Set when dev mode supplied the key: its file, and whether it was just created.
     pub dev_key: Option<(PathBuf, bool)>,
+    /// Dev mode (`--dev`, `TOKEN_BROKER_DEV`): generated key, open caller policy allowed.
+    pub dev: bool,
     pub oidc: OidcSettings,
     pub public_base_url: Url,
     pub keyring: Keyring,
@@ -90,6 +92,10 @@ pub struct Config {
     pub admin_role: Option<String>,
     /// Clients whose service accounts a consent may name as delegates.
     pub delegate_clients: Vec<String>,
+    /// Consents a user may have waiting at once.
+    pub max_pending_consents: u32,
+    /// How long audit records are kept.
+    pub audit_retention: Duration,
 }
 
 /// How the HTTP server meets browsers, proxies and abusive clients.
@@ -129,6 +135,8 @@ impl fmt::Debug for Config {
             .field("http", &self.http)
             .field("admin_role", &self.admin_role)
             .field("delegate_clients", &self.delegate_clients)
+            .field("max_pending_consents", &self.max_pending_consents)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -201,6 +209,17 @@ impl Config {
                  is believed",
             ));
         }
+        // Without either, any client of the realm holding a user's token could manage that
+        // user's grants. Dev mode may run open (it says so at start-up).
+        let audiences = list(get("OIDC_AUDIENCE"));
+        let authorized_parties = list(get("OIDC_AUTHORIZED_PARTIES"));
+        if !dev && audiences.is_empty() && authorized_parties.is_empty() {
+            return Err(ConfigError::new(
+                "OIDC_AUTHORIZED_PARTIES",
+                "or OIDC_AUDIENCE must be set: list the client id(s) whose users' tokens may \
+                 call the broker (your frontend's), or the audience they must carry",
+            ));
+        }
         let provider_revocation = match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
             None | Some("token") => true,
             Some("none") => false,
@@ -223,12 +242,13 @@ impl Config {
             storage,
             data_dir,
             dev_key,
+            dev,
             oidc: OidcSettings {
                 issuer,
                 client_id: required("OIDC_CLIENT_ID")?,
                 client_secret: SecretString::from(required("OIDC_CLIENT_SECRET")?),
-                audiences: list(get("OIDC_AUDIENCE")),
-                authorized_parties: list(get("OIDC_AUTHORIZED_PARTIES")),
+                audiences,
+                authorized_parties,
             },
             public_base_url,
             keyring,
@@ -252,6 +272,18 @@ impl Config {
             webhook: parse_webhook(&get)?,
             admin_role: get("ADMIN_ROLE").map(|r| r.trim().to_owned()),
             delegate_clients: list(get("DELEGATE_CLIENTS")),
+            max_pending_consents: number(
+                get("MAX_PENDING_CONSENTS"),
+                "MAX_PENDING_CONSENTS",
+                20,
+                |n: &u32| (1..=10_000).contains(n),
+                "must be a whole number from 1 to 10000",
+            )?,
+            audit_retention: seconds(
+                get("AUDIT_RETENTION_SECS"),
+                "AUDIT_RETENTION_SECS",
+                400 * 24 * 3600,
+            )?,
             http: HttpSettings {
                 cors_origins: parse_origins_of(
                     "CORS_ALLOWED_ORIGINS",

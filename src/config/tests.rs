@@ -11,6 +11,7 @@ fn base() -> HashMap<&'static str, String> {
         ("OIDC_CLIENT_ID", "broker".to_string()),
         ("OIDC_CLIENT_SECRET", "very-secret".to_string()),
         ("PUBLIC_BASE_URL", "https://broker.test/".to_string()),
+        ("OIDC_AUTHORIZED_PARTIES", "frontend".to_string()),
         (
             "TOKEN_ENCRYPTION_KEYS",
             "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".to_string(),
@@ -62,6 +63,26 @@ fn a_missing_key_is_an_error_outside_dev_mode_and_generated_in_it() {
     let (path, created) = config.dev_key.clone().unwrap();
     assert!(created && path.starts_with(&dir));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn callers_must_be_narrowed_to_an_audience_or_clients_outside_dev_mode() {
+    let mut vars = base();
+    vars.remove("OIDC_AUTHORIZED_PARTIES");
+    let err = load(&vars).unwrap_err();
+    assert_eq!(err.var, "OIDC_AUTHORIZED_PARTIES");
+    assert!(
+        err.to_string().contains("OIDC_AUDIENCE"),
+        "one line naming both"
+    );
+    vars.insert("OIDC_AUDIENCE", "broker-api".into());
+    assert!(load(&vars).is_ok());
+    vars.remove("OIDC_AUDIENCE");
+    vars.insert("TOKEN_BROKER_DEV", "1".into());
+    let dir = std::env::temp_dir().join(format!("tb-config-{}", uuid::Uuid::new_v4()));
+    vars.insert("TOKEN_BROKER_DATA_DIR", dir.display().to_string());
+    assert!(load(&vars).unwrap().dev, "dev mode may run open");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -418,7 +418,10 @@ mod tests {
             ciphertext: vec![0xAB; 20],
         };
         let printed = format!("{sealed:?}");
-        assert!(printed.contains("k1") && printed.contains("20"), "{printed}");
+        assert!(
+            printed.contains("k1") && printed.contains("20"),
+            "{printed}"
+        );
         assert!(!printed.contains("171") && !printed.to_lowercase().contains("ab, "));
     }
 

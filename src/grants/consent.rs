@@ -36,6 +36,8 @@ pub enum ConsentError {
     Revoked,
     #[error("the consent has not been completed yet")]
     Pending,
+    #[error("too many consents waiting for this user")]
+    TooManyPending,
     #[error("sealing a PKCE verifier failed: {0}")]
     Sealing(#[from] CryptoError),
     #[error(transparent)]
@@ -52,6 +54,9 @@ pub struct ConsentPolicy {
     pub offline_token_max_age: Duration,
     /// Clients a consent may name as delegates (`DELEGATE_CLIENTS`).
     pub delegate_clients: Vec<String>,
+    /// Consents a user may have waiting at once (`MAX_PENDING_CONSENTS`); expired ones do not
+    /// count.
+    pub max_pending: u32,
 }
 
 /// A consent waiting for the user at the provider.
@@ -127,22 +132,29 @@ impl Consents {
         let id = Uuid::new_v4();
         let secrets = self.secrets(id, user)?;
         let now = Utc::now();
-        self.vault
-            .create_pending(&NewConsent {
-                id,
-                user_id: user.to_owned(),
-                task_id: task_id.to_owned(),
-                state_hash: secrets.state_hash,
-                state_expires_at: now + self.policy.consent_ttl,
-                pkce_verifier: secrets.sealed_verifier,
-                nonce_hash: secrets.nonce_hash,
-                redirect_uri,
-                expires_at: now + self.policy.offline_token_max_age,
-                created_at: now,
-                metadata: serde_json::json!({ "createdBy": "api" }),
-                delegates,
-            })
+        let stored = self
+            .vault
+            .create_pending(
+                &NewConsent {
+                    id,
+                    user_id: user.to_owned(),
+                    task_id: task_id.to_owned(),
+                    state_hash: secrets.state_hash,
+                    state_expires_at: now + self.policy.consent_ttl,
+                    pkce_verifier: secrets.sealed_verifier,
+                    nonce_hash: secrets.nonce_hash,
+                    redirect_uri,
+                    expires_at: now + self.policy.offline_token_max_age,
+                    created_at: now,
+                    metadata: serde_json::json!({ "createdBy": "api" }),
+                    delegates,
+                },
+                self.policy.max_pending,
+            )
             .await?;
+        if !stored {
+            return Err(ConsentError::TooManyPending);
+        }
         tracing::info!(%id, user, task_id, "consent requested");
         let subject = Subject {
             token_id: id,

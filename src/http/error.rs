@@ -36,6 +36,8 @@ pub enum ApiError {
     InvalidScope,
     TaskKeyNotFound,
     TooManyTaskKeys,
+    /// A user with too many consents waiting.
+    TooManyPending,
     InvalidJson,
     /// A body, query or path that does not follow the rules; the message says which.
     InvalidRequest(Cow<'static, str>),
@@ -134,7 +136,9 @@ impl ApiError {
             ApiError::ProviderUnavailable { .. }
             | ApiError::ProviderBusy
             | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyPending => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,6 +174,7 @@ impl ApiError {
             ApiError::ProviderRefused { .. } => "provider_error",
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyPending => "too_many_pending",
             ApiError::Internal { .. } => "internal_error",
         }
     }
@@ -237,6 +242,10 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_) => "The token store is unavailable; try again shortly",
             ApiError::RateLimited { .. } => {
                 "Too many requests; retry after the time in Retry-After"
+            }
+            ApiError::TooManyPending => {
+                "Too many consents are waiting for you; complete or revoke some, or wait until \
+                 their links expire"
             }
             ApiError::Internal { .. } => "Internal server error",
         })
@@ -330,6 +339,7 @@ impl From<ConsentError> for ApiError {
             ConsentError::NotFound => ApiError::TokenNotFound,
             ConsentError::Revoked => ApiError::ReconsentRevoked,
             ConsentError::Pending => ApiError::TokenPending,
+            ConsentError::TooManyPending => ApiError::TooManyPending,
             ConsentError::Vault(e) => e.into(),
             ConsentError::Sealing(e) => ApiError::internal("sealing a PKCE verifier failed", e),
         }

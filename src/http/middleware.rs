@@ -9,15 +9,15 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock, QuantaInstant};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::client_addr::TrustedProxies;
 use super::error::ApiError;
 use crate::telemetry;
 
-/// Forgets idle clients once this many are tracked.
-const MAX_TRACKED_CLIENTS: usize = 10_000;
+/// Clients tracked at most; beyond, the idlest are forgotten.
+const MAX_TRACKED_CLIENTS: u64 = 10_000;
 
 /// Counts and times every routed request by route template, method and status.
 pub async fn track_requests(request: Request, next: Next) -> Response {
@@ -25,30 +25,59 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    // Labels come from fixed sets only: a made-up method must not create a metric series.
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     telemetry::record_request(
         &route,
-        &method,
+        method,
         response.status().as_u16(),
         started.elapsed(),
     );
     response
 }
 
-/// A GCRA limiter (`governor`) per client address.
+/// A GCRA limiter (`governor`) per client address, kept in a bounded cache (`moka`): at most
+/// `MAX_TRACKED_CLIENTS` clients, idle ones forgotten first, so a flood of made-up addresses
+/// cannot grow memory.
 pub struct RateLimit {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    clients: moka::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
+    quota: Quota,
     /// Behind proxies, the client is found in `X-Forwarded-For` (see [`TrustedProxies`]).
     proxies: Arc<TrustedProxies>,
 }
 
 impl RateLimit {
     pub fn new(per_second: NonZeroU32, burst: NonZeroU32, proxies: Arc<TrustedProxies>) -> Self {
+        Self::bounded(per_second, burst, proxies, MAX_TRACKED_CLIENTS)
+    }
+
+    pub fn bounded(
+        per_second: NonZeroU32,
+        burst: NonZeroU32,
+        proxies: Arc<TrustedProxies>,
+        max_clients: u64,
+    ) -> Self {
         let quota = Quota::per_second(per_second).allow_burst(burst);
+        // A client idle for as long as its whole burst takes to refill is back to a full
+        // bucket: forgetting it then changes nothing.
+        let refill = quota.replenish_interval() * burst.get();
         Self {
-            limiter: RateLimiter::keyed(quota),
+            clients: moka::sync::Cache::builder()
+                .max_capacity(max_clients)
+                .time_to_idle(refill.max(std::time::Duration::from_secs(1)))
+                .build(),
+            quota,
             proxies,
         }
     }
@@ -59,6 +88,19 @@ impl RateLimit {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         self.proxies.client(peer, request.headers())
+    }
+
+    fn check(&self, client: IpAddr) -> Result<(), governor::NotUntil<QuantaInstant>> {
+        let quota = self.quota;
+        self.clients
+            .get_with(client, || Arc::new(RateLimiter::direct(quota)))
+            .check()
+    }
+
+    /// Clients tracked now (after pending evictions).
+    pub fn tracked(&self) -> u64 {
+        self.clients.run_pending_tasks();
+        self.clients.entry_count()
     }
 }
 
@@ -74,10 +116,7 @@ pub async fn limit_rate(
     let Some(client) = limit.client(&request) else {
         return next.run(request).await;
     };
-    if limit.limiter.len() > MAX_TRACKED_CLIENTS {
-        limit.limiter.retain_recent();
-    }
-    match limit.limiter.check_key(&client) {
+    match limit.check(client) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -88,5 +127,24 @@ pub async fn limit_rate(
             telemetry::record_rate_limited(route);
             ApiError::RateLimited { retry_after: wait }.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_addresses_stays_within_the_bound() {
+        let one = NonZeroU32::new(1).unwrap();
+        let limit = RateLimit::bounded(one, one, Arc::default(), 100);
+        for i in 0..5_000u32 {
+            let _ = limit.check(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(limit.tracked() <= 100, "{}", limit.tracked());
+        // A client is still limited.
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(limit.check(client).is_ok());
+        assert!(limit.check(client).is_err());
     }
 }

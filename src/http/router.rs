@@ -6,6 +6,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
@@ -88,7 +89,14 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    api
+        // Answers carry tokens, states, consent URLs and task keys: no cache may keep them.
+        // Handlers that want otherwise set their own header.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             // Spans name the path only: the callback's query string carries the authorization
             // code and state, which must never reach a log.

@@ -21,6 +21,9 @@ struct VerificationKey {
 struct Snapshot {
     keys: HashMap<String, VerificationKey>,
     fetched_at: Option<Instant>,
+    /// The last fetch tried, whatever came of it: a provider that is down or answering garbage
+    /// is not asked again more often than an up one.
+    tried_at: Option<Instant>,
 }
 
 /// The provider's signing keys by `kid`, fetched from `jwks_uri` and refetched on an unknown one.
@@ -49,6 +52,7 @@ impl JwksCache {
             snapshot: RwLock::new(Snapshot {
                 keys: HashMap::new(),
                 fetched_at: None,
+                tried_at: None,
             }),
             refetch: Mutex::new(()),
         }
@@ -63,6 +67,7 @@ impl JwksCache {
             snapshot: RwLock::new(Snapshot {
                 keys: keys_of(set),
                 fetched_at: Some(Instant::now()),
+                tried_at: Some(Instant::now()),
             }),
             refetch: Mutex::new(()),
         }
@@ -76,18 +81,19 @@ impl JwksCache {
         self.refresh_if_stale().await?;
         match self.cached(kid).await {
             Some(found) => Self::check(kid, found, algorithm),
-            None => Err(JwksError::UnknownKey(kid.to_owned())),
+            None => Err(JwksError::UnknownKey(printable(kid))),
         }
     }
 
     /// Loads the key set now (at start-up, so a bad `jwks_uri` shows early).
     pub async fn load(&self) -> Result<usize, JwksError> {
-        let keys = self.fetch().await?;
+        let fetched = self.fetch().await;
+        let mut snapshot = self.snapshot.write().await;
+        snapshot.tried_at = Some(Instant::now());
+        let keys = fetched?;
         let count = keys.len();
-        *self.snapshot.write().await = Snapshot {
-            keys,
-            fetched_at: Some(Instant::now()),
-        };
+        snapshot.keys = keys;
+        snapshot.fetched_at = snapshot.tried_at;
         Ok(count)
     }
 
@@ -101,7 +107,9 @@ impl JwksCache {
         algorithm: Algorithm,
     ) -> Result<DecodingKey, JwksError> {
         match found.algorithm {
-            Some(pinned) if pinned != algorithm => Err(JwksError::AlgorithmMismatch(kid.into())),
+            Some(pinned) if pinned != algorithm => {
+                Err(JwksError::AlgorithmMismatch(printable(kid)))
+            }
             _ => Ok(found.key),
         }
     }
@@ -113,7 +121,7 @@ impl JwksCache {
             .snapshot
             .read()
             .await
-            .fetched_at
+            .tried_at
             .is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL);
         if fresh {
             return Ok(());
@@ -136,6 +144,20 @@ impl JwksCache {
             .await
             .map_err(|e| JwksError::Fetch(e.to_string()))?;
         Ok(keys_of(&set))
+    }
+}
+
+/// A key id as it may appear in a log line: whatever a token's header says is the attacker's
+/// choice, so anything but a short id of plain characters is shown only by its length.
+fn printable(kid: &str) -> String {
+    let plain = kid.len() <= 64
+        && kid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain {
+        kid.to_owned()
+    } else {
+        format!("<{} bytes, not shown>", kid.len())
     }
 }
 
@@ -162,4 +184,33 @@ fn keys_of(set: &JwkSet) -> HashMap<String, VerificationKey> {
         keys.insert(kid, VerificationKey { algorithm, key });
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_key_ids_never_reach_a_log_as_they_are() {
+        assert_eq!(printable("idp-rs256"), "idp-rs256");
+        assert_eq!(printable("a\nFAKE LOG LINE"), "<15 bytes, not shown>");
+        assert_eq!(printable(&"k".repeat(65)), "<65 bytes, not shown>");
+    }
+
+    #[tokio::test]
+    async fn a_failing_provider_is_not_asked_again_at_once() {
+        let http = reqwest::Client::new();
+        let cache = JwksCache::new(http, "http://127.0.0.1:9/certs".parse().unwrap());
+        assert!(cache.load().await.is_err());
+        let started = Instant::now();
+        // Unknown key ids within the interval: no new fetch, an immediate refusal.
+        for kid in ["a", "b", "c"] {
+            assert!(matches!(
+                cache.key(kid, Algorithm::RS256).await,
+                Err(JwksError::UnknownKey(_))
+            ));
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(cache.snapshot.read().await.tried_at.is_some());
+    }
 }

@@ -200,7 +200,12 @@ impl TokenVerifier {
 
     /// The audience and authorized parties a user's token must have (`OIDC_AUDIENCE`,
     /// `OIDC_AUTHORIZED_PARTIES`).
+    /// Tokens the broker itself minted (its own client is their `azp`) are never a user's
+    /// credential here: a task holding one must not manage grants with it.
     pub fn check_user(&self, claims: &CallerClaims) -> Result<(), JwtError> {
+        if claims.client() == Some(self.client_id.as_str()) {
+            return Err(JwtError::UnauthorizedParty);
+        }
         if !self.audiences.is_empty() && !claims.aud.contains_any(&self.audiences) {
             return Err(JwtError::WrongAudience);
         }

@@ -124,8 +124,13 @@ fn is_transient(error: &sqlx::Error) -> bool {
 
 #[async_trait]
 pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
-    /// Stores a new pending consent.
-    async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError>;
+    /// Stores a new pending consent, unless its user already has `max_pending` consents whose
+    /// links still work (checked in the same statement). False when refused.
+    async fn create_pending(
+        &self,
+        consent: &NewConsent,
+        max_pending: u32,
+    ) -> Result<bool, VaultError>;
 
     /// Stores the secrets of a re-consent in an existing row of `user_id` that is not revoked
     /// or pending. The row keeps its status and token until the callback completes. False if
@@ -280,6 +285,9 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
     async fn reseal_verifier(&self, id: Uuid, old: &[u8], new: &[u8]) -> Result<bool, VaultError>;
 
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError>;
+
+    /// Deletes up to `batch` audit records older than `cutoff`, oldest first; how many.
+    async fn purge_audit(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, VaultError>;
 
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<(), VaultError>;

@@ -72,12 +72,18 @@ impl PgVault {
 #[async_trait]
 impl TokenVault for PgVault {
     #[tracing::instrument(skip_all, fields(id = %consent.id))]
-    async fn create_pending(&self, consent: &NewConsent) -> Result<(), VaultError> {
-        sqlx::query(
+    async fn create_pending(
+        &self,
+        consent: &NewConsent,
+        max_pending: u32,
+    ) -> Result<bool, VaultError> {
+        let result = sqlx::query(
             "insert into token_vault (id, user_id, task_id, status, state_hash, state_expires_at, \
              pkce_verifier, nonce_hash, redirect_uri, expires_at, metadata, created_at, updated_at, \
              delegates) \
-             values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
+             select $1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $11, $12 \
+             where (select count(*) from token_vault where user_id = $2 and status = 'pending' \
+                    and state_expires_at > $11) < $13",
         )
         .bind(consent.id)
         .bind(&consent.user_id)
@@ -91,10 +97,11 @@ impl TokenVault for PgVault {
         .bind(&consent.metadata)
         .bind(consent.created_at)
         .bind((!consent.delegates.is_empty()).then(|| consent.delegates.join(",")))
+        .bind(i64::from(max_pending))
         .execute(&self.pool)
         .await
         .map_err(db_error("store a pending consent"))?;
-        Ok(())
+        Ok(result.rows_affected() == 1)
     }
 
     #[tracing::instrument(skip_all, fields(id = %consent.id))]
@@ -632,6 +639,20 @@ impl TokenVault for PgVault {
         .await
         .map_err(db_error("write an audit record"))?;
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_audit(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, VaultError> {
+        let result = sqlx::query(
+            "with old as (select id from token_audit where at < $1 order by id limit $2) \
+             delete from token_audit a using old where a.id = old.id",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("purge old audit records"))?;
+        Ok(result.rows_affected())
     }
 
     async fn audit_trail(

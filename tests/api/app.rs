@@ -58,6 +58,11 @@ pub async fn spawn_with(pool: PgPool, options: Options<'_>) -> TestApp {
         ("PUBLIC_BASE_URL", BROKER_PUBLIC_URL.to_owned()),
         ("TOKEN_ENCRYPTION_KEYS", options.keys.to_owned()),
         ("ALLOWED_REDIRECT_ORIGINS", FRONTEND_ORIGIN.to_owned()),
+        // The platform's frontend and the CLI: the clients whose users' tokens may call.
+        (
+            "OIDC_AUTHORIZED_PARTIES",
+            "frontend,token-broker-cli".to_owned(),
+        ),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
         // Tests send bursts from one address; the rate limit has tests of its own.
         ("RATE_LIMIT_PER_SECOND", "0".to_owned()),

@@ -39,7 +39,10 @@ async fn an_expired_consent_is_marked_expired_and_its_state_refused(pool: PgPool
         vault.as_ref(),
         &journal,
         &token_broker::grants::StatusChanges::default(),
-        std::time::Duration::from_secs(3600),
+        lifecycle::Retention {
+            rows: std::time::Duration::from_secs(3600),
+            audit: std::time::Duration::from_secs(3600),
+        },
     )
     .await
     .unwrap();

@@ -22,6 +22,7 @@ fn run(args: &[&str], database_url: &str, keys: &str) -> Output {
         .env("OIDC_CLIENT_ID", "c")
         .env("OIDC_CLIENT_SECRET", "s")
         .env("PUBLIC_BASE_URL", "http://broker.test")
+        .env("OIDC_AUTHORIZED_PARTIES", "frontend")
         .env(
             "RUST_LOG",
             if args.contains(&"--log-json") {
@@ -85,7 +86,7 @@ async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
             pkce_verifier: verifier.to_bytes(),
             ..new
         };
-        vault.create_pending(&new).await.unwrap();
+        assert!(vault.create_pending(&new, 1000).await.unwrap());
         if !stale {
             // As the callback would: the claim spends the state and the verifier.
             vault
@@ -170,9 +171,15 @@ async fn cleanup_expires_stale_consents_and_says_how_many() {
     let (url, _) = seeded_database(2).await;
     let output = run(&["cleanup"], &url, OLD);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert_eq!(text(&output.stdout).trim(), "expired 1, purged 0");
+    assert_eq!(
+        text(&output.stdout).trim(),
+        "expired 1, purged 0, audit records purged 0"
+    );
     let again = run(&["cleanup"], &url, OLD);
-    assert_eq!(text(&again.stdout).trim(), "expired 0, purged 0");
+    assert_eq!(
+        text(&again.stdout).trim(),
+        "expired 0, purged 0, audit records purged 0"
+    );
 }
 
 #[test]

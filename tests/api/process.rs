@@ -22,6 +22,10 @@ pub fn broker_env(
         ("PUBLIC_BASE_URL", crate::idp::BROKER_PUBLIC_URL.to_owned()),
         ("TOKEN_ENCRYPTION_KEYS", crate::app::TEST_KEYS.to_owned()),
         ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
+        (
+            "OIDC_AUTHORIZED_PARTIES",
+            "frontend,token-broker-cli".to_owned(),
+        ),
     ]
 }
 

@@ -160,6 +160,7 @@ fn an_unreachable_provider_stops_start_up_with_one_line() {
                 "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
             ),
             ("DATABASE_URL", "sqlite::memory:"),
+            ("OIDC_AUTHORIZED_PARTIES", "frontend"),
             ("RUST_LOG", "off"),
         ])
         .stdin(Stdio::null())

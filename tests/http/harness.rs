@@ -152,6 +152,7 @@ impl Harness {
             ("PUBLIC_BASE_URL", "http://broker.test".to_owned()),
             ("TOKEN_ENCRYPTION_KEYS", KEYS.to_owned()),
             ("ALLOWED_REDIRECT_ORIGINS", FRONTEND_ORIGIN.to_owned()),
+            ("OIDC_AUTHORIZED_PARTIES", "frontend".to_owned()),
             ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
             ("PROVIDER_RETRY_ATTEMPTS", "1".to_owned()),
         ]);
@@ -273,20 +274,23 @@ impl Harness {
             .seal(b"verifier", self.binding(purpose::PKCE_VERIFIER, id, user))
             .unwrap();
         self.vault
-            .create_pending(&NewConsent {
-                id,
-                user_id: user.into(),
-                task_id: task.into(),
-                state_hash: token_broker::crypto::sha256(state.as_bytes()),
-                state_expires_at: now + chrono::Duration::minutes(10),
-                pkce_verifier: verifier.to_bytes(),
-                nonce_hash: vec![0; 32],
-                redirect_uri: None,
-                expires_at: now + chrono::Duration::days(365),
-                created_at: now,
-                metadata: json!({}),
-                delegates: vec![],
-            })
+            .create_pending(
+                &NewConsent {
+                    id,
+                    user_id: user.into(),
+                    task_id: task.into(),
+                    state_hash: token_broker::crypto::sha256(state.as_bytes()),
+                    state_expires_at: now + chrono::Duration::minutes(10),
+                    pkce_verifier: verifier.to_bytes(),
+                    nonce_hash: vec![0; 32],
+                    redirect_uri: None,
+                    expires_at: now + chrono::Duration::days(365),
+                    created_at: now,
+                    metadata: json!({}),
+                    delegates: vec![],
+                },
+                1000,
+            )
             .await
             .unwrap();
         id

@@ -173,7 +173,7 @@ async fn verify_operator(
         .map_err(|e| refused(&e.to_string()))?;
     let access = admin
         .verifier
-        .verify_caller(grant.access_token.expose_secret())
+        .verify_token(grant.access_token.expose_secret())
         .await
         .map_err(|e| refused(&e.to_string()))?;
     if access.sub != identity.sub {
