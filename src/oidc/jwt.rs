@@ -136,6 +136,12 @@ impl CallerClaims {
         self.azp.as_deref().or(self.client_id.as_deref())
     }
 
+    /// How long the token stays valid from now (zero once it has expired).
+    pub fn remaining(&self) -> std::time::Duration {
+        let left = self.exp.saturating_sub(chrono::Utc::now().timestamp());
+        std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    }
+
     /// Whether the caller holds `role` (Keycloak `realm_access.roles`, or a `roles` claim).
     pub fn has_role(&self, role: &str) -> bool {
         let realm = self

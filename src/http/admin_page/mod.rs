@@ -136,11 +136,17 @@ pub async fn finish_admin_sign_in(
             "The sign-in was refused, expired or already used. Open /admin to try again.",
         );
     };
-    let subject = match verify_operator(&admin, sessions, code, &pending).await {
-        Ok(subject) => subject,
+    let (subject, lifetime) = match verify_operator(&admin, sessions, code, &pending).await {
+        Ok(operator) => operator,
         Err(page) => return page,
     };
-    let cookie = sessions.open(subject);
+    let Ok(cookie) = sessions.open(subject, lifetime) else {
+        tracing::warn!("admin sign-in refused: too many sessions open");
+        return message_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many operator sessions are open. Try again later.",
+        );
+    };
     let mut response = Redirect::to("/admin").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -149,13 +155,14 @@ pub async fn finish_admin_sign_in(
 }
 
 /// Exchanges the code, checks the ID token (nonce) and that the access token's holder has the
-/// admin role. Returns the operator's subject.
+/// admin role. Returns the operator's subject and how long their access token stays valid: the
+/// session ends then, so an operator whose role was withdrawn must sign in again (and fails).
 async fn verify_operator(
     admin: &AdminState,
     sessions: &Sessions,
     code: &SecretString,
     pending: &PendingSignIn,
-) -> Result<String, Response> {
+) -> Result<(String, std::time::Duration), Response> {
     let refused = |why: &str| {
         tracing::warn!(reason = why, "admin sign-in refused");
         message_page(StatusCode::FORBIDDEN, "Sign-in refused.")
@@ -186,7 +193,7 @@ async fn verify_operator(
             "Your account does not have the role this page requires.",
         ));
     }
-    Ok(identity.sub)
+    Ok((identity.sub, access.remaining()))
 }
 
 /// `POST /admin/tokens/{id}/revoke`
