@@ -14,7 +14,8 @@ use crate::grants::{
     KeepAliveSettings, Reads, Refresher, Revoker, StatusChanges, TaskKeyError, TaskKeys,
 };
 use crate::http::{
-    self, AdminSessions, AdminState, AppState, Cors, DelegateClients, RateLimit, TrustedProxies,
+    self, AdminSessions, AdminState, ApiDocument, AppState, Cors, DelegateClients, DeploymentRules,
+    RateLimit, TrustedProxies,
 };
 use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier};
@@ -130,13 +131,14 @@ pub async fn assemble(
         changes.clone(),
         config.refresh.clone(),
     );
+    let redirect_origins = config.allowed_redirect_origins;
     let consents = Arc::new(Consents::new(
         vault.clone(),
         oidc.clone(),
         keyring.clone(),
         journal.clone(),
         ConsentPolicy {
-            allowed_redirect_origins: config.allowed_redirect_origins,
+            allowed_redirect_origins: redirect_origins.clone(),
             consent_ttl: config.consent_ttl,
             offline_token_max_age: config.offline_token_max_age,
             delegate_clients: config.delegate_clients.clone(),
@@ -181,6 +183,10 @@ pub async fn assemble(
         reads: reads.clone(),
         revoker: revoker.clone(),
     };
+    let api_document = Arc::new(ApiDocument::new(&DeploymentRules {
+        redirect_origins: &redirect_origins,
+        delegates: &config.delegate_clients,
+    }));
     let services = AppState {
         vault,
         verifier,
@@ -194,6 +200,7 @@ pub async fn assemble(
         proxies,
         rate_limit,
         admin,
+        api_document,
     };
     Ok(Wired {
         services,

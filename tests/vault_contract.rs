@@ -685,6 +685,37 @@ async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
         .is_none());
 }
 
+/// The expiry job and a refresh in flight on the same row: the refresh's write-back must not put
+/// secrets back into a row the job has expired (on SQLite as on PostgreSQL).
+async fn a_refresh_cannot_write_into_a_row_the_expiry_job_ended(vault: Vault) {
+    let id = activated(&vault).await;
+    age(&vault, id).await;
+    let row = claimed(&vault, id, LEASE).await;
+    let ended = vault.expire_stale(Utc::now(), 100).await.unwrap();
+    assert_eq!(ended.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
+    let minted = access(7);
+    assert!(
+        !vault
+            .finish_refresh(id, row.fence, &write(Some(&sealed(3)), &minted))
+            .await
+            .unwrap(),
+        "the write-back is refused"
+    );
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Expired);
+    assert!(row.sealed.is_none(), "no refresh token came back");
+    assert!(row.access.is_none(), "nor an access token");
+}
+
+/// Moves an active row's hard end into the past, through the vault's own re-consent path so
+/// the test needs no SQL of either dialect.
+async fn age(vault: &Vault, id: Uuid) {
+    let token = sealed(1);
+    let mut aged = activation(&token);
+    aged.expires_at = Utc::now() - chrono::Duration::seconds(1);
+    assert!(vault.activate(id, Status::Active, &aged).await.unwrap());
+}
+
 async fn finished_rows_are_purged_after_retention_in_batches(vault: Vault) {
     let long_ago = Utc::now() - chrono::Duration::days(8);
     let mut old = Vec::new();
@@ -1090,6 +1121,7 @@ contract!(
     a_users_rows_are_listed_newest_first_with_filters_and_pages,
     stale_rows_expire_in_batches_and_fresh_ones_stay,
     finished_rows_are_purged_after_retention_in_batches,
+    a_refresh_cannot_write_into_a_row_the_expiry_job_ended,
     reseal_replaces_only_the_expected_ciphertext,
     task_keys_are_stored_found_by_hash_listed_and_revoked,
     a_task_key_needs_a_live_row_of_its_owner_and_room,

@@ -185,3 +185,91 @@ fn debug_redacts_secrets() {
     assert!(!printed.contains("AQEBAQEB"));
     assert!(printed.contains("broker"));
 }
+
+const VARIABLES: [&str; 44] = [
+    "ACCESS_TOKEN_CACHE_MARGIN_SECS",
+    "ADMIN_ROLE",
+    "ALLOWED_REDIRECT_ORIGINS",
+    "AUDIT_RETENTION_SECS",
+    "BIND_ADDR",
+    "CLEANUP_INTERVAL_SECS",
+    "CONSENT_TTL_SECS",
+    "CORS_ALLOWED_ORIGINS",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_URL",
+    "DELEGATE_CLIENTS",
+    "EXPIRING_NOTICE_SECS",
+    "KEEPALIVE_CONCURRENCY",
+    "KEEPALIVE_INTERVAL_SECS",
+    "KEEPALIVE_LEAD_SECS",
+    "KEYCLOAK_ISSUER",
+    "MAX_PENDING_CONSENTS",
+    "METRICS_ADDR",
+    "OFFLINE_IDLE_SECS",
+    "OFFLINE_SESSION_MAX_SECS",
+    "OFFLINE_TOKEN_MAX_AGE_SECS",
+    "OIDC_AUDIENCE",
+    "OIDC_AUTHORIZED_PARTIES",
+    "OIDC_CLIENT_ID",
+    "OIDC_CLIENT_SECRET",
+    "OIDC_ISSUER",
+    "PROVIDER_BREAKER_COOLDOWN_SECS",
+    "PROVIDER_BREAKER_THRESHOLD",
+    "PROVIDER_MAX_CONCURRENCY",
+    "PROVIDER_RETRY_ATTEMPTS",
+    "PROVIDER_REVOCATION",
+    "PROVIDER_TIMEOUT_SECS",
+    "PUBLIC_BASE_URL",
+    "RATE_LIMIT_BURST",
+    "RATE_LIMIT_PER_SECOND",
+    "REFRESH_LEASE_SECS",
+    "RETENTION_SECS",
+    "TOKEN_BROKER_DATA_DIR",
+    "TOKEN_ENCRYPTION_KEYS",
+    "TRUSTED_PROXIES",
+    "TRUST_FORWARDED_FOR",
+    "WEBHOOK_RETRY_BASE_MS",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_URL",
+];
+
+/// Values a careless or hostile environment may hold: numbers of every size and sign,
+/// URLs, lists, control characters, arbitrary text.
+fn value() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        "-?[0-9]{0,25}(\\.[0-9]{0,3})?",
+        "(https?|ftp|sqlite|postgres)://[a-z0-9.:@/%\\[\\]-]{0,40}",
+        "([a-z0-9./:-]{0,20}, ?){0,4}",
+        "[0-9a-f:./]{0,30}",
+        ".{0,60}",
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever one variable holds, loading answers (a config or an error naming it), never a
+    /// panic.
+    #[test]
+    fn no_value_of_any_variable_makes_loading_panic(
+        which in 0..VARIABLES.len(),
+        raw in value(),
+    ) {
+        let mut vars = base();
+        vars.insert(VARIABLES[which], raw);
+        if let Err(e) = load(&vars) {
+            proptest::prop_assert!(!e.to_string().is_empty());
+        }
+    }
+
+    /// The same with several variables changed at once.
+    #[test]
+    fn no_mix_of_values_makes_loading_panic(
+        changes in proptest::collection::vec((0..VARIABLES.len(), value()), 1..8),
+    ) {
+        let mut vars = base();
+        for (which, raw) in changes {
+            vars.insert(VARIABLES[which], raw);
+        }
+        let _ = load(&vars);
+    }
+}

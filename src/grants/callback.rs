@@ -18,7 +18,7 @@ use crate::crypto::{purpose, sha256, Binding, Keyring, Sealed};
 use crate::oidc::{peek_expiry, CodeGrant, JwtError, OidcClient, ProviderError, TokenVerifier};
 use crate::vault::{Activation, AuditAction, ClaimedConsent, Status, TokenVault, VaultError};
 
-const MAX_STATE_LEN: usize = 512;
+pub const MAX_STATE_LEN: usize = 512;
 
 /// What the provider sent back, as the browser delivered it.
 #[derive(Debug, Default)]

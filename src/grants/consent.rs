@@ -17,8 +17,8 @@ use crate::crypto::{purpose, random_token, sha256, Binding, CryptoError, Keyring
 use crate::oidc::OidcClient;
 use crate::vault::{AuditAction, NewConsent, NewReconsent, Status, TokenVault, VaultError};
 
-const MAX_TASK_ID_LEN: usize = 200;
-const MAX_REDIRECT_URI_LEN: usize = 2048;
+pub const MAX_TASK_ID_LEN: usize = 200;
+pub const MAX_REDIRECT_URI_LEN: usize = 2048;
 /// 256 bits of randomness for `state` and `nonce`.
 const ONE_TIME_VALUE_BYTES: usize = 32;
 
@@ -267,12 +267,25 @@ pub fn validate_task_id(task_id: &str) -> Result<&str, ConsentError> {
 
 /// A consent may send the browser back only to an origin the operator listed: anything else
 /// would make the broker an open redirector that lends its name to phishing links.
-fn validate_redirect_uri(uri: &str, allowed: &[url::Origin]) -> Result<String, ConsentError> {
-    if uri.len() > MAX_REDIRECT_URI_LEN {
+pub(crate) fn validate_redirect_uri(
+    uri: &str,
+    allowed: &[url::Origin],
+) -> Result<String, ConsentError> {
+    // The URL parser would quietly drop tabs, newlines and surrounding spaces; refuse them so
+    // that what is checked is exactly what was sent.
+    if uri.len() > MAX_REDIRECT_URI_LEN || uri.chars().any(|c| c.is_control() || c == ' ') {
         return Err(ConsentError::InvalidRedirectUri);
     }
     let parsed = Url::parse(uri).map_err(|_| ConsentError::InvalidRedirectUri)?;
-    let ok = matches!(parsed.scheme(), "http" | "https")
+    // Written plainly as `scheme://host`: the parser also takes `https:host`, `https:///host`
+    // and backslashes, which a reader (or a pattern in the API document) would not expect.
+    let prefix = format!("{}://", parsed.scheme());
+    let plain = uri
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(&prefix))
+        && !matches!(uri[prefix.len()..].chars().next(), Some('/' | '\\'));
+    let ok = plain
+        && matches!(parsed.scheme(), "http" | "https")
         && parsed.username().is_empty()
         && parsed.password().is_none()
         && allowed.contains(&parsed.origin());

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-const MAX_LEN: usize = 1000;
-const MAX_TOKENS: usize = 50;
+pub const MAX_LEN: usize = 1000;
+pub const MAX_TOKENS: usize = 50;
 
 /// What is granted when a provider did not say (RFC 6749 §5.1: "as requested").
 pub const CONSENT_SCOPE: &str = "openid offline_access";
@@ -28,15 +28,12 @@ impl Scope {
             t.bytes()
                 .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
         };
-        let tokens: BTreeSet<String> = raw
-            .split(' ')
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if tokens.is_empty() || tokens.len() > MAX_TOKENS || !tokens.iter().all(|t| valid(t)) {
+        // Counted as sent, before duplicates fold: the limit is on what a caller may send.
+        let sent: Vec<&str> = raw.split(' ').filter(|t| !t.is_empty()).collect();
+        if sent.is_empty() || sent.len() > MAX_TOKENS || !sent.iter().all(|t| valid(t)) {
             return Err(ScopeError);
         }
-        Ok(Scope(tokens))
+        Ok(Scope(sent.into_iter().map(str::to_owned).collect()))
     }
 
     /// The scope stored for a row, or what a consent asks for when none was stored.

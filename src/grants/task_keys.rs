@@ -28,9 +28,9 @@ pub const KEY_PREFIX: &str = "tbk_";
 /// Live (unrevoked, unexpired) keys a row may have at once.
 pub const MAX_LIVE_KEYS: u32 = 100;
 const SECRET_NAME: &str = "task_key_hmac";
-const MAX_NAME_LEN: usize = 100;
-const MAX_CIDRS: usize = 20;
-const MAX_USES: u32 = 1_000_000_000;
+pub const MAX_NAME_LEN: usize = 100;
+pub const MAX_CIDRS: usize = 20;
+pub const MAX_USES: u32 = 1_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskKeyError {
@@ -433,7 +433,7 @@ fn access_reason(error: &AccessError) -> &'static str {
     }
 }
 
-fn validate_name(name: &str) -> Result<String, TaskKeyError> {
+pub(crate) fn validate_name(name: &str) -> Result<String, TaskKeyError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
     {

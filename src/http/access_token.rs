@@ -14,9 +14,10 @@ use crate::grants::{Caller, Minted, Refresher, Scope, TaskKeys};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessTokenRequest {
-    /// Required, except with a task key (which names its row; if given, it must be that row).
+    /// The row. A task key names its row, so with a task key this may be left out (if given,
+    /// it must be that row); every other caller must send it.
     #[serde(default)]
-    #[schema(value_type = Option<uuid::Uuid>)]
+    #[schema(value_type = uuid::Uuid, required = true)]
     persistent_token_id: Option<String>,
     /// Narrows the token: space-separated scopes within the grant (and the task key's).
     #[serde(default)]

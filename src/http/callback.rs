@@ -17,10 +17,13 @@ use crate::vault::ClaimedConsent;
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
+    /// The authorization code; absent when the provider answered with `error`.
     #[serde(default)]
     #[param(value_type = Option<String>)]
     code: Option<SecretString>,
+    /// The state of the consent being completed (one use, short-lived).
     #[serde(default)]
+    #[param(required = true, min_length = 1, max_length = 512)]
     state: Option<String>,
     #[serde(default)]
     error: Option<String>,

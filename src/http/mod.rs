@@ -22,6 +22,6 @@ pub use client_addr::TrustedProxies;
 pub use error::ApiError;
 pub use extract::DelegateClients;
 pub use middleware::RateLimit;
-pub use openapi::ApiDoc;
+pub use openapi::{ApiDoc, ApiDocument, DeploymentRules};
 pub use router::{metrics_router, router, Cors};
 pub use state::AppState;

@@ -74,12 +74,12 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
             post(admin_page::revoke_as_admin),
         )
         .route("/api/openapi.json", get(openapi::openapi_json))
-        .route("/api/docs", get(openapi::docs_page))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     if !metrics_elsewhere {
         api = api.route("/metrics", get(ops::metrics));
     }
+    api = api.merge(openapi::docs_viewer());
     let cors = cors_layer(&cors.0);
     let api = api
         .route_layer(axum::middleware::from_fn(middleware::track_requests))

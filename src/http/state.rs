@@ -31,4 +31,6 @@ pub struct AppState {
     /// None when rate limiting is off.
     pub rate_limit: Option<Arc<RateLimit>>,
     pub admin: AdminState,
+    /// The OpenAPI document, with this deployment's rules in it.
+    pub api_document: Arc<super::openapi::ApiDocument>,
 }

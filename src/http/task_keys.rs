@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
+use super::extract::optional_body;
 use super::extract::AuthUser;
 use crate::grants::{KeyRequest, TaskKeys};
 use crate::vault::TaskKey;
@@ -29,7 +30,8 @@ pub struct CreateTaskKey {
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
     /// Successful redemptions allowed (1–1000000000); default: no limit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::whole_number")]
+    #[schema(value_type = Option<i64>)]
     max_uses: Option<u32>,
     /// Networks (CIDRs or addresses) the key may be used from; default: anywhere.
     #[serde(default)]
@@ -128,13 +130,7 @@ pub async fn create_task_key(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<CreatedTaskKey>), ApiError> {
     let id = parse(&id, "the token id")?;
-    // The body is optional: none at all, or a JSON object.
-    let request: CreateTaskKey = if body.is_empty() {
-        CreateTaskKey::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))?
-    };
+    let request: CreateTaskKey = optional_body(&body)?;
     let issued = keys
         .create(
             &user.subject,

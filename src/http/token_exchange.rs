@@ -25,6 +25,20 @@ pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchang
 pub const TASK_KEY_TYPE: &str = "urn:token-broker:params:oauth:token-type:task-key";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
+/// The form, as the OpenAPI document describes it. The handler reads the form itself (each
+/// parameter at most once, RFC 6749 §3.2), so this type only describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ExchangeRequest {
+    grant_type: String,
+    /// A task key.
+    subject_token: String,
+    subject_token_type: String,
+    /// Narrows the token: space-separated scopes within the key's.
+    scope: Option<String>,
+    requested_token_type: Option<String>,
+}
+
 /// RFC 8693 §2.2.1.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ExchangeResponse {
@@ -93,7 +107,7 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     post,
     path = "/api/auth/manager/token",
     tag = "task keys",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "grant_type=urn:ietf:params:oauth:grant-type:token-exchange, subject_token=<task key>, subject_token_type=urn:token-broker:params:oauth:token-type:task-key, optional scope and requested_token_type=urn:ietf:params:oauth:token-type:access_token"),
+    request_body(content = ExchangeRequest, content_type = "application/x-www-form-urlencoded", description = "RFC 8693 token exchange with a task key as the subject token"),
     responses(
         (status = 200, description = "An access token (RFC 8693 §2.2.1)", body = ExchangeResponse),
         (status = 400, description = "invalid_request (including a missing, malformed, unknown, revoked, expired or used-up subject token), invalid_scope, unsupported_grant_type", body = OAuthError),

@@ -68,13 +68,20 @@ impl From<&VaultRow> for TokenView {
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only rows of this task (1–200 printable characters).
     #[serde(default)]
     task_id: Option<String>,
+    /// Only rows in this state.
     #[serde(default)]
+    #[param(value_type = Option<crate::vault::Status>)]
     status: Option<String>,
+    /// Page size, 1–200 (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// Where the page starts: a previous page's `nextOffset`.
     #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     offset: Option<u32>,
 }
 
@@ -232,13 +239,7 @@ pub async fn reconsent_token(
     body: axum::body::Bytes,
 ) -> Result<Json<ConsentResponse>, ApiError> {
     let id = parse_id(&id)?;
-    // The body is optional: none at all, or a JSON object.
-    let request: ReconsentRequest = if body.is_empty() {
-        ReconsentRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))?
-    };
+    let request: ReconsentRequest = super::extract::optional_body(&body)?;
     let started = consents
         .restart(&user.subject, id, request.redirect_uri.as_deref())
         .await?;

@@ -11,6 +11,7 @@ mod callback;
 mod cli;
 mod cluster;
 mod concurrency;
+mod edges;
 mod faults;
 mod idp;
 mod lifecycle;

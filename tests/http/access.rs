@@ -164,3 +164,105 @@ async fn a_token_another_instance_stored_is_served_to_the_owner_only() {
     let mallory = h.access_token(&h.bearer(&unique_user("mallory")), id).await;
     assert_eq!(mallory.status, 404, "the cached path checks the owner too");
 }
+
+/// Every kind of caller that may not use a row gets the same 404 whether the row's token is
+/// only stored in the row (another instance minted it) or already cached in this process.
+#[tokio::test]
+async fn no_caller_reaches_a_row_it_may_not_use_on_the_stored_or_the_cached_path() {
+    let h = Harness::with(&[("DELEGATE_CLIENTS", "job-runner")]).await;
+    let alice = unique_user("alice");
+    let owner = h.bearer(&alice);
+    let id = h.seed_active(&alice, "t", "offline-token").await;
+    h.seed_stored_access(id, &alice, "alices-token").await;
+    // A key alice made for another row of hers, and a delegate her row does not name.
+    let elsewhere = h.seed_active(&alice, "other", "rt").await;
+    h.seed_stored_access(elsewhere, &alice, "other-token").await;
+    let key = h
+        .post(
+            &format!("/api/auth/manager/offline-tokens/{elsewhere}/task-keys"),
+            Some(&owner),
+            json!({}),
+        )
+        .await;
+    assert_eq!(key.status, 201, "{}", key.text);
+    let key = key.body["taskKey"].as_str().unwrap().to_owned();
+    let mut runner = crate::harness::claims_for("service-account-job-runner");
+    runner["azp"] = json!("job-runner");
+    let runner = h.signer.sign(&runner, &json!({}));
+    let strangers = [
+        ("another user", h.bearer(&unique_user("mallory"))),
+        ("a key for another row", key),
+        ("a delegate the row does not name", runner),
+    ];
+    let refused = |answer: &crate::harness::Answer, who: &str, path: &str| {
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (404, Some("token_not_found")),
+            "{who} on the {path} path: {}",
+            answer.text
+        );
+    };
+    for (who, bearer) in &strangers {
+        refused(&h.access_token(bearer, id).await, who, "stored");
+    }
+    let served = h.access_token(&owner, id).await;
+    assert_eq!(served.body["accessToken"], "alices-token");
+    for (who, bearer) in &strangers {
+        refused(&h.access_token(bearer, id).await, who, "cached");
+    }
+}
+
+/// A stored access token sealed under a key this broker no longer has (removed after a
+/// rotation) is a cache miss: the broker refreshes (here: finds the provider down, 503), it
+/// does not answer 500 until the stored token expires.
+#[tokio::test]
+async fn a_stored_access_token_that_does_not_open_is_a_miss_not_an_error() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let retired = token_broker::crypto::Keyring::parse(
+        "retired-1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+    )
+    .unwrap();
+    let sealed = retired
+        .seal(
+            b"minted-under-the-old-key",
+            h.binding(token_broker::crypto::purpose::ACCESS_TOKEN, id, &user),
+        )
+        .unwrap();
+    let claim = match h
+        .vault
+        .claim_refresh(id, std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        token_broker::vault::Claim::Claimed(row) => row,
+        other => panic!("cannot claim {id}: {other:?}"),
+    };
+    let stored = token_broker::vault::StoredAccess {
+        sealed: sealed.to_bytes(),
+        expires_at: chrono::Utc::now() + chrono::Duration::seconds(300),
+        token_type: "Bearer".into(),
+        scope: None,
+    };
+    let write = token_broker::vault::RefreshWrite {
+        rotated: None,
+        minted: Some(&stored),
+        refresh_expires_at: None,
+        now: chrono::Utc::now(),
+    };
+    assert!(h
+        .vault
+        .finish_refresh(id, claim.fence, &write)
+        .await
+        .unwrap());
+
+    let answer = h.access_token(&h.bearer(&user), id).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (503, Some("provider_unavailable")),
+        "{}",
+        answer.text
+    );
+    assert_eq!(h.status_of(id).await, "active");
+}

@@ -129,3 +129,21 @@ async fn configured_audience_and_authorized_parties_are_enforced() {
     let by_client_id = h.signer.sign(&by_client_id, &json!({}));
     assert_eq!(consent_status(&h, &by_client_id).await, 201);
 }
+
+/// Tokens the broker mints are issued to its own client: they must not be able to drive the
+/// management API, even when the broker's client is listed as an authorized party by mistake.
+#[tokio::test]
+async fn tokens_issued_to_the_broker_itself_are_not_callers() {
+    let h = Harness::with(&[("OIDC_AUTHORIZED_PARTIES", "frontend, token-broker")]).await;
+    let own = h
+        .signer
+        .sign(&with(json!({ "azp": "token-broker" })), &json!({}));
+    assert_eq!(consent_status(&h, &own).await, 401);
+    let mut by_client_id = with(json!({}));
+    by_client_id.as_object_mut().unwrap().remove("azp");
+    by_client_id["client_id"] = json!("token-broker");
+    let by_client_id = h.signer.sign(&by_client_id, &json!({}));
+    assert_eq!(consent_status(&h, &by_client_id).await, 401);
+    let frontend = h.signer.sign(&with(json!({})), &json!({}));
+    assert_eq!(consent_status(&h, &frontend).await, 201);
+}

@@ -106,6 +106,13 @@ async fn redirect_uri_outside_the_allowed_origins_is_refused() {
         "//evil.test/x",
         "http://user@frontend.test/x",
         "not a url",
+        // The parser would take these for the allowed origin; the broker wants it written
+        // plainly, without whitespace or control characters.
+        "http:frontend.test/x",
+        "http:///frontend.test/x",
+        "http:\\\\frontend.test/x",
+        " http://frontend.test/x",
+        "http://frontend.test/x\ty",
     ] {
         let answer = h
             .consent(&bearer, json!({ "taskId": "t", "redirectUri": uri }))
@@ -189,4 +196,74 @@ async fn unknown_routes_answer_json_404() {
     assert_eq!(answer.status, 404);
     assert_eq!(answer.body["error"], "not_found");
     let _: Value = answer.body;
+}
+
+#[tokio::test]
+async fn an_allowed_origin_is_accepted_however_a_url_may_write_it() {
+    let h = Harness::new().await;
+    let bearer = h.bearer("alice");
+    for uri in [
+        "http://frontend.test",
+        "HTTP://Frontend.Test:80/done?x=1#y",
+        "http://frontend.test:080/",
+    ] {
+        let answer = h
+            .consent(&bearer, json!({ "taskId": "t", "redirectUri": uri }))
+            .await;
+        assert_eq!(answer.status, 201, "{uri}: {}", answer.text);
+    }
+}
+
+#[tokio::test]
+async fn pending_consents_per_user_are_capped_and_expired_ones_do_not_count() {
+    let h = Harness::with(&[("MAX_PENDING_CONSENTS", "3")]).await;
+    let user = crate::harness::unique_user("alice");
+    let bearer = h.bearer(&user);
+    for _ in 0..3 {
+        assert_eq!(
+            h.consent(&bearer, json!({ "taskId": "t" })).await.status,
+            201
+        );
+    }
+    let refused = h.consent(&bearer, json!({ "taskId": "t" })).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (429, Some("too_many_pending"))
+    );
+    assert_eq!(h.row_count().await, 3, "nothing stored for the refused one");
+    let other = h.bearer(&crate::harness::unique_user("bob"));
+    assert_eq!(
+        h.consent(&other, json!({ "taskId": "t" })).await.status,
+        201,
+        "the cap is per user"
+    );
+    // Once their links have expired, they no longer count.
+    sqlx::query("update token_vault set state_expires_at = '2000-01-01 00:00:00+00:00'")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.consent(&bearer, json!({ "taskId": "t" })).await.status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn answers_that_carry_a_state_or_a_token_are_never_cached() {
+    let h = Harness::new().await;
+    let user = crate::harness::unique_user("alice");
+    let bearer = h.bearer(&user);
+    let consent = h.consent(&bearer, json!({ "taskId": "t" })).await;
+    assert_eq!(consent.headers["cache-control"], "no-store");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    h.seed_stored_access(id, &user, "stored").await;
+    let token = h.access_token(&bearer, id).await;
+    assert_eq!(token.status, 200);
+    assert_eq!(token.headers["cache-control"], "no-store");
+    let list = h
+        .get("/api/auth/manager/offline-tokens", Some(&bearer))
+        .await;
+    assert_eq!(list.headers["cache-control"], "no-store");
+    let refused = h.access_token("not-a-token", id).await;
+    assert_eq!(refused.headers["cache-control"], "no-store");
 }

@@ -205,7 +205,7 @@ impl Harness {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        let bytes = axum::body::to_bytes(response.into_body(), 8 << 20)
             .await
             .unwrap();
         let text = String::from_utf8_lossy(&bytes).into_owned();

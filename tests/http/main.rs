@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod callback;
 mod consent;
+mod docs;
 mod harness;
 mod ops;
 mod task_keys;

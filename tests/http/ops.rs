@@ -115,8 +115,27 @@ async fn the_api_describes_itself_in_openapi() {
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
-    let page = h.get("/api/docs", None).await.text;
-    assert!(page.contains("/api/openapi.json"));
+}
+
+#[tokio::test]
+async fn the_docs_viewer_is_served_from_the_broker_itself() {
+    let h = Harness::new().await;
+    let page = h.get("/api/docs/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("swagger-ui"), "{}", page.text);
+    assert!(!page.text.contains("https://"), "no third-party assets");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let init = h.get("/api/docs/swagger-initializer.js", None).await;
+    assert_eq!(init.status, 200);
+    assert!(init.text.contains("/api/openapi.json"), "{}", init.text);
+    assert!(
+        init.text.contains(r#""validatorUrl": "none""#),
+        "{}",
+        init.text
+    );
+    let bundle = h.get("/api/docs/swagger-ui-bundle.js", None).await;
+    assert_eq!(bundle.status, 200);
 }
 
 #[tokio::test]
@@ -136,4 +155,17 @@ async fn health_and_readiness_answer_without_a_provider() {
 async fn without_admin_role_configured_there_is_no_admin_page() {
     let h = Harness::new().await;
     assert_eq!(h.get("/admin", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_made_up_method_creates_no_metric_series() {
+    let h = Harness::new().await;
+    let answer = h.request("BREWCOFFEE", "/healthz", None, None).await;
+    assert_eq!(answer.status, 405);
+    let metrics = h.get("/metrics", None).await.text;
+    assert!(!metrics.contains("BREWCOFFEE"), "{metrics}");
+    assert!(
+        metrics.contains("method=\"other\""),
+        "counted as other: {metrics}"
+    );
 }

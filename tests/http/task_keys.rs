@@ -95,6 +95,12 @@ async fn bad_key_requests_get_clear_errors_and_create_nothing() {
         (json!({ "expiresAt": past }), "invalid_request"),
         (json!({ "maxUses": 0 }), "invalid_request"),
         (json!({ "maxUses": -1 }), "invalid_request"),
+        (json!({ "maxUses": 2.5 }), "invalid_request"),
+        (json!({ "maxUses": 4294967296_u64 }), "invalid_request"),
+        (
+            json!({ "scope": vec!["openid"; 51].join(" ") }),
+            "invalid_request",
+        ),
         (
             json!({ "allowedCidrs": ["10.0.0.0/33"] }),
             "invalid_request",
@@ -585,4 +591,24 @@ async fn token_exchange_errors_follow_rfc_6749() {
         (json_body.status, json_body.body["error"].as_str()),
         (400, Some("invalid_request"))
     );
+}
+
+#[tokio::test]
+async fn a_body_of_null_or_whole_floats_is_what_json_means() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let bearer = h.bearer(&user);
+    let answer = h
+        .request(
+            "POST",
+            &keys_path(id),
+            Some(&bearer),
+            Some(("application/json", "null".into())),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let answer = create(&h, &bearer, id, json!({ "maxUses": 38.0 })).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    assert_eq!(answer.body["maxUses"], 38);
 }

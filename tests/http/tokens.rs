@@ -112,6 +112,13 @@ async fn listing_shows_only_the_callers_rows_with_filters_and_pages() {
     expected.push(active.to_string());
     expected.sort();
     assert_eq!(seen, expected);
+    let widest = h
+        .get(
+            &format!("{TOKENS}?limit=200&offset=4294967295"),
+            Some(&bearer),
+        )
+        .await;
+    assert_eq!(widest.status, 200, "the documented bounds are accepted");
 
     for bad in [
         "status=gone",
@@ -120,6 +127,9 @@ async fn listing_shows_only_the_callers_rows_with_filters_and_pages() {
         "limit=x",
         "colour=red",
         "taskId=a%00b",
+        "taskId=%20%20",
+        &format!("taskId={}", "x".repeat(201)),
+        "offset=4294967296",
     ] {
         let answer = h.get(&format!("{TOKENS}?{bad}"), Some(&bearer)).await;
         assert_eq!(answer.status, 400, "{bad}");

@@ -256,6 +256,7 @@ function shapeAnswer(res, { presented, fault, grantType }) {
         try {
           const body = JSON.parse(chunk.toString());
           if (body.refresh_token) body.refresh_expires_in = refreshExpiresIn(body, presented);
+          if (fault?.set) Object.assign(body, fault.set);
           if (grantType === 'refresh_token' && presented) lastUse.set(presented.grantId, Date.now());
           const text = JSON.stringify(body);
           res.setHeader('content-length', Buffer.byteLength(text));
@@ -392,7 +393,8 @@ app.get('/__test/events', (_req, res) => res.json(events));
 
 // Faults on the token endpoint, for the next `count` requests of the given grant types:
 // {"delayMs": 1500, "when": "after"|"before", "answer": "garbage", "status": 502,
-//  "count": 1, "grantTypes": ["refresh_token"]}. "after" lets the provider act (rotate) and
+//  "set": {"expires_in": 1e12}, "count": 1, "grantTypes": ["refresh_token"]}. "set" overwrites
+// fields of a successful answer. "after" lets the provider act (rotate) and
 // holds its answer back; "before" holds the request before the provider sees it.
 app.post('/__test/faults', express.json(), (req, res) => {
   const body = req.body || {};

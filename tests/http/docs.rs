@@ -1,0 +1,50 @@
+//! docs/security.md names, for each threat, the test that proves its answer: every test it
+//! names must exist, so the table cannot drift from the suite.
+
+use std::path::Path;
+
+fn sources(dir: &Path, into: &mut String) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("node_modules") {
+            sources(&path, into);
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "rs" || e == "mjs" || e == "py")
+        {
+            into.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+}
+
+#[test]
+fn every_test_the_security_page_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/security.md")).unwrap();
+    let mut code = String::new();
+    sources(&root.join("src"), &mut code);
+    sources(&root.join("tests"), &mut code);
+    let mut named = 0;
+    for row in page.lines().filter(|l| l.starts_with('|')) {
+        let Some(test_column) = row.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        for quoted in test_column.split('`').skip(1).step_by(2) {
+            let Some(name) = quoted.rsplit("::").next().filter(|_| quoted.contains("::")) else {
+                continue;
+            };
+            if name == "*" {
+                continue;
+            }
+            named += 1;
+            assert!(
+                code.contains(&format!("fn {name}(")) || code.contains(&format!("fn {name}<")),
+                "docs/security.md names `{quoted}`, which no test defines"
+            );
+        }
+    }
+    assert!(named > 40, "the table names its tests ({named} found)");
+}
