@@ -169,3 +169,32 @@ async fn a_made_up_method_creates_no_metric_series() {
         "counted as other: {metrics}"
     );
 }
+
+/// Behind a proxy that appends the real address, a client that forges the first
+/// `X-Forwarded-For` entry anew on every call is still one client to the rate limiter.
+#[tokio::test]
+async fn a_forged_forwarded_for_does_not_escape_the_rate_limit() {
+    let h = Harness::with(&[
+        ("RATE_LIMIT_PER_SECOND", "2"),
+        ("RATE_LIMIT_BURST", "2"),
+        ("TRUSTED_PROXIES", "192.0.2.0/24"),
+    ])
+    .await;
+    let mut limited = 0;
+    for i in 0..30 {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri("/api/auth/manager/access-token")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", format!("203.0.113.{i}, 198.51.100.7"))
+            .body(axum::body::Body::from("{}"))
+            .unwrap();
+        if h.send(request).await.status == 429 {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 25,
+        "only {limited} of 30 forged calls were limited"
+    );
+}
