@@ -58,6 +58,7 @@ before(async () => {
       OIDC_ISSUER: issuer,
       OIDC_CLIENT_ID: 'token-broker',
       OIDC_CLIENT_SECRET: 'broker-secret',
+      OIDC_AUTHORIZED_PARTIES: 'frontend',
       PUBLIC_BASE_URL: base,
       BIND_ADDR: `127.0.0.1:${port}`,
       TOKEN_BROKER_DATA_DIR: mkdtempSync(join(tmpdir(), 'tb-browser-')),
