@@ -230,32 +230,7 @@ async fn a_stored_access_token_that_does_not_open_is_a_miss_not_an_error() {
             h.binding(token_broker::crypto::purpose::ACCESS_TOKEN, id, &user),
         )
         .unwrap();
-    let claim = match h
-        .vault
-        .claim_refresh(id, std::time::Duration::from_secs(30))
-        .await
-        .unwrap()
-    {
-        token_broker::vault::Claim::Claimed(row) => row,
-        other => panic!("cannot claim {id}: {other:?}"),
-    };
-    let stored = token_broker::vault::StoredAccess {
-        sealed: sealed.to_bytes(),
-        expires_at: chrono::Utc::now() + chrono::Duration::seconds(300),
-        token_type: "Bearer".into(),
-        scope: None,
-    };
-    let write = token_broker::vault::RefreshWrite {
-        rotated: None,
-        minted: Some(&stored),
-        refresh_expires_at: None,
-        now: chrono::Utc::now(),
-    };
-    assert!(h
-        .vault
-        .finish_refresh(id, claim.fence, &write)
-        .await
-        .unwrap());
+    h.store_access(id, sealed.to_bytes()).await;
 
     let answer = h.access_token(&h.bearer(&user), id).await;
     assert_eq!(

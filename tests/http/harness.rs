@@ -341,6 +341,18 @@ impl Harness {
 
     /// Stores an access token in the row as another instance would after minting it.
     pub async fn seed_stored_access(&self, id: Uuid, user: &str, token: &str) {
+        let sealed = self
+            .keyring
+            .seal(
+                token.as_bytes(),
+                self.binding(purpose::ACCESS_TOKEN, id, user),
+            )
+            .unwrap();
+        self.store_access(id, sealed.to_bytes()).await;
+    }
+
+    /// Writes `sealed` as the row's stored access token through a claimed refresh.
+    pub async fn store_access(&self, id: Uuid, sealed: Vec<u8>) {
         let row = match self
             .vault
             .claim_refresh(id, std::time::Duration::from_secs(30))
@@ -350,16 +362,9 @@ impl Harness {
             token_broker::vault::Claim::Claimed(row) => row,
             other => panic!("cannot claim {id}: {other:?}"),
         };
-        let sealed = self
-            .keyring
-            .seal(
-                token.as_bytes(),
-                self.binding(purpose::ACCESS_TOKEN, id, user),
-            )
-            .unwrap();
         let now = Utc::now();
         let minted = token_broker::vault::StoredAccess {
-            sealed: sealed.to_bytes(),
+            sealed,
             expires_at: now + chrono::Duration::seconds(300),
             token_type: "Bearer".into(),
             scope: Some("openid offline_access".into()),
