@@ -124,6 +124,7 @@ impl Sessions {
             subject,
             csrf: random_token(32),
         };
+        let lifetime = lifetime.min(SESSION_TTL);
         let now = Instant::now();
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|_, s| s.expires > now);
@@ -134,12 +135,12 @@ impl Sessions {
             sha256(id.as_bytes()),
             Stored {
                 session,
-                expires: now + lifetime.min(SESSION_TTL),
+                expires: now + lifetime,
             },
         );
         drop(sessions);
         let secure = if self.secure_cookie { "; Secure" } else { "" };
-        let max_age = lifetime.min(SESSION_TTL).as_secs();
+        let max_age = lifetime.as_secs();
         Ok(format!(
             "{COOKIE}={id}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
         ))

@@ -2,7 +2,6 @@
 //! written in ([`rules`]), and a page to read it.
 
 use axum::http::header;
-use axum::Json;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -91,8 +90,14 @@ pub use rules::{ApiDocument, DeploymentRules};
 /// `GET /api/openapi.json`
 pub async fn openapi_json(
     axum::extract::State(document): axum::extract::State<std::sync::Arc<ApiDocument>>,
-) -> Json<serde_json::Value> {
-    Json(document.json().clone())
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        document.bytes(),
+    )
 }
 
 /// `GET /api/docs/`: Swagger UI, served from the binary (vendored by `utoipa-swagger-ui`,

@@ -34,8 +34,9 @@ pub struct DeploymentRules<'a> {
     pub delegates: &'a [String],
 }
 
-/// The OpenAPI document as served, with every rule in it.
-pub struct ApiDocument(Value);
+/// The OpenAPI document as served, with every rule in it: written once at start-up, served as
+/// the same bytes on every request.
+pub struct ApiDocument(axum::body::Bytes);
 
 impl ApiDocument {
     pub fn new(rules: &DeploymentRules<'_>) -> Self {
@@ -101,11 +102,17 @@ impl ApiDocument {
             &format!("{schemas}/ConsentRequest/properties/delegates"),
             delegates(rules.delegates),
         );
-        Self(doc.0)
+        Self(serde_json::to_vec(&doc.0).unwrap_or_default().into())
     }
 
-    pub fn json(&self) -> &Value {
-        &self.0
+    /// The document's JSON text.
+    pub fn bytes(&self) -> axum::body::Bytes {
+        self.0.clone()
+    }
+
+    #[cfg(test)]
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.0).unwrap_or_default()
     }
 }
 

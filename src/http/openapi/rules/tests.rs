@@ -109,7 +109,8 @@ fn the_deployments_rules_land_in_the_document() {
         redirect_origins: &origins,
         delegates: &delegates,
     });
-    let schemas = &document.json()["components"]["schemas"];
+    let document = document.json();
+    let schemas = &document["components"]["schemas"];
     for schema in ["ConsentRequest", "ReconsentRequest"] {
         let redirect = &schemas[schema]["properties"]["redirectUri"];
         assert!(redirect["pattern"].as_str().unwrap().contains("[eE][xX]"));
@@ -126,7 +127,8 @@ fn without_origins_or_delegates_neither_may_be_sent() {
         redirect_origins: &[],
         delegates: &[],
     });
-    let consent = &document.json()["components"]["schemas"]["ConsentRequest"]["properties"];
+    let document = document.json();
+    let consent = &document["components"]["schemas"]["ConsentRequest"]["properties"];
     assert_eq!(consent["redirectUri"]["type"], "null");
     assert_eq!(consent["delegates"]["maxItems"], 0);
 }
@@ -137,7 +139,7 @@ fn every_rule_finds_its_place_in_the_document() {
         redirect_origins: &[],
         delegates: &[],
     });
-    let doc = document.json();
+    let doc = &document.json();
     let schemas = &doc["components"]["schemas"];
     assert!(schemas["ConsentRequest"]["properties"]["taskId"]["pattern"].is_string());
     assert!(schemas["CreateTaskKey"]["properties"]["name"]["pattern"].is_string());
