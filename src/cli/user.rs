@@ -1,6 +1,6 @@
 //! User-side commands: `login`, `logout`, `whoami`, and the broker client commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -99,11 +99,11 @@ pub async fn run(
             Ok(())
         }
         UserCommand::Logout => {
-            let mut config = LockedConfig::open(&path)?;
-            config.remove_session(Kind::Device);
-            config.remove_session(Kind::Client);
-            config.save()?;
-            println!("Signed out; stored tokens removed from {}", path.display());
+            if LockedConfig::forget_sessions(&path)? {
+                println!("Signed out; stored tokens removed from {}", path.display());
+            } else {
+                println!("Not signed in; nothing to remove from {}", path.display());
+            }
             Ok(())
         }
         UserCommand::Whoami => {
@@ -127,7 +127,7 @@ pub async fn run(
 
 async fn run_broker_command(
     command: UserCommand,
-    path: &std::path::Path,
+    path: &Path,
     broker: Option<String>,
 ) -> Result<(), String> {
     let session = fresh_session(path).await?;
@@ -138,7 +138,7 @@ async fn run_broker_command(
             .unwrap_or(DEFAULT_BROKER)
             .to_owned(),
     };
-    let api = BrokerApi::new(&base, session.access_token)?;
+    let mut api = BrokerApi::new(&base, session.access_token)?;
     match command {
         UserCommand::Consent {
             task,
@@ -153,7 +153,8 @@ async fn run_broker_command(
             println!("{}", consent["consentUrl"].as_str().unwrap_or_default());
             eprintln!("Open the URL above to grant offline access. Token id: {id}");
             if wait {
-                let status = wait_for_consent(&api, &id, Duration::from_secs(timeout)).await?;
+                let status =
+                    wait_for_consent(&mut api, path, &id, Duration::from_secs(timeout)).await?;
                 println!("{id} {}", describe(&status));
                 if status["status"] != "active" {
                     return Err(format!("consent ended {}", describe(&status)));
@@ -170,7 +171,8 @@ async fn run_broker_command(
             eprintln!("Open the URL above to consent again. Token id: {id}");
             if wait {
                 let status =
-                    wait_for_reconsent(&api, &id, &before, Duration::from_secs(timeout)).await?;
+                    wait_for_reconsent(&mut api, path, &id, &before, Duration::from_secs(timeout))
+                        .await?;
                 println!("{id} {}", describe(&status));
             }
             Ok(())
@@ -210,7 +212,20 @@ async fn run_broker_command(
     }
 }
 
-async fn wait_for_consent(api: &BrokerApi, id: &str, timeout: Duration) -> Result<Value, String> {
+/// A status read during a long wait: the stored login is renewed first when it is about to
+/// expire (under the file lock, as every command does), since a person may take longer to
+/// consent than an access token lives.
+async fn poll_status(api: &mut BrokerApi, path: &Path, id: &str) -> Result<Value, String> {
+    api.set_bearer(fresh_session(path).await?.access_token);
+    api.status(id).await
+}
+
+async fn wait_for_consent(
+    api: &mut BrokerApi,
+    path: &Path,
+    id: &str,
+    timeout: Duration,
+) -> Result<Value, String> {
     let spinner = ProgressBar::new_spinner();
     if let Ok(style) = ProgressStyle::with_template("{spinner} waiting for consent… {elapsed}") {
         spinner.set_style(style);
@@ -218,7 +233,10 @@ async fn wait_for_consent(api: &BrokerApi, id: &str, timeout: Duration) -> Resul
     spinner.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
     let result = loop {
-        let status = api.status(id).await?;
+        let status = match poll_status(api, path, id).await {
+            Ok(status) => status,
+            Err(e) => break Err(e),
+        };
         if status["status"] != "pending" {
             break Ok(status);
         }
@@ -370,14 +388,15 @@ async fn task_token_command(
 
 /// Waits until the row was consented to again: its last refresh moved on and it is active.
 async fn wait_for_reconsent(
-    api: &BrokerApi,
+    api: &mut BrokerApi,
+    path: &Path,
     id: &str,
     before: &Value,
     timeout: Duration,
 ) -> Result<Value, String> {
     let started = Instant::now();
     loop {
-        let status = api.status(id).await?;
+        let status = poll_status(api, path, id).await?;
         if status["status"] == "active" && status["lastRefreshAt"] != before["lastRefreshAt"] {
             return Ok(status);
         }

@@ -19,6 +19,11 @@ impl BrokerApi {
         Ok(Self { http, base, bearer })
     }
 
+    /// Uses a renewed access token from now on.
+    pub fn set_bearer(&mut self, bearer: SecretString) {
+        self.bearer = bearer;
+    }
+
     pub async fn consent(&self, task_id: &str) -> Result<Value, String> {
         self.call(
             Method::POST,

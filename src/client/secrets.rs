@@ -53,7 +53,8 @@ impl SecretsKey {
         let wrong = || {
             format!(
                 "cannot decrypt {field} in the config file: wrong secrets key \
-                 (secrets-encryption or TOKEN_BROKER_SECRETS_KEY) or a damaged value"
+                 (secrets-encryption or TOKEN_BROKER_SECRETS_KEY) or a damaged value; set the \
+                 right key, or run `token-broker logout` (it needs no key) and sign in again"
             )
         };
         let encoded = value.strip_prefix(PREFIX).ok_or_else(wrong)?;

@@ -85,6 +85,15 @@ struct StoredToken {
 
 impl StoredToken {
     /// (field name, value) of every secret in it.
+    fn secrets(&self) -> [(&'static str, Option<&String>); 3] {
+        [
+            ("access-token", Some(&self.access_token)),
+            ("refresh-token", self.refresh_token.as_ref()),
+            ("client-secret", self.client_secret.as_ref()),
+        ]
+    }
+
+    /// (field name, value) of every secret in it.
     fn secrets_mut(&mut self) -> [(&'static str, Option<&mut String>); 3] {
         [
             ("access-token", Some(&mut self.access_token)),
@@ -116,23 +125,12 @@ impl LockedConfig {
     /// Locks and reads the file (an absent file is an empty config). Plain-text token values
     /// found in it are encrypted and written back at once.
     pub fn open(path: &Path) -> Result<Self, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::config::create_private_dir(dir)?;
-        }
-        let lock_path = path.with_extension("yaml.lock");
-        let lock = private_options(OpenOptions::new().create(true).truncate(false).write(true))
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
-
-        let mut model: FileModel = match fs::read_to_string(path) {
-            Ok(text) => serde_yaml_ng::from_str(&text)
-                .map_err(|e| format!("{} is not a valid config file: {e}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileModel::default(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
+        let lock = lock_file(path)?;
+        let mut model = read_model(path)?;
         let (key, created) = resolve_key(&mut model)?;
+        // Before anything is migrated or written: a key that cannot open what the file already
+        // holds would leave it with values under two keys.
+        check_key_opens_all(&model, &key)?;
         let mut config = Self {
             path: path.to_owned(),
             model,
@@ -148,6 +146,20 @@ impl LockedConfig {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `logout`: removes every stored login and keeps the rest of the file, without needing
+    /// the secrets key (a lost or wrong key is exactly when a user needs this). Returns whether
+    /// there was anything to remove.
+    pub fn forget_sessions(path: &Path) -> Result<bool, String> {
+        let lock = lock_file(path)?;
+        let mut model = read_model(path)?;
+        let had = model.device_token.take().is_some() | model.client_token.take().is_some();
+        if had {
+            write_model(path, &model)?;
+        }
+        drop(lock);
+        Ok(had)
     }
 
     pub fn issuer(&self) -> Option<&str> {
@@ -211,30 +223,10 @@ impl LockedConfig {
         Ok(())
     }
 
-    pub fn remove_session(&mut self, kind: Kind) {
-        *self.stored_mut(kind) = None;
-    }
-
     /// Writes the whole file atomically: a 0600 temporary file in the same directory, synced,
     /// then renamed over the old one.
     pub fn save(&self) -> Result<(), String> {
-        let text = serde_yaml_ng::to_string(&self.model)
-            .map_err(|e| format!("cannot serialise the config: {e}"))?;
-        let temp = self
-            .path
-            .with_extension(format!("yaml.tmp-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut file =
-                private_options(OpenOptions::new().create(true).truncate(true).write(true))
-                    .open(&temp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&temp, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&temp);
-            format!("cannot write {}: {e}", self.path.display())
-        })
+        write_model(&self.path, &self.model)
     }
 
     fn stored(&self, kind: Kind) -> Option<&StoredToken> {
@@ -301,7 +293,7 @@ fn resolve_key(model: &mut FileModel) -> Result<(SecretsKey, bool), String> {
     if holds_encrypted_values(model) {
         return Err(format!(
             "the config file holds encrypted tokens but no key: set {KEY_ENV} (or \
-             {KEY_FILE_ENV}), or run `token-broker logout` and sign in again"
+             {KEY_FILE_ENV}), or run `token-broker logout` (it needs no key) and sign in again"
         ));
     }
     let (key, encoded) = SecretsKey::generate();
@@ -309,14 +301,74 @@ fn resolve_key(model: &mut FileModel) -> Result<(SecretsKey, bool), String> {
     Ok((key, true))
 }
 
+/// Takes the exclusive lock on `config.yaml.lock` (creating the directory, 0700, if needed).
+fn lock_file(path: &Path) -> Result<File, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::config::create_private_dir(dir)?;
+    }
+    let lock_path = path.with_extension("yaml.lock");
+    let lock = private_options(OpenOptions::new().create(true).truncate(false).write(true))
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    Ok(lock)
+}
+
+/// The file's contents; an absent file is an empty config.
+fn read_model(path: &Path) -> Result<FileModel, String> {
+    match fs::read_to_string(path) {
+        Ok(text) => serde_yaml_ng::from_str(&text)
+            .map_err(|e| format!("{} is not a valid config file: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileModel::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes the whole file atomically: a 0600 temporary file in the same directory, synced,
+/// then renamed over the old one.
+fn write_model(path: &Path, model: &FileModel) -> Result<(), String> {
+    let text =
+        serde_yaml_ng::to_string(model).map_err(|e| format!("cannot serialise the config: {e}"))?;
+    let temp = path.with_extension(format!("yaml.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = private_options(OpenOptions::new().create(true).truncate(true).write(true))
+            .open(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+/// Fails, naming the first value, when `key` cannot open an encrypted value in the file.
+fn check_key_opens_all(model: &FileModel, key: &SecretsKey) -> Result<(), String> {
+    for kind in [Kind::Device, Kind::Client] {
+        let stored = match kind {
+            Kind::Device => model.device_token.as_ref(),
+            Kind::Client => model.client_token.as_ref(),
+        };
+        let Some(stored) = stored else { continue };
+        for (name, value) in stored.secrets() {
+            if let Some(value) = value.filter(|v| is_encrypted(v)) {
+                key.decrypt(&format!("{}.{name}", kind.field()), value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn holds_encrypted_values(model: &FileModel) -> bool {
     [&model.device_token, &model.client_token]
         .into_iter()
         .flatten()
         .any(|t| {
-            is_encrypted(&t.access_token)
-                || t.refresh_token.as_deref().is_some_and(is_encrypted)
-                || t.client_secret.as_deref().is_some_and(is_encrypted)
+            t.secrets()
+                .into_iter()
+                .any(|(_, v)| v.is_some_and(|v| is_encrypted(v)))
         })
 }
 

@@ -7,20 +7,21 @@ use std::process::{Child, Command, Output, Stdio};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use token_broker::client::secrets::SecretsKey;
+use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
 use crate::app::{spawn_app, unique_user};
 use crate::idp::{Browser, Idp};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-const CLI_CLIENT: &str = "token-broker-cli";
+pub(crate) const CLI_CLIENT: &str = "token-broker-cli";
 
-fn temp_config() -> PathBuf {
+pub(crate) fn temp_config() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tb-cli-{}", Uuid::new_v4()));
     dir.join("config.yaml")
 }
 
-fn cli(config: &Path, args: &[&str]) -> Command {
+pub(crate) fn cli(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_token-broker"));
     command
         .args(args)
@@ -32,18 +33,18 @@ fn cli(config: &Path, args: &[&str]) -> Command {
 }
 
 /// Runs a command off the test's runtime, which may be serving the broker or a stub meanwhile.
-async fn output_of(mut command: Command) -> Output {
+pub(crate) async fn output_of(mut command: Command) -> Output {
     tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs `token-broker login` and approves the device code in a "browser" as `user`.
-async fn device_login(idp: &Idp, config: &Path, user: &str, extra: &[&str]) -> Output {
+pub(crate) async fn device_login(idp: &Idp, config: &Path, user: &str, extra: &[&str]) -> Output {
     let mut args = vec!["login", "--issuer", &idp.issuer];
     args.extend_from_slice(extra);
     let mut child: Child = cli(config, &args)
@@ -74,8 +75,41 @@ async fn device_login(idp: &Idp, config: &Path, user: &str, extra: &[&str]) -> O
     }
 }
 
+/// Starts a long-running command and hands its stdout over line by line, read on a thread:
+/// the test's runtime also serves the broker meanwhile.
+pub(crate) fn spawn_lines(mut command: Command) -> (Child, UnboundedReceiver<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
+/// Waits for a command from `spawn_lines` to end: its output and its last line.
+pub(crate) async fn finish_lines(
+    child: Child,
+    mut lines: UnboundedReceiver<String>,
+) -> (Output, Option<String>) {
+    let mut last = None;
+    while let Some(line) = lines.recv().await {
+        last = Some(line);
+    }
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    (output, last)
+}
+
 /// The secrets key and decrypted values of a config file, read as only the CLI could.
-fn stored_secret(config: &Path, section: &str, field: &str) -> String {
+pub(crate) fn stored_secret(config: &Path, section: &str, field: &str) -> String {
     let yaml: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
     let key = SecretsKey::parse(yaml["secrets-encryption"].as_str().unwrap()).unwrap();
@@ -258,30 +292,13 @@ async fn client_commands_drive_the_broker_end_to_end(pool: PgPool) {
     };
 
     // consent --wait: the user completes the consent in a browser meanwhile.
-    let mut waiting = cli(&config, &["consent", "--task", "nightly", "--wait"])
-        .env("TOKEN_BROKER_URL", &app.base)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read its output on a thread: this test's runtime also serves the broker.
-    let stdout = waiting.stdout.take().unwrap();
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let mut waiting = cli(&config, &["consent", "--task", "nightly", "--wait"]);
+    waiting.env("TOKEN_BROKER_URL", &app.base);
+    let (waiting, mut lines) = spawn_lines(waiting);
     let consent_url = lines.recv().await.expect("consent prints the URL first");
     let back = app.sign_in(&consent_url, &user, true).await;
     assert_eq!(app.deliver_callback(&back).await.status(), 200);
-    let mut last = None;
-    while let Some(line) = lines.recv().await {
-        last = Some(line);
-    }
-    let done = tokio::task::spawn_blocking(move || waiting.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let (done, last) = finish_lines(waiting, lines).await;
     assert!(done.status.success(), "{}", text(&done.stderr));
     let last = last.expect("a final status line");
     let (id, rest) = last.split_once(' ').unwrap();
@@ -305,30 +322,14 @@ async fn client_commands_drive_the_broker_end_to_end(pool: PgPool) {
     assert!(printed.starts_with("ey"));
 
     // reconsent --wait: a new consent for the same id, completed in the browser meanwhile.
-    let mut again = cli(&config, &["reconsent", id, "--wait"])
-        .env("TOKEN_BROKER_URL", &app.base)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = again.stdout.take().unwrap();
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let mut again = cli(&config, &["reconsent", id, "--wait"]);
+    again.env("TOKEN_BROKER_URL", &app.base);
+    let (again, mut lines) = spawn_lines(again);
     let reconsent_url = lines.recv().await.expect("reconsent prints the URL first");
     assert_ne!(reconsent_url, consent_url);
     let back = app.sign_in(&reconsent_url, &user, true).await;
     assert_eq!(app.deliver_callback(&back).await.status(), 200);
-    let mut last = None;
-    while let Some(line) = lines.recv().await {
-        last = Some(line);
-    }
-    let done = tokio::task::spawn_blocking(move || again.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let (done, last) = finish_lines(again, lines).await;
     assert!(done.status.success(), "{}", text(&done.stderr));
     assert_eq!(last.unwrap(), format!("{id} active task=nightly"));
 

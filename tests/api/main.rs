@@ -9,6 +9,7 @@ mod app;
 mod auth;
 mod callback;
 mod cli;
+mod cli_recovery;
 mod cluster;
 mod concurrency;
 mod edges;
