@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::crypto::{Keyring, KeyringError};
 use crate::grants::{KeepAliveSettings, RefreshSettings};
+use crate::oidc::ConsentPrompt;
 pub use crate::oidc::OidcSettings;
 use crate::webhook::WebhookConfig;
 use parse::{
@@ -220,6 +221,16 @@ impl Config {
                  call the broker (your frontend's), or the audience they must carry",
             ));
         }
+        let consent_prompt = match get("OIDC_CONSENT_PROMPT").as_deref().map(str::trim) {
+            None | Some("consent") => ConsentPrompt::Consent,
+            Some("none") => ConsentPrompt::Omit,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "OIDC_CONSENT_PROMPT",
+                    "must be `consent` (send prompt=consent) or `none` (send no prompt)",
+                ))
+            }
+        };
         let provider_revocation = match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
             None | Some("token") => true,
             Some("none") => false,
@@ -249,6 +260,7 @@ impl Config {
                 client_secret: SecretString::from(required("OIDC_CLIENT_SECRET")?),
                 audiences,
                 authorized_parties,
+                consent_prompt,
             },
             public_base_url,
             keyring,

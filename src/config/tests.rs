@@ -178,6 +178,24 @@ fn redirect_origins_are_parsed() {
 }
 
 #[test]
+fn consent_prompt_defaults_to_consent_and_refuses_other_values() {
+    use crate::oidc::ConsentPrompt;
+    let mut vars = base();
+    assert_eq!(
+        load(&vars).unwrap().oidc.consent_prompt,
+        ConsentPrompt::Consent
+    );
+    vars.insert("OIDC_CONSENT_PROMPT", "none".into());
+    assert_eq!(
+        load(&vars).unwrap().oidc.consent_prompt,
+        ConsentPrompt::Omit
+    );
+    vars.insert("OIDC_CONSENT_PROMPT", "login".into());
+    let err = load(&vars).unwrap_err();
+    assert!(err.to_string().contains("OIDC_CONSENT_PROMPT"), "{err}");
+}
+
+#[test]
 fn debug_redacts_secrets() {
     let printed = format!("{:?}", load(&base()).unwrap());
     assert!(!printed.contains("very-secret"));
@@ -186,7 +204,7 @@ fn debug_redacts_secrets() {
     assert!(printed.contains("broker"));
 }
 
-const VARIABLES: [&str; 44] = [
+const VARIABLES: [&str; 45] = [
     "ACCESS_TOKEN_CACHE_MARGIN_SECS",
     "ADMIN_ROLE",
     "ALLOWED_REDIRECT_ORIGINS",
@@ -212,6 +230,7 @@ const VARIABLES: [&str; 44] = [
     "OIDC_AUTHORIZED_PARTIES",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",
+    "OIDC_CONSENT_PROMPT",
     "OIDC_ISSUER",
     "PROVIDER_BREAKER_COOLDOWN_SECS",
     "PROVIDER_BREAKER_THRESHOLD",

@@ -420,3 +420,49 @@ fn provider_error_reason(error: &str) -> String {
         "provider_error".to_owned()
     }
 }
+
+/// The form of a subject: Keycloak's are UUIDs; pairwise and salted ones are long opaque
+/// strings (hashes); some providers use names.
+#[derive(PartialEq, Eq)]
+enum SubjectShape {
+    Uuid,
+    Opaque,
+    Name,
+}
+
+fn subject_shape(sub: &str) -> SubjectShape {
+    if uuid::Uuid::parse_str(sub).is_ok() {
+        SubjectShape::Uuid
+    } else if sub.len() >= 32
+        && sub
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '='))
+    {
+        SubjectShape::Opaque
+    } else {
+        SubjectShape::Name
+    }
+}
+
+/// Two people's subjects from one provider have the same form; a public subject beside a
+/// pairwise one usually does not.
+fn same_subject_shape(a: &str, b: &str) -> bool {
+    subject_shape(a) == subject_shape(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_subject_shape;
+
+    #[test]
+    fn subjects_of_another_form_are_told_apart() {
+        let keycloak = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
+        let other_user = "3d8b9c2e-1a2b-4c5d-8e9f-0a1b2c3d4e5f";
+        let pairwise = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
+        assert!(same_subject_shape(keycloak, other_user));
+        assert!(same_subject_shape("alice", "bob"));
+        assert!(!same_subject_shape(keycloak, pairwise));
+        assert!(!same_subject_shape("alice", pairwise));
+        assert!(!same_subject_shape(keycloak, "alice"));
+    }
+}

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::discovery::ProviderMetadata;
-use super::settings::OidcSettings;
+use super::settings::{ConsentPrompt, OidcSettings};
 
 /// The scopes of every consent: `offline_access` is the point of the broker.
 const CONSENT_SCOPES: [&str; 2] = ["openid", "offline_access"];
@@ -115,6 +115,7 @@ pub struct OidcClient {
     http: reqwest::Client,
     client_secret: SecretString,
     revocation_url: Option<Url>,
+    consent_prompt: ConsentPrompt,
 }
 
 impl OidcClient {
@@ -136,6 +137,7 @@ impl OidcClient {
             http,
             client_secret: settings.client_secret.clone(),
             revocation_url: metadata.revocation_endpoint.clone(),
+            consent_prompt: settings.consent_prompt,
         }
     }
 
@@ -144,13 +146,16 @@ impl OidcClient {
     pub fn authorization_request(&self, state: &str, nonce: &str) -> AuthorizationRequest {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = state.to_owned();
-        let (url, _) = self
+        let mut request = self
             .oauth
             .authorize_url(move || CsrfToken::new(state))
             .add_scopes(CONSENT_SCOPES.map(|s| Scope::new(s.to_owned())))
             .add_extra_param("nonce", nonce)
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        if self.consent_prompt == ConsentPrompt::Consent {
+            request = request.add_extra_param("prompt", "consent");
+        }
+        let (url, _) = request.url();
         AuthorizationRequest {
             url,
             pkce_verifier: SecretString::from(verifier.into_secret()),
@@ -288,33 +293,33 @@ impl OidcClient {
     }
 }
 
-/// Sorts a failed token request into dead grant, try-again-later, or misconfiguration.
-/// Keycloak's "Offline user session not found", "Token is not active" and "Stale token" all
-/// arrive as `invalid_grant`.
-/// Keycloak's descriptions of a grant that is gone for good. They come with `invalid_grant`,
-/// but are recognised under any code, since retrying them can never succeed.
-const DEAD_GRANT_DESCRIPTIONS: [&str; 5] = [
-    "offline user session not found",
-    "offline session not active",
-    "session not active",
-    "token is not active",
-    "stale token",
-];
-
+/// What a refusal of a refresh token means, decided here and only here.
+///
+/// * `invalid_client`, `unauthorized_client`, `unsupported_grant_type`: the broker's own client
+///   is misconfigured (wrong secret, grant not enabled). Every row would get the same answer,
+///   so no row is ended: 502, the row backs off, and the log says what to check.
+/// * `invalid_grant`: the grant is gone (RFC 6749 §5.2).
+/// * `invalid_request` whose description says the token itself is dead
+///   ([`DEAD_TOKEN_DESCRIPTIONS`]): some providers answer a revoked or idle-expired refresh
+///   token this way instead of with `invalid_grant`.
+/// * `temporarily_unavailable`: certainly not acted on, so retried at once.
+/// * anything else: transient, tried again later but not at once (the provider may have acted).
 fn classify(error: TokenError) -> ProviderError {
     match error {
-        RequestTokenError::ServerResponse(response) if describes_dead_grant(&response) => {
-            ProviderError::InvalidGrant
-        }
         RequestTokenError::ServerResponse(response) => match response.error() {
+            BasicErrorResponseType::InvalidClient
+            | BasicErrorResponseType::UnauthorizedClient
+            | BasicErrorResponseType::UnsupportedGrantType => {
+                ProviderError::Rejected(describe(&response))
+            }
             BasicErrorResponseType::InvalidGrant => ProviderError::InvalidGrant,
+            BasicErrorResponseType::InvalidRequest if describes_dead_token(&response) => {
+                ProviderError::InvalidGrant
+            }
             BasicErrorResponseType::Extension(code) if code == "temporarily_unavailable" => {
                 unavailable(code, true)
             }
-            BasicErrorResponseType::Extension(code) if code == "server_error" => {
-                unavailable(code, false)
-            }
-            other => ProviderError::Rejected(other.to_string()),
+            _ => unavailable(&describe(&response), false),
         },
         RequestTokenError::Request(HttpClientError::Reqwest(e)) => {
             unavailable(&e.to_string(), e.is_connect())
@@ -327,13 +332,40 @@ fn classify(error: TokenError) -> ProviderError {
     }
 }
 
-fn describes_dead_grant(response: &BasicErrorResponse) -> bool {
+/// Descriptions (lower case, matched as substrings) that say an `invalid_request` is about a
+/// refresh token that will never work again. Keycloak's own come with `invalid_grant`
+/// ("Offline user session not found", "Session not active", "Token is not active",
+/// "Stale token", "Invalid refresh token"); the rest are what other providers write.
+pub const DEAD_TOKEN_DESCRIPTIONS: [&str; 12] = [
+    "offline user session not found",
+    "session not active",
+    "token is not active",
+    "stale token",
+    "invalid refresh token",
+    "refresh token inactive",
+    "inactive",
+    "expired",
+    "revoked",
+    "unknown refresh token",
+    "not found",
+    "grant not found",
+];
+
+fn describes_dead_token(response: &BasicErrorResponse) -> bool {
     response.error_description().is_some_and(|description| {
         let description = description.to_ascii_lowercase();
-        DEAD_GRANT_DESCRIPTIONS
+        DEAD_TOKEN_DESCRIPTIONS
             .iter()
             .any(|dead| description.contains(dead))
     })
+}
+
+/// `invalid_client: Invalid client credentials`, for logs (a description carries no secret).
+fn describe(response: &BasicErrorResponse) -> String {
+    match response.error_description() {
+        Some(description) => format!("{}: {}", response.error(), description.escape_debug()),
+        None => response.error().to_string(),
+    }
 }
 
 fn unavailable(reason: &str, retry_now: bool) -> ProviderError {
@@ -356,24 +388,73 @@ mod tests {
     }
 
     #[test]
-    fn dead_grants_are_permanent_whatever_the_code() {
+    fn dead_grants_are_invalid_grant_or_an_invalid_request_about_the_token() {
         assert!(matches!(
             classify(server(BasicErrorResponseType::InvalidGrant, None)),
             ProviderError::InvalidGrant
         ));
         for description in [
-            "Offline user session not found",
-            "Offline session not active",
+            "Refresh token inactive",
             "Token is not active",
-            "Stale token",
+            "refresh token expired",
+            "Token has been revoked",
+            "Unknown refresh token",
+            "Grant not found",
         ] {
-            let other = BasicErrorResponseType::Extension("unknown_error".into());
             assert!(
                 matches!(
-                    classify(server(other, Some(description))),
+                    classify(server(
+                        BasicErrorResponseType::InvalidRequest,
+                        Some(description)
+                    )),
                     ProviderError::InvalidGrant
                 ),
                 "{description}"
+            );
+        }
+        // An invalid_request about something else is not a verdict on the grant.
+        assert!(matches!(
+            classify(server(
+                BasicErrorResponseType::InvalidRequest,
+                Some("Missing parameter: refresh_token")
+            )),
+            ProviderError::Unavailable {
+                retry_now: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn client_authentication_failures_never_end_a_grant() {
+        for code in [
+            BasicErrorResponseType::InvalidClient,
+            BasicErrorResponseType::UnauthorizedClient,
+            BasicErrorResponseType::UnsupportedGrantType,
+        ] {
+            // Even when the words would say "dead" under invalid_request.
+            assert!(
+                matches!(
+                    classify(server(code.clone(), Some("client secret expired"))),
+                    ProviderError::Rejected(_)
+                ),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_codes_are_transient() {
+        for code in [
+            BasicErrorResponseType::InvalidScope,
+            BasicErrorResponseType::Extension("unknown_error".into()),
+        ] {
+            assert!(
+                matches!(
+                    classify(server(code.clone(), Some("Token is not active"))),
+                    ProviderError::Unavailable { .. }
+                ),
+                "{code:?}"
             );
         }
     }

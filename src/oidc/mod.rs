@@ -14,4 +14,4 @@ pub use discovery::{discover, DiscoveryError, ProviderMetadata};
 pub use http::http_client;
 pub use jwks::JwksCache;
 pub use jwt::{peek_expiry, CallerClaims, IdTokenClaims, JwtError, TokenVerifier};
-pub use settings::OidcSettings;
+pub use settings::{ConsentPrompt, OidcSettings};

@@ -22,6 +22,8 @@ mod ops;
 mod outages;
 mod process;
 mod reconsent;
+mod refusals;
+mod second_provider;
 mod serve;
 mod task_keys;
 mod tokens;

@@ -41,6 +41,8 @@ async fn consent_stores_a_pending_row_and_returns_a_pkce_consent_url() {
     assert_eq!(param(&url, "code_challenge_method"), "S256");
     assert_eq!(param(&url, "code_challenge").len(), 43);
     assert!(param(&url, "nonce").len() >= 43);
+    // OpenID Connect Core §11: offline_access comes with prompt=consent.
+    assert_eq!(param(&url, "prompt"), "consent");
     assert_eq!(
         param(&url, "redirect_uri"),
         "http://broker.test/api/auth/manager/offline-callback"
@@ -266,4 +268,17 @@ async fn answers_that_carry_a_state_or_a_token_are_never_cached() {
     assert_eq!(list.headers["cache-control"], "no-store");
     let refused = h.access_token("not-a-token", id).await;
     assert_eq!(refused.headers["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn oidc_consent_prompt_none_sends_no_prompt_at_all() {
+    let h = Harness::with(&[("OIDC_CONSENT_PROMPT", "none")]).await;
+    let user = unique_user("alice");
+    let answer = h.consent(&h.bearer(&user), json!({ "taskId": "t" })).await;
+    assert_eq!(answer.status, 201);
+    let url = Url::parse(answer.body["consentUrl"].as_str().unwrap()).unwrap();
+    assert!(
+        url.query_pairs().all(|(k, _)| k != "prompt"),
+        "not prompt=none, which would forbid the consent page: {url}"
+    );
 }

@@ -279,6 +279,15 @@ app.post(`/realms/${realm}${OIDC}/token`, express.urlencoded({ extended: false }
     let presented;
     if (params.grant_type === 'refresh_token' && params.refresh_token) {
       presented = await provider.RefreshToken.find(String(params.refresh_token));
+      // A refusal as another provider words it (e.g. invalid_request "Refresh token inactive",
+      // or invalid_client with 401): the request is refused before anything is done.
+      if (fault?.answer === 'error') {
+        events.push({
+          event: 'refresh_token.refused', clientId: presented?.clientId, accountId: presented?.accountId, at: Date.now(),
+        });
+        res.status(fault.status || 400).json({ error: fault.error, error_description: fault.description });
+        return;
+      }
       if (presented?.consumed) {
         events.push({
           event: 'refresh_token.reused', clientId: presented.clientId, accountId: presented.accountId, at: Date.now(),
