@@ -365,6 +365,15 @@ impl Callbacks {
         // another (shared browser, or an attacker's lure). Storing that token under this user
         // would let them act as someone else.
         if claims.sub != consent.user_id {
+            if !same_subject_shape(&claims.sub, &consent.user_id) {
+                tracing::warn!(
+                    id = %consent.id,
+                    "the ID token's subject is not of the same form as the caller's (e.g. a \
+                     UUID against a hash): the provider may issue pairwise or salted subjects, \
+                     which lock users out of their grants; give the broker's client and the \
+                     callers' clients the same public subjects (docs/providers.md)"
+                );
+            }
             return Err(Failure::new(
                 FailureKind::SubjectMismatch,
                 "subject_mismatch",
