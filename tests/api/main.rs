@@ -21,6 +21,7 @@ mod operator;
 mod ops;
 mod outages;
 mod process;
+mod python_client;
 mod reconsent;
 mod refusals;
 mod second_provider;

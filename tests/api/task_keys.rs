@@ -24,7 +24,7 @@ fn claims(jwt: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-async fn create_key(app: &TestApp, bearer: &str, id: Uuid, body: Value) -> String {
+pub(crate) async fn create_key(app: &TestApp, bearer: &str, id: Uuid, body: Value) -> String {
     let response = app
         .post(
             &format!("/api/auth/manager/offline-tokens/{id}/task-keys"),
