@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
+use super::callback_page;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
 use crate::grants::{Callbacks, Failure, ProviderReply};
@@ -48,7 +49,7 @@ pub struct CallbackSuccess {
     tag = "consent",
     params(CallbackQuery),
     responses(
-        (status = 200, description = "Offline token stored", body = CallbackSuccess),
+        (status = 200, description = "Offline token stored (a browser asking for text/html gets a page instead)", body = CallbackSuccess),
         (status = 303, description = "Back to the consent's redirectUri, with persistentTokenId and status"),
         (status = 400, description = "Bad, used or expired state; or the consent failed", body = ErrorBody),
         (status = 403, description = "Someone else signed in at the provider", body = ErrorBody),
@@ -59,24 +60,36 @@ pub struct CallbackSuccess {
 )]
 pub async fn complete_offline_consent(
     State(callbacks): State<Arc<Callbacks>>,
-    ApiQuery(query): ApiQuery<CallbackQuery>,
-) -> Result<Response, ApiError> {
+    headers: HeaderMap,
+    query: Result<ApiQuery<CallbackQuery>, ApiError>,
+) -> Response {
+    let html = callback_page::wants_html(&headers);
+    let query = match query {
+        Ok(ApiQuery(query)) => query,
+        Err(error) => return respond_error(error, None, html),
+    };
     let reply = ProviderReply {
         code: query.code,
         state: query.state,
         error: query.error,
         iss: query.iss,
     };
-    let completed = callbacks.complete(&reply).await?;
-    Ok(match completed.outcome {
-        Ok(()) => respond_success(&completed.consent),
-        Err(failure) => respond_failure(&completed.consent, failure),
-    })
+    let completed = match callbacks.complete(&reply).await {
+        Ok(completed) => completed,
+        Err(error) => return respond_error(error.into(), None, html),
+    };
+    match completed.outcome {
+        Ok(()) => respond_success(&completed.consent, html),
+        Err(failure) => respond_failure(&completed.consent, failure, html),
+    }
 }
 
-fn respond_success(consent: &ClaimedConsent) -> Response {
+fn respond_success(consent: &ClaimedConsent, html: bool) -> Response {
     if let Some(response) = redirect_back(consent, "active", None) {
         return response;
+    }
+    if html {
+        return callback_page::granted(&consent.task_id, consent.id);
     }
     Json(CallbackSuccess {
         success: true,
@@ -87,11 +100,28 @@ fn respond_success(consent: &ClaimedConsent) -> Response {
     .into_response()
 }
 
-fn respond_failure(consent: &ClaimedConsent, failure: Failure) -> Response {
+fn respond_failure(consent: &ClaimedConsent, failure: Failure, html: bool) -> Response {
     if let Some(response) = redirect_back(consent, "failed", Some(&failure.reason)) {
         return response;
     }
-    ApiError::from(failure).into_response()
+    respond_error(ApiError::from(failure), Some(&consent.task_id), html)
+}
+
+/// The contract's JSON error, or for a browser the same status as a page that says in plain
+/// words what went wrong and what to do (an internal error is still logged, once, by
+/// `into_response`).
+fn respond_error(error: ApiError, task_id: Option<&str>, html: bool) -> Response {
+    if !html {
+        return error.into_response();
+    }
+    let (code, message) = (error.code(), error.message().into_owned());
+    let json = error.into_response();
+    let mut page = callback_page::refused(json.status(), code, task_id, &message);
+    if let Some(retry) = json.headers().get(header::RETRY_AFTER) {
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, retry.clone());
+    }
+    page
 }
 
 /// A 303 to the consent's `redirectUri`, already checked against the allowed origins.

@@ -179,7 +179,7 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> Cow<'_, str> {
+    pub(crate) fn message(&self) -> Cow<'_, str> {
         Cow::Borrowed(match self {
             ApiError::Unauthorized => "A valid bearer access token is required",
             ApiError::Forbidden => "This credential may not be used here",

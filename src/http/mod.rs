@@ -4,6 +4,7 @@
 mod access_token;
 mod admin_page;
 mod callback;
+mod callback_page;
 mod client_addr;
 mod consent;
 mod error;

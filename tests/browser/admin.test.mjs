@@ -9,13 +9,16 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+// Screenshots are kept as test artifacts here.
+const artifacts = join(root, 'target', 'test-artifacts');
+mkdirSync(artifacts, { recursive: true });
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const children = [];
 let issuer;
@@ -112,7 +115,12 @@ test('an operator revokes a user\'s token on the admin page', async () => {
   await userPage.goto(consent.consentUrl);
   await signIn(userPage, 'alice-browser');
   await userPage.waitForURL(/offline-callback/);
-  assert.match(await userPage.textContent('body'), /Offline token successfully obtained and stored/);
+  // No redirectUri: the person gets a page, not the API's JSON.
+  assert.equal(await userPage.textContent('h1'), 'Access granted');
+  assert.match(await userPage.textContent('body'), /Access granted for task browser-task\. .*you can close this tab/);
+  // The CSP admits the page's own style (by hash): Chromium applied it.
+  assert.equal(await userPage.$eval('h1', (h) => getComputedStyle(h).color), 'rgb(26, 127, 55)');
+  await userPage.screenshot({ path: join(artifacts, 'callback-granted.png'), fullPage: true });
   await userContext.close();
 
   // The operator opens /admin, is sent to the provider, signs in, and comes back.
@@ -132,12 +140,35 @@ test('an operator revokes a user\'s token on the admin page', async () => {
   assert.equal(await revoked.locator('td.status').textContent(), 'revoked');
   assert.match(await revoked.textContent(), /revoked_by_admin/);
   assert.equal(await revoked.locator('button').count(), 0);
-  await page.screenshot({ path: join(tmpdir(), 'token-broker-admin.png'), fullPage: true });
+  await page.screenshot({ path: join(artifacts, 'admin.png'), fullPage: true });
   await context.close();
 
   const status = await (await api(`/api/auth/manager/offline-tokens/${id}`, bearer)).json();
   assert.equal(status.status, 'revoked');
   assert.equal(status.statusReason, 'revoked_by_admin');
+});
+
+test('a person who declines offline access gets a page saying what to do', async () => {
+  const bearer = await userToken('bob-browser');
+  const consent = await (await api('/api/auth/manager/offline-consent', bearer, {
+    method: 'POST', body: JSON.stringify({ taskId: 'declined-task' }),
+  })).json();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(consent.consentUrl);
+  await page.waitForSelector('input[name=username]');
+  await page.fill('input[name=username]', 'bob-browser');
+  await page.fill('input[name=password]', 'password');
+  await page.uncheck('input[name=grant_offline]');
+  await page.click('button[type=submit]');
+  await page.waitForURL(/offline-callback/);
+  assert.equal(await page.textContent('h1'), 'Access not granted');
+  assert.match(await page.textContent('body'), /for task declined-task/);
+  assert.match(await page.textContent('body'), /Start the consent again/);
+  await page.screenshot({ path: join(artifacts, 'callback-refused.png'), fullPage: true });
+  await context.close();
+  const status = await (await api(`/api/auth/manager/offline-tokens/${consent.persistentTokenId}`, bearer)).json();
+  assert.equal(status.status, 'failed');
 });
 
 test('a signed-in user without the role is refused', async () => {

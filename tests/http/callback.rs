@@ -163,3 +163,87 @@ async fn a_replayed_state_is_refused_once_claimed() {
         (400, Some("invalid_state"))
     );
 }
+
+/// What a browser sends when it follows the provider's redirect.
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+async fn browser_get(h: &Harness, path: &str) -> crate::harness::Answer {
+    let request = axum::http::Request::builder()
+        .uri(path)
+        .header("accept", BROWSER_ACCEPT)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    h.send(request).await
+}
+
+fn assert_strict_page(answer: &crate::harness::Answer) {
+    assert!(answer.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = answer.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!answer.text.contains("<script"), "no script on the page");
+}
+
+#[tokio::test]
+async fn a_browser_gets_a_page_in_plain_words_for_a_used_or_forged_link() {
+    let h = Harness::new().await;
+    let answer = browser_get(
+        &h,
+        &format!("{CALLBACK}?code=abc&state={}", random_token(32)),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "the same status as the JSON");
+    assert_strict_page(&answer);
+    assert!(
+        answer.text.contains("Access not granted"),
+        "{}",
+        answer.text
+    );
+    assert!(answer.text.contains("expired or was already used"));
+    assert!(answer.text.contains("Start the consent again"));
+    assert!(answer.text.contains("<code>invalid_state</code>"));
+
+    // A client that asks for JSON (or says nothing) keeps the contract.
+    let api = h
+        .get(
+            &format!("{CALLBACK}?code=abc&state={}", random_token(32)),
+            None,
+        )
+        .await;
+    assert_eq!(api.body["error"], "invalid_state");
+}
+
+#[tokio::test]
+async fn a_browser_sees_a_declined_consent_named_with_its_task() {
+    let h = Harness::new().await;
+    let (_, id, state) = consent(&h).await;
+    let answer = browser_get(&h, &format!("{CALLBACK}?error=access_denied&state={state}")).await;
+    assert_eq!(answer.status, 400);
+    assert_strict_page(&answer);
+    assert!(
+        answer.text.contains("for task <strong>t</strong>"),
+        "{}",
+        answer.text
+    );
+    assert!(answer.text.contains("did not grant offline access"));
+    expect_failed(&h, id, "access_denied").await;
+}
+
+#[tokio::test]
+async fn a_browser_without_state_gets_a_page_too() {
+    let h = Harness::new().await;
+    let answer = browser_get(&h, CALLBACK).await;
+    assert_eq!(answer.status, 400);
+    assert_strict_page(&answer);
+    assert!(
+        answer.text.contains("<code>invalid_request</code>"),
+        "{}",
+        answer.text
+    );
+}

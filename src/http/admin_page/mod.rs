@@ -5,7 +5,7 @@
 //! POST carrying the session's CSRF token, so another site cannot make an operator's browser
 //! revoke anything. Listing and revoking call the same domain functions as the API.
 
-mod render;
+pub(super) mod render;
 mod sessions;
 
 use std::sync::Arc;
