@@ -28,4 +28,5 @@ mod second_provider;
 mod serve;
 mod task_keys;
 mod tokens;
+mod typescript_client;
 mod webhooks;

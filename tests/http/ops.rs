@@ -198,3 +198,26 @@ async fn a_forged_forwarded_for_does_not_escape_the_rate_limit() {
         "only {limited} of 30 forged calls were limited"
     );
 }
+
+/// clients/typescript generates its types from a copy of the OpenAPI document; a change to the
+/// API must refresh that copy (`UPDATE_OPENAPI=1 cargo test --test http openapi_copy`), after
+/// which `npm run check-generated` there fails until the types are generated again.
+#[tokio::test]
+async fn the_typescript_clients_openapi_copy_is_current() {
+    let h = Harness::new().await;
+    let document = h.get("/api/openapi.json", None).await.body;
+    let current = format!("{}\n", serde_json::to_string_pretty(&document).unwrap());
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/typescript/openapi.json"
+    );
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &current).unwrap();
+    }
+    let copy = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        copy == current,
+        "clients/typescript/openapi.json is stale: run UPDATE_OPENAPI=1 cargo test --test http \
+         openapi_copy, then npm run generate in clients/typescript"
+    );
+}
