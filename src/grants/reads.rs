@@ -7,7 +7,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::consent::{validate_task_id, ConsentError};
-use crate::vault::{ListFilter, Status, TokenVault, VaultError, VaultRow};
+use crate::vault::{AuditQuery, AuditRecord, ListFilter, Status, TokenVault, VaultError, VaultRow};
 
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
@@ -56,6 +56,19 @@ impl Reads {
             .await?
             .filter(|row| row.user_id == owner)
             .ok_or(ReadError::NotFound)
+    }
+
+    /// Any row by id, for an operator (no owner check: the caller has checked the role).
+    pub async fn find_any(&self, id: Uuid) -> Result<VaultRow, ReadError> {
+        self.vault.find(id).await?.ok_or(ReadError::NotFound)
+    }
+
+    /// A row's audit trail, newest last, at most `limit` records: for operators.
+    pub async fn history(&self, id: Uuid, limit: u32) -> Result<Vec<AuditRecord>, ReadError> {
+        Ok(self
+            .vault
+            .audit_trail(&AuditQuery::Token(id), limit)
+            .await?)
     }
 
     pub async fn list(&self, query: &ListQuery<'_>) -> Result<Page, ReadError> {

@@ -69,6 +69,7 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
         )
         .route("/admin", get(admin_page::show_admin_page))
         .route("/admin/callback", get(admin_page::finish_admin_sign_in))
+        .route("/admin/tokens/{id}/history", get(admin_page::show_history))
         .route(
             "/admin/tokens/{id}/revoke",
             post(admin_page::revoke_as_admin),

@@ -119,3 +119,63 @@ async fn only_holders_of_the_role_get_the_page(pool: PgPool) {
     let made_up = app.get("/admin/callback?code=x&state=made-up").await;
     assert_eq!(made_up.status(), 400);
 }
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn the_page_shows_grant_health_filters_by_it_and_shows_a_history(pool: PgPool) {
+    let app = admin_app(pool.clone()).await;
+    let user = unique_user("hank");
+    let bearer = Idp::shared().user_token(&user).await;
+    let healthy = app.activate(&bearer, &user, "healthy").await;
+    let failing = app.activate(&bearer, &user, "failing").await;
+    sqlx::query(
+        "update token_vault set consecutive_failures = 3, last_error = 'provider_unavailable' \
+         where id = $1",
+    )
+    .bind(failing)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (client, page) = sign_in_to_admin(&app, &unique_user("admin")).await;
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("3 failure(s) (provider_unavailable)"),
+        "{html}"
+    );
+
+    let filtered = client
+        .get(format!("{}/admin?user={user}&health=failing", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(filtered.contains(&failing.to_string()));
+    assert!(
+        !filtered.contains(&healthy.to_string()),
+        "the filter applies"
+    );
+
+    let history = client
+        .get(format!("{}/admin/tokens/{healthy}/history", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(history.status(), 200);
+    assert_eq!(history.headers()["cache-control"], "no-store");
+    let history = history.text().await.unwrap();
+    for action in ["consent_requested", "consent_completed"] {
+        assert!(history.contains(action), "{action}: {history}");
+    }
+    // Only a signed-in operator sees it; a bad id is a clear error.
+    let anonymous = reqwest::get(format!("{}/admin/tokens/{healthy}/history", app.base))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let bad = client
+        .get(format!("{}/admin/tokens/not-an-id/history", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

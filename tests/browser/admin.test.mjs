@@ -132,6 +132,7 @@ test('an operator revokes a user\'s token on the admin page', async () => {
   assert.equal(await page.textContent('#operator'), 'admin-olga');
   const row = page.locator(`tr[data-token="${id}"]`);
   assert.equal(await row.locator('td.status').textContent(), 'active');
+  assert.equal(await row.locator('td.health').textContent(), 'ok');
   assert.match(await row.textContent(), /alice-browser/);
 
   await row.locator('button', { hasText: 'Revoke' }).click();
@@ -140,7 +141,17 @@ test('an operator revokes a user\'s token on the admin page', async () => {
   assert.equal(await revoked.locator('td.status').textContent(), 'revoked');
   assert.match(await revoked.textContent(), /revoked_by_admin/);
   assert.equal(await revoked.locator('button').count(), 0);
+  assert.equal(await revoked.locator('td.health').textContent(), '');
   await page.screenshot({ path: join(artifacts, 'admin.png'), fullPage: true });
+
+  // The grant's audit history, one click away.
+  await revoked.locator('a', { hasText: 'history' }).click();
+  await page.waitForURL(`${base}/admin/tokens/${id}/history`);
+  assert.equal(await page.textContent('#status'), 'revoked');
+  const actions = await page.locator('td.action').allTextContents();
+  assert.deepEqual(actions.slice(0, 2), ['consent_requested', 'consent_completed']);
+  assert.ok(actions.includes('token_revoked'), actions.join(','));
+  await page.screenshot({ path: join(artifacts, 'admin-history.png'), fullPage: true });
   await context.close();
 
   const status = await (await api(`/api/auth/manager/offline-tokens/${id}`, bearer)).json();

@@ -5,6 +5,7 @@
 //! POST carrying the session's CSRF token, so another site cannot make an operator's browser
 //! revoke anything. Listing and revoking call the same domain functions as the API.
 
+mod history;
 pub(super) mod render;
 mod sessions;
 
@@ -22,7 +23,8 @@ use crate::crypto::{constant_time_eq, random_token, sha256};
 use crate::grants::revoke::REVOKED_BY_ADMIN;
 use crate::grants::{ListQuery, ReadError, Reads, RevokeError, Revoker};
 use crate::oidc::{OidcClient, TokenVerifier};
-use render::{message_page, tokens_page, Filters};
+pub use history::show_history;
+use render::{healthy_filter, message_page, tokens_page, Filters};
 use sessions::PendingSignIn;
 pub use sessions::Sessions;
 
@@ -44,6 +46,8 @@ pub struct PageQuery {
     task: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    health: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +94,7 @@ pub async fn show_admin_page(
         user: nonempty(query.user),
         task: nonempty(query.task),
         status: nonempty(query.status),
+        health: nonempty(query.health),
     };
     let page = admin
         .reads
@@ -102,7 +107,12 @@ pub async fn show_admin_page(
         })
         .await;
     match page {
-        Ok(page) => tokens_page(&session.subject, &session.csrf, &filters, &page.rows),
+        Ok(mut page) => {
+            let now = chrono::Utc::now();
+            page.rows
+                .retain(|row| healthy_filter(row, filters.health.as_deref(), now));
+            tokens_page(&session.subject, &session.csrf, &filters, &page.rows)
+        }
         Err(ReadError::Invalid(message)) => message_page(StatusCode::BAD_REQUEST, message),
         Err(e) => internal("cannot list rows", e),
     }

@@ -3,13 +3,67 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::vault::VaultRow;
+use chrono::{DateTime, Utc};
+
+use crate::vault::{Status, VaultRow};
 
 /// The filters as the operator typed them.
 pub struct Filters {
     pub user: Option<String>,
     pub task: Option<String>,
     pub status: Option<String>,
+    /// `failing` or `expiring`: applied to the rows the other filters found.
+    pub health: Option<String>,
+}
+
+/// Rows whose grant or refresh token ends within this are "expiring soon".
+pub const EXPIRING_SOON: chrono::Duration = chrono::Duration::days(7);
+
+/// Whether a row passes the health filter.
+pub fn healthy_filter(row: &VaultRow, health: Option<&str>, now: DateTime<Utc>) -> bool {
+    match health {
+        Some("failing") => row.health.consecutive_failures > 0,
+        Some("expiring") => expiring_soon(row, now),
+        _ => true,
+    }
+}
+
+fn expiring_soon(row: &VaultRow, now: DateTime<Utc>) -> bool {
+    let soon = now + EXPIRING_SOON;
+    row.status == Status::Active
+        && (row.expires_at < soon || row.health.refresh_expires_at.is_some_and(|t| t < soon))
+}
+
+/// "2 failures (provider_unavailable)", "expires 2026-12-01", or "ok".
+fn health_text(row: &VaultRow, now: DateTime<Utc>) -> String {
+    let mut parts = Vec::new();
+    if row.health.consecutive_failures > 0 {
+        parts.push(format!(
+            "{} failure(s){}",
+            row.health.consecutive_failures,
+            row.health
+                .last_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+    }
+    if expiring_soon(row, now) {
+        let ends = row
+            .health
+            .refresh_expires_at
+            .map_or(row.expires_at, |t| t.min(row.expires_at));
+        parts.push(format!("expires {}", ends.format("%Y-%m-%d %H:%M")));
+    }
+    if parts.is_empty() && row.status == Status::Active {
+        parts.push("ok".into());
+    }
+    parts.join("; ")
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 const STYLE: &str =
@@ -32,7 +86,7 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str) -> String {
+pub(super) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title>\
          <style>{STYLE}</style></head><body>{body}</body></html>",
@@ -49,6 +103,7 @@ pub fn message_page(status: StatusCode, message: &str) -> Response {
 }
 
 pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultRow]) -> Response {
+    let now = Utc::now();
     let value = |v: &Option<String>| escape(v.as_deref().unwrap_or(""));
     let options: String = ["", "pending", "active", "failed", "revoked", "expired"]
         .iter()
@@ -62,9 +117,25 @@ pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultR
             format!("<option value=\"{s}\"{selected}>{label}</option>")
         })
         .collect();
+    let health_options: String = [
+        ("", "any health"),
+        ("failing", "failing"),
+        ("expiring", "expiring soon"),
+    ]
+    .iter()
+    .map(|(value, label)| {
+        let selected = if filters.health.as_deref() == Some(*value) {
+            " selected"
+        } else {
+            ""
+        };
+        format!("<option value=\"{value}\"{selected}>{label}</option>")
+    })
+    .collect();
     let mut table = String::from(
         "<table id=\"tokens\"><thead><tr><th>token</th><th>user</th><th>task</th><th>status</th>\
-         <th>reason</th><th>created</th><th>updated</th><th>last used</th><th></th></tr></thead><tbody>",
+         <th>reason</th><th>health</th><th>last refresh</th><th>created</th><th>last used</th>\
+         <th></th><th></th></tr></thead><tbody>",
     );
     for row in rows {
         let revoke = if row.status == crate::vault::Status::Revoked {
@@ -80,19 +151,18 @@ pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultR
         };
         table.push_str(&format!(
             "<tr data-token=\"{id}\" class=\"{status}\"><td>{id}</td><td>{user}</td><td>{task}</td>\
-             <td class=\"status\">{status}</td><td>{reason}</td><td>{created}</td><td>{updated}</td>\
-             <td>{used}</td><td>{revoke}</td></tr>",
+             <td class=\"status\">{status}</td><td>{reason}</td><td class=\"health\">{health}</td>\
+             <td>{refreshed}</td><td>{created}</td><td>{used}</td>\
+             <td><a href=\"/admin/tokens/{id}/history\">history</a></td><td>{revoke}</td></tr>",
             id = row.id,
             user = escape(&row.user_id),
             task = escape(&row.task_id),
             status = row.status,
             reason = escape(row.status_reason.as_deref().unwrap_or("")),
-            created = row.created_at.format("%Y-%m-%d %H:%M:%S"),
-            updated = row.updated_at.format("%Y-%m-%d %H:%M:%S"),
-            used = row
-                .last_used_at
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_default(),
+            health = escape(&health_text(row, now)),
+            refreshed = time(row.health.last_refresh_at),
+            created = time(Some(row.created_at)),
+            used = time(row.last_used_at),
         ));
     }
     table.push_str("</tbody></table>");
@@ -102,14 +172,18 @@ pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultR
          <form class=\"filters\" method=\"get\" action=\"/admin\">\
          <input name=\"user\" placeholder=\"user\" value=\"{user}\"> \
          <input name=\"task\" placeholder=\"task\" value=\"{task}\"> \
-         <select name=\"status\">{options}</select> <button type=\"submit\">Filter</button></form>{table}",
+         <select name=\"status\">{options}</select> <select name=\"health\">{health_options}</select> \
+         <button type=\"submit\">Filter</button></form>{table}",
         operator = escape(operator),
         count = rows.len(),
         user = value(&filters.user),
         task = value(&filters.task),
     );
-    let mut response = Html(page("token-broker admin", &body)).into_response();
-    // The page carries a CSRF token and user data: never cache it, never frame it.
+    protected(Html(page("token-broker admin", &body)).into_response())
+}
+
+/// The page carries a CSRF token and user data: never cache it, never frame it.
+pub(super) fn protected(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         axum::http::header::CACHE_CONTROL,
