@@ -104,7 +104,7 @@ pub async fn assemble(
     let webhooks = config.webhook.map(|webhook| Webhooks::start(webhook, http));
     let journal = Journal::new(vault.clone(), webhooks);
     // Status changes reach the cache: this instance's own, and (PostgreSQL) everybody else's.
-    let cache = Arc::new(AccessTokenCache::default());
+    let cache = Arc::new(AccessTokenCache::new(config.access_token_cache_rows));
     let changes = StatusChanges::default();
     changes.subscribe(cache.clone());
     let (on_change, on_reset) = (changes.clone(), changes.clone());
@@ -121,6 +121,7 @@ pub async fn assemble(
         config.oidc.client_id.clone(),
         config.oidc.audiences.clone(),
         config.oidc.authorized_parties.clone(),
+        config.bearer_cache_entries,
     ));
     let refresher = Refresher::new(
         vault.clone(),

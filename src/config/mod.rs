@@ -95,6 +95,10 @@ pub struct Config {
     pub delegate_clients: Vec<String>,
     /// Consents a user may have waiting at once.
     pub max_pending_consents: u32,
+    /// Rows whose minted access tokens are kept in memory (`ACCESS_TOKEN_CACHE_MAX_ROWS`).
+    pub access_token_cache_rows: u64,
+    /// Verified bearer tokens remembered (`BEARER_CACHE_MAX_ENTRIES`).
+    pub bearer_cache_entries: u64,
     /// How long audit records are kept.
     pub audit_retention: Duration,
 }
@@ -290,6 +294,20 @@ impl Config {
                 20,
                 |n: &u32| (1..=10_000).contains(n),
                 "must be a whole number from 1 to 10000",
+            )?,
+            access_token_cache_rows: number(
+                get("ACCESS_TOKEN_CACHE_MAX_ROWS"),
+                "ACCESS_TOKEN_CACHE_MAX_ROWS",
+                100_000,
+                |n: &u64| (1..=100_000_000).contains(n),
+                "must be a whole number from 1 to 100000000",
+            )?,
+            bearer_cache_entries: number(
+                get("BEARER_CACHE_MAX_ENTRIES"),
+                "BEARER_CACHE_MAX_ENTRIES",
+                100_000,
+                |n: &u64| (1..=100_000_000).contains(n),
+                "must be a whole number from 1 to 100000000",
             )?,
             audit_retention: seconds(
                 get("AUDIT_RETENTION_SECS"),

@@ -204,11 +204,13 @@ fn debug_redacts_secrets() {
     assert!(printed.contains("broker"));
 }
 
-const VARIABLES: [&str; 45] = [
+const VARIABLES: [&str; 47] = [
     "ACCESS_TOKEN_CACHE_MARGIN_SECS",
+    "ACCESS_TOKEN_CACHE_MAX_ROWS",
     "ADMIN_ROLE",
     "ALLOWED_REDIRECT_ORIGINS",
     "AUDIT_RETENTION_SECS",
+    "BEARER_CACHE_MAX_ENTRIES",
     "BIND_ADDR",
     "CLEANUP_INTERVAL_SECS",
     "CONSENT_TTL_SECS",

@@ -1,10 +1,12 @@
 //! Minted access tokens in memory: the cache-hit path never touches the database.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use moka::Expiry;
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -26,24 +28,68 @@ pub struct Minted {
 
 /// A row's tokens, one per narrowed scope (`None`: the full scope).
 type Tokens = Vec<(Option<Scope>, Minted)>;
+/// Shared, so a cache hit clones only the one token it serves.
+type Entry = Arc<Tokens>;
 
-/// Beyond this many rows the cache starts over rather than grow: it only saves provider calls,
-/// it is never the only copy of anything.
-const MAX_ENTRIES: usize = 100_000;
+/// The default bound (`ACCESS_TOKEN_CACHE_MAX_ROWS`): rows whose tokens are kept. The cache only
+/// saves provider calls; it is never the only copy of anything.
+pub const DEFAULT_MAX_ROWS: u64 = 100_000;
+
+/// An entry lives until its last token expires.
+struct UntilLastExpiry;
+
+impl UntilLastExpiry {
+    fn left(tokens: &Tokens) -> Option<Duration> {
+        let last = tokens.iter().map(|(_, m)| m.expires_at).max()?;
+        Some((last - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+    }
+}
+
+impl Expiry<Uuid, Entry> for UntilLastExpiry {
+    fn expire_after_create(&self, _: &Uuid, tokens: &Entry, _: Instant) -> Option<Duration> {
+        Self::left(tokens)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Uuid,
+        tokens: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::left(tokens)
+    }
+}
 
 /// Minted access tokens by row id and narrowed scope (`None`: the grant's full scope), in this
-/// process.
+/// process: a `moka` cache bounded by rows (least recently and least frequently used rows go
+/// first), each entry expiring with its last token.
 ///
 /// Every invalidation moves the epoch on. A refresh reads the epoch before it starts and puts
 /// its token only if no invalidation happened meanwhile, so a token minted while its row was
 /// being revoked is never cached after the revocation cleared the entry.
-#[derive(Default)]
 pub struct AccessTokenCache {
-    entries: RwLock<HashMap<Uuid, Tokens>>,
+    entries: Cache<Uuid, Entry>,
     epoch: AtomicU64,
 }
 
+impl Default for AccessTokenCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_ROWS)
+    }
+}
+
 impl AccessTokenCache {
+    pub fn new(max_rows: u64) -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(max_rows)
+                .expire_after(UntilLastExpiry)
+                .build(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
     /// The current invalidation epoch; pass it to [`put`](Self::put).
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
@@ -56,8 +102,7 @@ impl AccessTokenCache {
         scope: Option<&Scope>,
         valid_until: DateTime<Utc>,
     ) -> Option<Minted> {
-        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        entries
+        self.entries
             .get(&id)?
             .iter()
             .find(|(s, _)| s.as_ref() == scope)
@@ -72,45 +117,41 @@ impl AccessTokenCache {
         // Checked after inserting: an invalidation between the check and the insert would
         // otherwise be missed. If one came, take the entry out again.
         if self.epoch() != epoch {
-            self.remove(id);
+            self.entries.invalidate(&id);
         }
     }
 
     fn insert(&self, id: Uuid, scope: Option<Scope>, minted: Minted) {
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&id) {
-            let now = Utc::now();
-            entries.retain(|_, tokens| {
-                tokens.retain(|(_, m)| m.expires_at > now);
-                !tokens.is_empty()
-            });
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-        }
-        let tokens = entries.entry(id).or_default();
-        tokens.retain(|(s, _)| *s != scope);
+        let now = Utc::now();
+        let mut tokens: Tokens = self
+            .entries
+            .get(&id)
+            .map(|entry| {
+                entry
+                    .iter()
+                    .filter(|(s, m)| *s != scope && m.expires_at > now)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         tokens.push((scope, minted));
+        self.entries.insert(id, Arc::new(tokens));
     }
 
     pub fn invalidate(&self, id: Uuid) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.remove(id);
-    }
-
-    fn remove(&self, id: Uuid) {
-        self.entries
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.entries.invalidate(&id);
     }
 
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.entries
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.entries.invalidate_all();
+    }
+
+    /// Rows held now (after pending evictions are applied): for tests and benchmarks.
+    pub fn rows(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
     }
 }
 
@@ -191,5 +232,16 @@ mod tests {
         assert!(cache.get(id, None, Utc::now()).is_none());
         cache.put(id, None, minted(100), cache.epoch());
         assert!(cache.get(id, None, Utc::now()).is_some());
+    }
+
+    #[test]
+    fn the_bound_holds_under_more_rows_than_it_holds() {
+        let cache = AccessTokenCache::new(1_000);
+        for _ in 0..10_000 {
+            cache.put(Uuid::new_v4(), None, minted(300), cache.epoch());
+        }
+        let rows = cache.rows();
+        assert!(rows <= 1_000, "{rows} rows held");
+        assert!(rows > 0);
     }
 }

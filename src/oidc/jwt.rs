@@ -1,8 +1,8 @@
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
+use moka::sync::Cache;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -27,7 +27,6 @@ const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
 const LEEWAY_SECS: u64 = 30;
 /// Verified bearer tokens are remembered at most this long, and never past their `exp`.
 const VERIFIED_TTL_SECS: i64 = 300;
-const VERIFIED_MAX: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
@@ -173,9 +172,10 @@ pub struct TokenVerifier {
     client_id: String,
     audiences: Vec<String>,
     authorized_parties: Vec<String>,
-    /// SHA-256 of bearer tokens that verified, with their claims and until when to trust that.
-    /// Signature checks dominate the hot path, and a task presents the same token many times.
-    verified: RwLock<HashMap<Vec<u8>, (CallerClaims, i64)>>,
+    /// SHA-256 of bearer tokens that verified, with their claims and until when to trust that:
+    /// a `moka` cache bounded by entries (`BEARER_CACHE_MAX_ENTRIES`). Signature checks
+    /// dominate the hot path, and a task presents the same token many times.
+    verified: Cache<Vec<u8>, (CallerClaims, i64)>,
 }
 
 impl TokenVerifier {
@@ -185,6 +185,7 @@ impl TokenVerifier {
         client_id: String,
         audiences: Vec<String>,
         authorized_parties: Vec<String>,
+        max_remembered: u64,
     ) -> Self {
         Self {
             jwks,
@@ -192,7 +193,10 @@ impl TokenVerifier {
             client_id,
             audiences,
             authorized_parties,
-            verified: RwLock::default(),
+            verified: Cache::builder()
+                .max_capacity(max_remembered)
+                .time_to_live(std::time::Duration::from_secs(VERIFIED_TTL_SECS as u64))
+                .build(),
         }
     }
 
@@ -231,27 +235,15 @@ impl TokenVerifier {
         let now = chrono::Utc::now().timestamp();
         let remembered = self
             .verified
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
             .get(&digest)
             .filter(|(_, until)| *until > now)
-            .map(|(claims, _)| claims.clone());
+            .map(|(claims, _)| claims);
         if let Some(claims) = remembered {
             return Ok(claims);
         }
         let claims = self.verify_token_now(token).await?;
         let until = claims.exp.min(now + VERIFIED_TTL_SECS);
-        let mut verified = self
-            .verified
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if verified.len() >= VERIFIED_MAX {
-            verified.retain(|_, (_, until)| *until > now);
-            if verified.len() >= VERIFIED_MAX {
-                verified.clear();
-            }
-        }
-        verified.insert(digest, (claims.clone(), until));
+        self.verified.insert(digest, (claims.clone(), until));
         Ok(claims)
     }
 
