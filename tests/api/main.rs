@@ -22,6 +22,7 @@ mod ops;
 mod outages;
 mod process;
 mod python_client;
+mod query_plans;
 mod reconsent;
 mod refusals;
 mod second_provider;

@@ -1,0 +1,95 @@
+//! Each hot query of the PostgreSQL vault can use an index (issue 14): with sequential scans
+//! priced out (`enable_seqscan = off`), a plan that still scans a whole table means no index
+//! serves that query, and at a million rows it would read them all.
+
+use sqlx::PgPool;
+
+const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// (what it is, the query as the vault sends it, with literal parameters).
+const HOT_QUERIES: [(&str, &str); 12] = [
+    (
+        "find a row",
+        "select * from token_vault where id = '00000000-0000-0000-0000-000000000001'",
+    ),
+    (
+        "list a user's rows (first page)",
+        "select * from token_vault where ('u'::text is null or user_id = 'u') \
+         and (null::text is null or task_id = null) and (null::text is null or status = null) \
+         order by created_at desc, id desc limit 51 offset 0",
+    ),
+    (
+        "list a user's rows of one task",
+        "select * from token_vault where user_id = 'u' and task_id = 't' \
+         order by created_at desc, id desc limit 51",
+    ),
+    (
+        "claim a consent by its state",
+        "select id from token_vault where state_hash = '\\x00'::bytea and status <> 'revoked' \
+         and state_expires_at > now() for update",
+    ),
+    (
+        "redeem a task key",
+        "select * from task_keys where key_hash = '\\x00'::bytea",
+    ),
+    (
+        "a row's task keys",
+        "select * from task_keys where token_id = '00000000-0000-0000-0000-000000000001' \
+         order by created_at, id",
+    ),
+    (
+        "a row's audit trail",
+        "select * from token_audit where token_id = '00000000-0000-0000-0000-000000000001' \
+         order by id limit 500",
+    ),
+    (
+        "grants due for keep-alive",
+        "select id from token_vault where status = 'active' and refresh_expires_at <= now() \
+         order by refresh_expires_at limit 100",
+    ),
+    (
+        "finished rows past retention (cleanup)",
+        "select id from token_vault where status in ('failed', 'expired', 'revoked') \
+         and updated_at < now() order by id limit 500",
+    ),
+    (
+        "stale rows to expire (cleanup)",
+        "select id from token_vault where (status = 'pending' and state_expires_at <= now()) \
+         or (status = 'active' and expires_at <= now()) order by id limit 500",
+    ),
+    (
+        "audit records past retention",
+        "select id from token_audit where at < now() order by id limit 500",
+    ),
+    (
+        "re-sealing walks the table by id (keys rotate)",
+        "select id from token_vault where encrypted_token is not null and key_id <> 'k' \
+         and id > '00000000-0000-0000-0000-000000000001' order by id limit 500",
+    ),
+];
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn every_hot_query_can_use_an_index(pool: PgPool) {
+    let mut connection = pool.acquire().await.unwrap();
+    let connection = connection.as_mut();
+    sqlx::query("set enable_seqscan = off")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let mut unindexed = Vec::new();
+    for (what, sql) in HOT_QUERIES {
+        let plan: Vec<String> = sqlx::query_scalar(&format!("explain {sql}"))
+            .fetch_all(&mut *connection)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let plan = plan.join("\n");
+        if plan.contains("Seq Scan") {
+            unindexed.push(format!("{what}:\n{plan}"));
+        }
+    }
+    assert!(
+        unindexed.is_empty(),
+        "queries without an index:\n\n{}",
+        unindexed.join("\n\n")
+    );
+}
