@@ -7,7 +7,7 @@ use crate::idp::{Idp, BROKER_CLIENT, ROTATING_CLIENT};
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Claims of a JWT, read without verification (the provider's own tokens, for assertions).
-fn claims(jwt: &str) -> Value {
+pub(crate) fn claims(jwt: &str) -> Value {
     use base64::Engine;
     let payload = jwt.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

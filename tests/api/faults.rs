@@ -15,7 +15,7 @@ use crate::process::FaultProxy;
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 const ACCESS_TOKEN: &str = "/api/auth/manager/access-token";
 
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }

@@ -6,14 +6,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::app::{spawn_with, unique_user, Options, TestApp};
+use crate::faults::json_of;
 use crate::idp::{Idp, BROKER_CLIENT};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// A broker whose cache never serves, so every access-token call refreshes.
 async fn always_refreshing(pool: PgPool, idp: &Idp) -> TestApp {

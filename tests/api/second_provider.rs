@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use url::Url;
 
+use crate::access::claims;
 use crate::app::{spawn_with, unique_user, Options, TestApp};
+use crate::faults::json_of;
 use crate::idp::{Idp, BROKER_PUBLIC_URL, CLIENT_SECRET};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -128,26 +130,12 @@ async fn broker(pool: PgPool, idp: &AuthlibIdp, extra: &[(&'static str, &str)]) 
     .await
 }
 
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn activate(app: &TestApp, idp: &AuthlibIdp, bearer: &str, user: &str) -> String {
     let consent = app.consent(bearer, "nightly").await;
     let back = idp.sign_in(&consent.url, user).await;
     let response = app.deliver_callback(&back).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     consent.id.to_string()
-}
-
-fn claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[sqlx::test(migrator = "MIGRATIONS")]

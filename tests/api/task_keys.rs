@@ -5,24 +5,16 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::access::claims;
 use crate::app::{spawn_rotating, spawn_with, unique_user, Options, TestApp};
 use crate::idp::{Idp, BROKER_CLIENT, ROTATING_CLIENT};
 use crate::process::{broker_env, BrokerProcess};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
 
 pub(crate) async fn create_key(app: &TestApp, bearer: &str, id: Uuid, body: Value) -> String {
     let response = app
