@@ -53,6 +53,24 @@ fn install_once() {
     });
 }
 
+/// Starts a test provider process and reads the JSON line it prints once listening
+/// (`{"issuer": ..., "port": ...}`). It exits by itself when the returned stdin closes.
+pub fn start_provider(mut command: Command) -> (Child, ChildStdin, Value) {
+    let mut child = command
+        .env("IDP_EXIT_ON_STDIN_CLOSE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the test provider's runtime (node or python3) must be installed");
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("the provider prints its address");
+    let ready = serde_json::from_str(&line).expect("the provider's first line is JSON");
+    (child, stdin, ready)
+}
+
 /// The provider's stderr goes to a file, so a crash can be read without cluttering test output.
 fn provider_log() -> Stdio {
     let path = std::env::temp_dir().join("token-broker-test-idp.log");
@@ -70,23 +88,13 @@ impl Idp {
     /// Starts a provider of our own (for tests that stop it or need other settings).
     pub fn start(env: &[(&str, &str)]) -> Idp {
         install_once();
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg("server.js")
             .current_dir(idp_dir())
-            .env("IDP_EXIT_ON_STDIN_CLOSE", "1")
             .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(provider_log())
-            .spawn()
-            .expect("node must be installed to run the test provider");
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the provider prints its address");
-        let ready: Value = serde_json::from_str(&line).expect("the provider's first line is JSON");
+            .stderr(provider_log());
+        let (child, stdin, ready) = start_provider(command);
         let port = ready["port"].as_u64().expect("port");
         Idp {
             issuer: ready["issuer"].as_str().expect("issuer").to_owned(),

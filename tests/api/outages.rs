@@ -10,37 +10,10 @@ use sqlx::PgPool;
 
 use crate::app::unique_user;
 use crate::cluster::Cluster;
-use crate::idp::{Browser, Idp, BROKER_CLIENT, BROKER_PUBLIC_URL, ROTATING_CLIENT};
-use crate::process::{broker_env, BrokerProcess};
+use crate::idp::{Idp, BROKER_CLIENT, ROTATING_CLIENT};
+use crate::process::{activate_through, broker_env, BrokerProcess};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// A user's consent completed through a broker process at `base`; returns the token id.
-async fn activate_through(base: &str, bearer: &str, user: &str, task: &str) -> String {
-    let http = reqwest::Client::new();
-    let consent: Value = http
-        .post(format!("{base}/api/auth/manager/offline-consent"))
-        .bearer_auth(bearer)
-        .json(&json!({ "taskId": task }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let back = Browser::new()
-        .sign_in(consent["consentUrl"].as_str().unwrap(), user, true)
-        .await;
-    let path = &back.as_str()[BROKER_PUBLIC_URL.len()..];
-    let status = http
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-    consent["persistentTokenId"].as_str().unwrap().to_owned()
-}
 
 async fn call(http: &reqwest::Client, base: &str, bearer: &str, id: &str) -> (u16, Value) {
     match http

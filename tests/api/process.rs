@@ -5,8 +5,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::idp::{query_param, Browser, BROKER_PUBLIC_URL};
 
 /// The environment of a broker process using `idp` as `client_id`, on `database_url`.
 pub fn broker_env(
@@ -152,4 +155,32 @@ impl FaultProxy {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+}
+
+/// A user's consent completed through a broker process at `base`; returns the token id.
+pub async fn activate_through(base: &str, bearer: &str, user: &str, task: &str) -> String {
+    let http = reqwest::Client::new();
+    let consent: Value = http
+        .post(format!("{base}/api/auth/manager/offline-consent"))
+        .bearer_auth(bearer)
+        .json(&json!({ "taskId": task }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let back = Browser::new()
+        .sign_in(consent["consentUrl"].as_str().unwrap(), user, true)
+        .await;
+    assert!(query_param(&back, "code").is_some());
+    let path = &back.as_str()[BROKER_PUBLIC_URL.len()..];
+    let status = http
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    consent["persistentTokenId"].as_str().unwrap().to_owned()
 }

@@ -4,7 +4,6 @@
 //! `azp`, its subjects are names, its issuer has no realm path, every refresh rotates, and it
 //! refuses `offline_access` without `prompt=consent` (issue 17).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
@@ -16,7 +15,7 @@ use url::Url;
 use crate::access::claims;
 use crate::app::{spawn_with, unique_user, Options, TestApp};
 use crate::faults::json_of;
-use crate::idp::{Idp, BROKER_PUBLIC_URL, CLIENT_SECRET};
+use crate::idp::{start_provider, Idp, BROKER_PUBLIC_URL, CLIENT_SECRET};
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -35,27 +34,17 @@ impl Drop for AuthlibIdp {
 
 impl AuthlibIdp {
     pub fn start() -> AuthlibIdp {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp-authlib");
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg("server.py")
-            .current_dir(dir)
-            .env("IDP_EXIT_ON_STDIN_CLOSE", "1")
+            .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp-authlib"))
             .env("IDP_BROKER_SECRET", CLIENT_SECRET)
             .env(
                 "IDP_REDIRECT_URIS",
                 format!("{BROKER_PUBLIC_URL}/api/auth/manager/offline-callback"),
             )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with tests/interop/requirements.txt installed");
-        let stdin = child.stdin.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line).expect("the provider prints its address");
+            .stderr(Stdio::null());
+        let (child, stdin, ready) = start_provider(command);
         AuthlibIdp {
             issuer: ready["issuer"].as_str().unwrap().to_owned(),
             child,

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::app::unique_user;
-use crate::idp::{query_param, Browser, Idp, BROKER_CLIENT, BROKER_PUBLIC_URL, CLIENT_SECRET};
+use crate::idp::{Idp, BROKER_CLIENT, BROKER_PUBLIC_URL, CLIENT_SECRET};
+use crate::process::activate_through;
 
 fn broker() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_token-broker"));
@@ -63,33 +64,12 @@ async fn serve_without_a_database_url_runs_on_embedded_sqlite_in_dev_mode() {
     // The whole flow against the embedded store.
     let user = unique_user("dev");
     let bearer = idp.user_token(&user).await;
+    let id = activate_through(&base, &bearer, &user, "embedded").await;
     let http = reqwest::Client::new();
-    let consent: Value = http
-        .post(format!("{base}/api/auth/manager/offline-consent"))
-        .bearer_auth(&bearer)
-        .json(&serde_json::json!({ "taskId": "embedded" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let back = Browser::new()
-        .sign_in(consent["consentUrl"].as_str().unwrap(), &user, true)
-        .await;
-    assert!(query_param(&back, "code").is_some());
-    let path = &back.as_str()[BROKER_PUBLIC_URL.len()..];
-    let status = http
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
     let minted: Value = http
         .post(format!("{base}/api/auth/manager/access-token"))
         .bearer_auth(&bearer)
-        .json(&serde_json::json!({ "persistentTokenId": consent["persistentTokenId"] }))
+        .json(&serde_json::json!({ "persistentTokenId": id }))
         .send()
         .await
         .unwrap()

@@ -24,7 +24,7 @@ use crate::grants::revoke::REVOKED_BY_ADMIN;
 use crate::grants::{ListQuery, ReadError, Reads, RevokeError, Revoker};
 use crate::oidc::{OidcClient, TokenVerifier};
 pub use history::show_history;
-use render::{healthy_filter, message_page, tokens_page, Filters};
+use render::{message_page, passes_health_filter, tokens_page, Filters};
 use sessions::PendingSignIn;
 pub use sessions::Sessions;
 
@@ -110,7 +110,7 @@ pub async fn show_admin_page(
         Ok(mut page) => {
             let now = chrono::Utc::now();
             page.rows
-                .retain(|row| healthy_filter(row, filters.health.as_deref(), now));
+                .retain(|row| passes_health_filter(row, filters.health.as_deref(), now));
             tokens_page(&session.subject, &session.csrf, &filters, &page.rows)
         }
         Err(ReadError::Invalid(message)) => message_page(StatusCode::BAD_REQUEST, message),

@@ -20,7 +20,7 @@ pub struct Filters {
 pub const EXPIRING_SOON: chrono::Duration = chrono::Duration::days(7);
 
 /// Whether a row passes the health filter.
-pub fn healthy_filter(row: &VaultRow, health: Option<&str>, now: DateTime<Utc>) -> bool {
+pub fn passes_health_filter(row: &VaultRow, health: Option<&str>, now: DateTime<Utc>) -> bool {
     match health {
         Some("failing") => row.health.consecutive_failures > 0,
         Some("expiring") => expiring_soon(row, now),
