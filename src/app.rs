@@ -15,7 +15,7 @@ use crate::grants::{
 };
 use crate::http::{
     self, AdminSessions, AdminState, ApiDocument, AppState, Cors, DelegateClients, DeploymentRules,
-    RateLimit, TrustedProxies,
+    RateLimit, Services, TrustedProxies,
 };
 use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier};
@@ -188,7 +188,7 @@ pub async fn assemble(
         redirect_origins: &redirect_origins,
         delegates: &config.delegate_clients,
     }));
-    let services = AppState {
+    let services = AppState::new(Services {
         vault,
         verifier,
         consents,
@@ -202,7 +202,7 @@ pub async fn assemble(
         rate_limit,
         admin,
         api_document,
-    };
+    });
     Ok(Wired {
         services,
         journal,

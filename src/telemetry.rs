@@ -1,8 +1,10 @@
 //! Prometheus metrics. The recorder is process-wide; `/metrics` renders it.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "token_broker_http_requests_total";
@@ -50,14 +52,32 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("route", route.to_owned()),
-        ("method", method.to_owned()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route.to_owned()).record(elapsed.as_secs_f64());
+/// `route` is a route template (or "unmatched"), never a raw path: the label sets stay few.
+pub fn record_request(route: &str, method: &'static str, status: StatusCode, elapsed: Duration) {
+    let route = interned(route);
+    let status = interned(status.as_str());
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// Label values as `&'static str`, so recording a request allocates nothing. Only bounded sets
+/// come here (route templates, status codes), so the strings kept forever stay few.
+fn interned(value: &str) -> &'static str {
+    static SEEN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(RwLock::default);
+    if let Some(known) = seen.read().ok().and_then(|s| s.get(value).copied()) {
+        return known;
+    }
+    let Ok(mut seen) = seen.write() else {
+        return "unknown";
+    };
+    if let Some(known) = seen.get(value) {
+        return known;
+    }
+    let kept: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    seen.insert(kept);
+    kept
 }
 
 /// `outcome`: success, invalid_grant, unavailable, rejected.
@@ -71,7 +91,7 @@ pub fn record_cache(hit: bool) {
 }
 
 pub fn record_rate_limited(route: &str) {
-    metrics::counter!(RATE_LIMITED, "route" => route.to_owned()).increment(1);
+    metrics::counter!(RATE_LIMITED, "route" => interned(route)).increment(1);
 }
 
 pub fn set_vault_rows(status: &str, count: u64) {

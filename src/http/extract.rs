@@ -111,7 +111,7 @@ where
         }
         verifier.check_user(&claims).map_err(refused)?;
         Ok(AuthUser {
-            subject: claims.sub,
+            subject: claims.sub.clone(),
         })
     }
 }
@@ -164,7 +164,7 @@ where
         }
         verifier.check_user(&claims).map_err(refused)?;
         Ok(AccessCaller {
-            caller: Caller::User(claims.sub),
+            caller: Caller::User(claims.sub.clone()),
             from,
         })
     }

@@ -25,4 +25,4 @@ pub use extract::DelegateClients;
 pub use middleware::RateLimit;
 pub use openapi::{ApiDoc, ApiDocument, DeploymentRules};
 pub use router::{metrics_router, router, Cors};
-pub use state::AppState;
+pub use state::{AppState, Services};

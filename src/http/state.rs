@@ -12,8 +12,55 @@ use crate::vault::TokenVault;
 
 /// What the router serves from. Each handler takes only the part it needs (`FromRef`): the
 /// access-token handler the [`Refresher`], the status reads [`Reads`], and so on.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+///
+/// The router clones its state for every request; behind one `Arc` that is one atomic
+/// increment instead of one per service.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// Hands each field of [`Services`] to the handlers that take it.
+macro_rules! from_services {
+    ($($field:ident: $type:ty),* $(,)?) => {
+        $(impl FromRef<AppState> for $type {
+            fn from_ref(state: &AppState) -> Self {
+                state.0.$field.clone()
+            }
+        })*
+    };
+}
+
+from_services!(
+    vault: Arc<dyn TokenVault>,
+    verifier: Arc<TokenVerifier>,
+    consents: Arc<Consents>,
+    callbacks: Arc<Callbacks>,
+    refresher: Refresher,
+    revoker: Arc<Revoker>,
+    reads: Arc<Reads>,
+    task_keys: Arc<TaskKeys>,
+    delegates: Arc<DelegateClients>,
+    proxies: Arc<TrustedProxies>,
+    rate_limit: Option<Arc<RateLimit>>,
+    admin: AdminState,
+    api_document: Arc<super::openapi::ApiDocument>,
+);
+
+/// The services behind [`AppState`].
+pub struct Services {
     /// Readiness and metrics only; the use cases reach the vault through their services.
     pub vault: Arc<dyn TokenVault>,
     /// Verifies callers' bearer tokens ([`super::extract::AuthUser`]).

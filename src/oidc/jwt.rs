@@ -5,6 +5,7 @@ use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
 use moka::sync::Cache;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::jwks::{JwksCache, JwksError};
 use crate::crypto::{constant_time_eq, sha256};
@@ -175,7 +176,7 @@ pub struct TokenVerifier {
     /// SHA-256 of bearer tokens that verified, with their claims and until when to trust that:
     /// a `moka` cache bounded by entries (`BEARER_CACHE_MAX_ENTRIES`). Signature checks
     /// dominate the hot path, and a task presents the same token many times.
-    verified: Cache<Vec<u8>, (CallerClaims, i64)>,
+    verified: Cache<[u8; 32], (Arc<CallerClaims>, i64)>,
 }
 
 impl TokenVerifier {
@@ -202,7 +203,7 @@ impl TokenVerifier {
 
     /// Verifies a user's bearer access token: signature and claims, then the audience and
     /// authorized parties the broker is configured to accept.
-    pub async fn verify_caller(&self, token: &str) -> Result<CallerClaims, JwtError> {
+    pub async fn verify_caller(&self, token: &str) -> Result<Arc<CallerClaims>, JwtError> {
         let claims = self.verify_token(token).await?;
         self.check_user(&claims)?;
         Ok(claims)
@@ -230,8 +231,8 @@ impl TokenVerifier {
 
     /// Verifies a bearer token's signature and claims (issuer, expiry, not-before, that it is
     /// an access token), whoever it was issued to; remembers a success for a while.
-    pub async fn verify_token(&self, token: &str) -> Result<CallerClaims, JwtError> {
-        let digest = sha256(token.as_bytes());
+    pub async fn verify_token(&self, token: &str) -> Result<Arc<CallerClaims>, JwtError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = chrono::Utc::now().timestamp();
         let remembered = self
             .verified
@@ -241,7 +242,7 @@ impl TokenVerifier {
         if let Some(claims) = remembered {
             return Ok(claims);
         }
-        let claims = self.verify_token_now(token).await?;
+        let claims = Arc::new(self.verify_token_now(token).await?);
         let until = claims.exp.min(now + VERIFIED_TTL_SECS);
         self.verified.insert(digest, (claims.clone(), until));
         Ok(claims)
