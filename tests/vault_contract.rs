@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
-    Activation, AuditAction, AuditEvent, AuditQuery, Claim, Ended, ListFilter, NewConsent,
-    NewReconsent, NewTaskKey, PgVault, RefreshFailure, RefreshWrite, SqliteVault, Status,
-    StoredAccess, TokenVault, VaultRow,
+    Activation, AuditAction, AuditEvent, AuditQuery, Claim, Ended, ListFilter, ListPosition,
+    NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure, RefreshWrite, SqliteVault,
+    Status, StoredAccess, TokenVault, VaultRow,
 };
 use uuid::Uuid;
 
@@ -589,6 +589,7 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
             status,
             limit,
             offset,
+            after: None,
         };
         async move {
             vault
@@ -625,6 +626,42 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
         5,
         "the admin view"
     );
+}
+
+async fn pages_follow_a_position_with_ties_broken_by_id(vault: Vault) {
+    // Three rows share one creation time: the position must still split them exactly.
+    let same = Utc::now() - chrono::Duration::minutes(5);
+    let mut rows = Vec::new();
+    for (i, at) in [same, same, same, same - chrono::Duration::minutes(1)]
+        .iter()
+        .enumerate()
+    {
+        let mut new = consent(&[b'k', i as u8], in_ten_minutes());
+        new.created_at = *at;
+        assert!(vault.create_pending(&new, 1000).await.unwrap());
+        rows.push(new.id);
+    }
+    let filter = |after| ListFilter {
+        user_id: Some("alice|with|bars".into()),
+        limit: 2,
+        after,
+        ..ListFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = vault.list(&filter(after)).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(ListPosition {
+            created_at: last.created_at,
+            id: last.id,
+        });
+        seen.extend(page.iter().map(|r| r.id));
+    }
+    let mut newest_first = rows[..3].to_vec();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    newest_first.push(rows[3]);
+    assert_eq!(seen, newest_first, "every row once, in list order");
 }
 
 async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
@@ -1119,6 +1156,7 @@ contract!(
     keepalive_finds_rows_about_to_idle_out,
     rows_near_their_hard_end_are_announced_once,
     a_users_rows_are_listed_newest_first_with_filters_and_pages,
+    pages_follow_a_position_with_ties_broken_by_id,
     stale_rows_expire_in_batches_and_fresh_ones_stay,
     finished_rows_are_purged_after_retention_in_batches,
     a_refresh_cannot_write_into_a_row_the_expiry_job_ended,

@@ -4,10 +4,15 @@
 
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::consent::{validate_task_id, ConsentError};
-use crate::vault::{AuditQuery, AuditRecord, ListFilter, Status, TokenVault, VaultError, VaultRow};
+use crate::vault::{
+    AuditQuery, AuditRecord, ListFilter, ListPosition, Status, TokenVault, VaultError, VaultRow,
+};
 
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
@@ -32,12 +37,16 @@ pub struct ListQuery<'a> {
     pub status: Option<&'a str>,
     pub limit: Option<u32>,
     pub offset: Option<u32>,
+    /// A previous page's `next_cursor`: the page after it (not with `offset`).
+    pub cursor: Option<&'a str>,
 }
 
-/// One page, newest first; `next_offset` when another page exists.
+/// One page, newest first; when another page exists, where it starts: `next_cursor` always,
+/// `next_offset` too unless the page was asked for by cursor.
 pub struct Page {
     pub rows: Vec<VaultRow>,
     pub next_offset: Option<u32>,
+    pub next_cursor: Option<String>,
 }
 
 pub struct Reads {
@@ -93,6 +102,16 @@ impl Reads {
                 })
             })
             .transpose()?;
+        let after = match (query.cursor, query.offset) {
+            (Some(_), Some(_)) => {
+                return Err(ReadError::Invalid("give offset or cursor, not both"))
+            }
+            (Some(cursor), None) => Some(
+                decode_cursor(cursor)
+                    .ok_or(ReadError::Invalid("cursor is not one a previous page gave"))?,
+            ),
+            (None, _) => None,
+        };
         let offset = query.offset.unwrap_or(0);
         // One extra row tells whether another page exists.
         let mut rows = self
@@ -103,13 +122,36 @@ impl Reads {
                 status,
                 limit: limit + 1,
                 offset,
+                after,
             })
             .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
+        let last = rows.last().filter(|_| more);
         Ok(Page {
+            next_cursor: last.map(|row| encode_cursor(row.created_at, row.id)),
+            next_offset: (more && after.is_none()).then(|| offset.saturating_add(limit)),
             rows,
-            next_offset: more.then(|| offset.saturating_add(limit)),
         })
     }
+}
+
+/// A list position as an opaque string: base64url of `created-at-nanoseconds:row-id`. It only
+/// says where a page starts among the caller's own rows, so it needs no seal: a made-up one
+/// lists nothing the caller could not list anyway.
+fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    let nanos = created_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    URL_SAFE_NO_PAD.encode(format!("{nanos}:{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<ListPosition> {
+    if cursor.len() > 128 {
+        return None;
+    }
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let (nanos, id) = text.split_once(':')?;
+    Some(ListPosition {
+        created_at: DateTime::from_timestamp_nanos(nanos.parse().ok()?),
+        id: Uuid::parse_str(id).ok()?,
+    })
 }

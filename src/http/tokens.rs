@@ -83,15 +83,23 @@ pub struct ListQuery {
     #[serde(default)]
     #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     offset: Option<u32>,
+    /// Where the page starts: a previous page's `nextCursor` (not with `offset`). A deep page
+    /// by cursor costs what the first page does; by offset, the rows before it are stepped over.
+    #[serde(default)]
+    #[param(max_length = 128)]
+    cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenPage {
     items: Vec<TokenView>,
-    /// Pass as `offset` for the next page; absent on the last page.
+    /// Pass as `offset` for the next page; absent on the last page and when paging by cursor.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_offset: Option<u32>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -127,7 +135,7 @@ pub async fn get_token_status(
     Ok(Json(TokenView::from(&row)))
 }
 
-/// `GET /api/auth/manager/offline-tokens?taskId=&status=&limit=&offset=`
+/// `GET /api/auth/manager/offline-tokens?taskId=&status=&limit=&offset=|cursor=`
 #[utoipa::path(
     get,
     path = "/api/auth/manager/offline-tokens",
@@ -152,6 +160,7 @@ pub async fn list_tokens(
             status: query.status.as_deref(),
             limit: query.limit,
             offset: query.offset,
+            cursor: query.cursor.as_deref(),
         })
         .await?;
     Ok(Json(page.into()))
@@ -162,6 +171,7 @@ impl From<Page> for TokenPage {
         Self {
             items: page.rows.iter().map(TokenView::from).collect(),
             next_offset: page.next_offset,
+            next_cursor: page.next_cursor,
         }
     }
 }

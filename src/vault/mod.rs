@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 pub use model::{
     Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
-    ExpiringRow, GrantHealth, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite,
-    SealedBlob, SealedRow, Status, StatusChange, StoredAccess, VaultRow,
+    ExpiringRow, GrantHealth, ListFilter, ListPosition, NewConsent, NewReconsent, RefreshFailure,
+    RefreshWrite, SealedBlob, SealedRow, Status, StatusChange, StoredAccess, VaultRow,
 };
 pub use postgres::PgVault;
 pub use sqlite::SqliteVault;

@@ -354,6 +354,16 @@ pub struct ListFilter {
     pub status: Option<Status>,
     pub limit: u32,
     pub offset: u32,
+    /// Only rows after this one in list order (keyset pagination: a deep page costs what the
+    /// first one does, where an offset makes the database step over every row before it).
+    pub after: Option<ListPosition>,
+}
+
+/// A row's place in list order: newest first, ties broken by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
 }
 
 /// A row whose status a background job changed, for the audit trail and webhooks.

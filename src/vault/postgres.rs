@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
@@ -375,21 +375,39 @@ impl TokenVault for PgVault {
 
     #[tracing::instrument(skip_all)]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<VaultRow>, VaultError> {
-        let records: Vec<RowRecord> = sqlx::query_as(&format!(
-            "select {} from token_vault \
-             where ($1::text is null or user_id = $1) and ($2::text is null or task_id = $2) \
-             and ($3::text is null or status = $3) \
-             order by created_at desc, id desc limit $4 offset $5",
+        // Only the conditions asked for: a catch-all `($1 is null or user_id = $1)` makes the
+        // plan PostgreSQL caches for the statement scan the whole table.
+        let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "select {} from token_vault where true",
             row_columns(None)
-        ))
-        .bind(&filter.user_id)
-        .bind(&filter.task_id)
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(i64::from(filter.limit))
-        .bind(i64::from(filter.offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error("list vault rows"))?;
+        ));
+        if let Some(user_id) = &filter.user_id {
+            query.push(" and user_id = ").push_bind(user_id);
+        }
+        if let Some(task_id) = &filter.task_id {
+            query.push(" and task_id = ").push_bind(task_id);
+        }
+        if let Some(status) = filter.status {
+            query.push(" and status = ").push_bind(status.as_str());
+        }
+        if let Some(after) = filter.after {
+            query
+                .push(" and (created_at, id) < (")
+                .push_bind(after.created_at)
+                .push(", ")
+                .push_bind(after.id)
+                .push(")");
+        }
+        query
+            .push(" order by created_at desc, id desc limit ")
+            .push_bind(i64::from(filter.limit))
+            .push(" offset ")
+            .push_bind(i64::from(filter.offset));
+        let records: Vec<RowRecord> = query
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("list vault rows"))?;
         records.into_iter().map(VaultRow::try_from).collect()
     }
 

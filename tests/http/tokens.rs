@@ -136,3 +136,62 @@ async fn listing_shows_only_the_callers_rows_with_filters_and_pages() {
         assert_eq!(answer.body["error"], "invalid_request", "{bad}");
     }
 }
+
+#[tokio::test]
+async fn pages_by_cursor_cover_every_row_once_and_bad_cursors_are_refused() {
+    let h = Harness::new().await;
+    let user = unique_user("carol");
+    let bearer = h.bearer(&user);
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        expected.push(
+            h.seed_pending(&user, "t", &format!("cursor-state-{i}"))
+                .await
+                .to_string(),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut url = format!("{TOKENS}?limit=2");
+    loop {
+        let page = h.get(&url, Some(&bearer)).await;
+        assert_eq!(page.status, 200);
+        seen.extend(ids(&page.body));
+        assert!(page.body.get("nextOffset").is_none() || !url.contains("cursor="));
+        match page.body["nextCursor"].as_str() {
+            Some(cursor) => url = format!("{TOKENS}?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let first = h.get(&format!("{TOKENS}?limit=2"), Some(&bearer)).await;
+    let cursor = first.body["nextCursor"].as_str().unwrap().to_owned();
+    for (bad, message) in [
+        (
+            format!("cursor={cursor}&offset=2"),
+            "give offset or cursor, not both",
+        ),
+        (
+            "cursor=not-a-cursor".to_owned(),
+            "cursor is not one a previous page gave",
+        ),
+        (
+            format!("cursor={}", "A".repeat(129)),
+            "cursor is not one a previous page gave",
+        ),
+    ] {
+        let answer = h.get(&format!("{TOKENS}?{bad}"), Some(&bearer)).await;
+        assert_eq!(answer.status, 400, "{bad}");
+        assert_eq!(answer.body["error"], "invalid_request", "{bad}");
+        assert_eq!(answer.body["message"], message, "{bad}");
+    }
+    // Another user's cursor lists only the caller's own rows.
+    let other = h.bearer(&unique_user("dave"));
+    let theirs = h
+        .get(&format!("{TOKENS}?cursor={cursor}"), Some(&other))
+        .await;
+    assert_eq!((theirs.status, ids(&theirs.body).len()), (200, 0));
+}

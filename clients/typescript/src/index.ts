@@ -106,14 +106,15 @@ export class TokenBrokerClient {
   /** Every row of the signed-in user (all pages), newest first. */
   async list(filter: { taskId?: string; status?: TokenStatus } = {}, signal?: AbortSignal): Promise<TokenView[]> {
     const items: TokenView[] = [];
-    let offset: number | null | undefined = 0;
-    while (offset !== undefined && offset !== null) {
-      const query = new URLSearchParams({ limit: '200', offset: String(offset) });
+    let cursor: string | null | undefined = '';
+    while (cursor !== undefined && cursor !== null) {
+      const query = new URLSearchParams({ limit: '200' });
+      if (cursor) query.set('cursor', cursor);
       if (filter.taskId) query.set('taskId', filter.taskId);
       if (filter.status) query.set('status', filter.status);
       const page: Schemas['TokenPage'] = await this.call('GET', `/offline-tokens?${query}`, undefined, signal);
       items.push(...page.items);
-      offset = page.nextOffset;
+      cursor = page.nextCursor;
     }
     return items;
   }

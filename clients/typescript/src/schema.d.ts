@@ -65,7 +65,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/auth/manager/offline-tokens?taskId=&status=&limit=&offset=` */
+        /** `GET /api/auth/manager/offline-tokens?taskId=&status=&limit=&offset=|cursor=` */
         get: operations["list_tokens"];
         put?: never;
         post?: never;
@@ -362,9 +362,11 @@ export interface components {
         };
         TokenPage: {
             items: components["schemas"]["TokenView"][];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            nextCursor?: string | null;
             /**
              * Format: int32
-             * @description Pass as `offset` for the next page; absent on the last page.
+             * @description Pass as `offset` for the next page; absent on the last page and when paging by cursor.
              */
             nextOffset?: number | null;
         };
@@ -700,6 +702,11 @@ export interface operations {
                 limit?: number;
                 /** @description Where the page starts: a previous page's `nextOffset`. */
                 offset?: number;
+                /**
+                 * @description Where the page starts: a previous page's `nextCursor` (not with `offset`). A deep page
+                 *     by cursor costs what the first page does; by offset, the rows before it are stepped over.
+                 */
+                cursor?: string;
             };
             header?: never;
             path?: never;

@@ -103,7 +103,7 @@ pub async fn show_admin_page(
             task_id: filters.task.as_deref(),
             status: filters.status.as_deref(),
             limit: Some(200),
-            offset: None,
+            ..ListQuery::default()
         })
         .await;
     match page {
