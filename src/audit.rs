@@ -43,40 +43,65 @@ impl Journal {
         success: bool,
         reason: Option<&str>,
     ) {
-        let event = AuditEvent {
-            at: Utc::now(),
-            actor: actor.to_owned(),
-            token_id: Some(subject.token_id),
-            user_id: Some(subject.user_id.to_owned()),
-            task_id: Some(subject.task_id.to_owned()),
-            action,
-            success,
-            reason: reason.map(str::to_owned),
-        };
-        if let Err(e) = self.vault.record_audit(&event).await {
-            tracing::error!(error = %e, action = action.as_str(), "audit record lost");
-        }
-        if let (Some(webhooks), Some(status)) = (&self.webhooks, status_after(action, success)) {
-            webhooks.notify(WebhookEvent::status_changed(
-                subject.token_id,
-                subject.task_id,
-                subject.user_id,
-                status,
-                reason,
-                event.at,
-            ));
+        let event = event(actor, subject, action, success, reason);
+        self.write(std::slice::from_ref(&event)).await;
+        self.notify(&event);
+    }
+
+    /// Records the changes a background job made to a batch of rows, in one write.
+    pub async fn record_changes(&self, changes: &[StatusChange], action: AuditAction) {
+        let events: Vec<AuditEvent> = changes
+            .iter()
+            .map(|change| {
+                let subject = Subject {
+                    token_id: change.id,
+                    user_id: &change.user_id,
+                    task_id: &change.task_id,
+                };
+                let reason = (!change.reason.is_empty()).then_some(change.reason.as_str());
+                event(SYSTEM, subject, action, true, reason)
+            })
+            .collect();
+        self.write(&events).await;
+        for event in &events {
+            self.notify(event);
         }
     }
 
-    /// Records a change made by a background job.
-    pub async fn record_change(&self, change: &StatusChange, action: AuditAction) {
-        let subject = Subject {
-            token_id: change.id,
-            user_id: &change.user_id,
-            task_id: &change.task_id,
+    /// Records events that change no row's status (no webhook), in one write.
+    pub async fn record_all(&self, events: &[AuditEvent]) {
+        self.write(events).await;
+    }
+
+    async fn write(&self, events: &[AuditEvent]) {
+        let Some(first) = events.first() else {
+            return;
         };
-        let reason = (!change.reason.is_empty()).then_some(change.reason.as_str());
-        self.record(SYSTEM, subject, action, true, reason).await;
+        if let Err(e) = self.vault.record_audits(events).await {
+            let action = first.action.as_str();
+            tracing::error!(error = %e, action, count = events.len(), "audit records lost");
+        }
+    }
+
+    fn notify(&self, event: &AuditEvent) {
+        let (Some(webhooks), Some(status)) =
+            (&self.webhooks, status_after(event.action, event.success))
+        else {
+            return;
+        };
+        let (Some(token_id), Some(user_id), Some(task_id)) =
+            (event.token_id, &event.user_id, &event.task_id)
+        else {
+            return;
+        };
+        webhooks.notify(WebhookEvent::status_changed(
+            token_id,
+            task_id,
+            user_id,
+            status,
+            event.reason.as_deref(),
+            event.at,
+        ));
     }
 
     /// Tells the webhook how a grant is faring.
@@ -89,6 +114,26 @@ impl Journal {
                 health,
             ));
         }
+    }
+}
+
+/// An audit event about `subject`, now.
+pub fn event(
+    actor: &str,
+    subject: Subject<'_>,
+    action: AuditAction,
+    success: bool,
+    reason: Option<&str>,
+) -> AuditEvent {
+    AuditEvent {
+        at: Utc::now(),
+        actor: actor.to_owned(),
+        token_id: Some(subject.token_id),
+        user_id: Some(subject.user_id.to_owned()),
+        task_id: Some(subject.task_id.to_owned()),
+        action,
+        success,
+        reason: reason.map(str::to_owned),
     }
 }
 

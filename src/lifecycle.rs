@@ -74,8 +74,8 @@ where
         let changed = step().await?;
         for change in &changed {
             changes.changed(change.id);
-            journal.record_change(change, action).await;
         }
+        journal.record_changes(&changed, action).await;
         total += changed.len();
         if changed.len() < BATCH as usize {
             return Ok(total);

@@ -10,8 +10,8 @@ use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
     Activation, AuditAction, AuditEvent, AuditQuery, Claim, Ended, ListFilter, ListPosition,
-    NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure, RefreshWrite, SqliteVault,
-    Status, StoredAccess, TokenVault, VaultRow,
+    NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure, RefreshWrite, Reseal,
+    SqliteVault, Status, StoredAccess, TokenVault, VaultRow,
 };
 use uuid::Uuid;
 
@@ -800,9 +800,25 @@ async fn reseal_replaces_only_the_expected_ciphertext(vault: Vault) {
         .unwrap();
     assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), ids[3..]);
 
-    assert!(vault.reseal(ids[0], &sealed(1), &sealed(9)).await.unwrap());
+    let reseal = |id, old, new| Reseal {
+        id,
+        old: sealed(old),
+        new: sealed(new),
+    };
+    assert_eq!(
+        vault
+            .reseal(&[reseal(ids[0], 1, 9), reseal(ids[1], 8, 9)])
+            .await
+            .unwrap(),
+        vec![ids[0]],
+        "only rows still holding the old value"
+    );
     assert!(
-        !vault.reseal(ids[0], &sealed(1), &sealed(8)).await.unwrap(),
+        vault
+            .reseal(&[reseal(ids[0], 1, 8)])
+            .await
+            .unwrap()
+            .is_empty(),
         "stale old value"
     );
     assert_eq!(
@@ -820,7 +836,7 @@ async fn audit_records_are_read_by_token_and_by_user(vault: Vault) {
         (AuditAction::TokenIssued, "bob"),
     ] {
         vault
-            .record_audit(&AuditEvent {
+            .record_audits(&[AuditEvent {
                 at: Utc::now(),
                 actor: user.into(),
                 token_id: Some(token),
@@ -829,7 +845,7 @@ async fn audit_records_are_read_by_token_and_by_user(vault: Vault) {
                 action,
                 success: action != AuditAction::TokenIssued,
                 reason: None,
-            })
+            }])
             .await
             .unwrap();
     }
@@ -1073,7 +1089,15 @@ async fn every_sealed_value_under_an_old_key_is_counted_and_can_move(vault: Vaul
         .reseal_broker_secret("task_key_hmac", &sealed(1), &new)
         .await
         .unwrap());
-    assert!(vault.reseal(id, &sealed(1), &new).await.unwrap());
+    let resealed = vault
+        .reseal(&[Reseal {
+            id,
+            old: sealed(1),
+            new,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(resealed, vec![id]);
     assert_eq!(
         vault.count_sealed_under_other_keys(current).await.unwrap(),
         0
@@ -1091,9 +1115,8 @@ async fn old_audit_records_are_purged_in_batches(vault: Vault) {
         success: true,
         reason: None,
     };
-    for days_ago in [500, 450, 410, 10, 0] {
-        vault.record_audit(&event(days_ago)).await.unwrap();
-    }
+    let events: Vec<_> = [500, 450, 410, 10, 0].into_iter().map(event).collect();
+    vault.record_audits(&events).await.unwrap();
     let cutoff = Utc::now() - chrono::Duration::days(400);
     assert_eq!(vault.purge_audit(cutoff, 2).await.unwrap(), 2);
     assert_eq!(vault.purge_audit(cutoff, 2).await.unwrap(), 1);

@@ -18,13 +18,11 @@ use uuid::Uuid;
 pub use model::{
     Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
     ExpiringRow, GrantHealth, ListFilter, ListPosition, NewConsent, NewReconsent, RefreshFailure,
-    RefreshWrite, SealedBlob, SealedRow, Status, StatusChange, StoredAccess, VaultRow,
+    RefreshWrite, Reseal, SealedBlob, SealedRow, Status, StatusChange, StoredAccess, VaultRow,
 };
 pub use postgres::PgVault;
 pub use sqlite::SqliteVault;
 pub use task_keys::{NewTaskKey, TaskKey, TaskKeyStore};
-
-use crate::crypto::Sealed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -260,9 +258,10 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<SealedRow>, VaultError>;
 
-    /// Replaces `old` with `new` if the row still holds exactly `old` (compare-and-swap), so a
-    /// refresh that rotated the token meanwhile is never overwritten. False if it changed.
-    async fn reseal(&self, id: Uuid, old: &Sealed, new: &Sealed) -> Result<bool, VaultError>;
+    /// For each row, replaces `old` with `new` if the row still holds exactly `old`
+    /// (compare-and-swap), so a refresh that rotated the token meanwhile is never overwritten.
+    /// One statement for the batch; returns the rows that were re-sealed.
+    async fn reseal(&self, reseals: &[Reseal]) -> Result<Vec<Uuid>, VaultError>;
 
     /// Every sealed value not under `key_id`: refresh tokens, stored access tokens, pending
     /// consents' PKCE verifiers, the broker's own secrets.
@@ -284,7 +283,8 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
     /// Replaces a PKCE verifier blob if the row still holds exactly `old`.
     async fn reseal_verifier(&self, id: Uuid, old: &[u8], new: &[u8]) -> Result<bool, VaultError>;
 
-    async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError>;
+    /// Writes audit records, all or none (one statement).
+    async fn record_audits(&self, events: &[AuditEvent]) -> Result<(), VaultError>;
 
     /// Deletes up to `batch` audit records older than `cutoff`, oldest first; how many.
     async fn purge_audit(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, VaultError>;

@@ -345,6 +345,14 @@ pub struct ExpiringRow {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A row's sealed refresh token and what to replace it with.
+#[derive(Debug)]
+pub struct Reseal {
+    pub id: Uuid,
+    pub old: Sealed,
+    pub new: Sealed,
+}
+
 /// Which rows to list, newest first.
 #[derive(Debug, Default)]
 pub struct ListFilter {

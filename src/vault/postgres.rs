@@ -10,10 +10,9 @@ use uuid::Uuid;
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
     db_error, Activation, AuditEvent, AuditQuery, AuditRecord, ChangeSink, Claim, ClaimedConsent,
-    Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite,
+    Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, Reseal,
     ResetSink, SealedBlob, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
 };
-use crate::crypto::Sealed;
 
 /// Every secret a row can hold, set to null: a row that ends keeps none of them.
 const WIPE_SECRETS: &str = "encrypted_token = null, iv = null, key_id = null, \
@@ -529,23 +528,28 @@ impl TokenVault for PgVault {
         Ok(rows.into_iter().map(SealedRow::from).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(%id))]
-    async fn reseal(&self, id: Uuid, old: &Sealed, new: &Sealed) -> Result<bool, VaultError> {
-        let result = sqlx::query(
-            "update token_vault set encrypted_token = $2, iv = $3, key_id = $4 \
-             where id = $1 and key_id = $5 and iv = $6 and encrypted_token = $7",
+    #[tracing::instrument(skip_all, fields(rows = reseals.len()))]
+    async fn reseal(&self, reseals: &[Reseal]) -> Result<Vec<Uuid>, VaultError> {
+        let column = |f: fn(&Reseal) -> Vec<u8>| reseals.iter().map(f).collect::<Vec<_>>();
+        sqlx::query_scalar(
+            "update token_vault t set encrypted_token = u.new_ct, iv = u.new_iv, key_id = u.new_kid \
+             from unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], \
+                         $5::text[], $6::bytea[], $7::bytea[]) \
+                  as u(id, old_kid, old_iv, old_ct, new_kid, new_iv, new_ct) \
+             where t.id = u.id and t.key_id = u.old_kid and t.iv = u.old_iv \
+               and t.encrypted_token = u.old_ct \
+             returning t.id",
         )
-        .bind(id)
-        .bind(&new.ciphertext)
-        .bind(&new.nonce)
-        .bind(&new.key_id)
-        .bind(&old.key_id)
-        .bind(&old.nonce)
-        .bind(&old.ciphertext)
-        .execute(&self.pool)
+        .bind(reseals.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(reseals.iter().map(|r| r.old.key_id.clone()).collect::<Vec<_>>())
+        .bind(column(|r| r.old.nonce.clone()))
+        .bind(column(|r| r.old.ciphertext.clone()))
+        .bind(reseals.iter().map(|r| r.new.key_id.clone()).collect::<Vec<_>>())
+        .bind(column(|r| r.new.nonce.clone()))
+        .bind(column(|r| r.new.ciphertext.clone()))
+        .fetch_all(&self.pool)
         .await
-        .map_err(db_error("re-seal a token"))?;
-        Ok(result.rows_affected() == 1)
+        .map_err(db_error("re-seal tokens"))
     }
 
     fn watch_changes(&self, on_change: ChangeSink, on_reset: ResetSink) -> bool {
@@ -639,23 +643,25 @@ impl TokenVault for PgVault {
             .map_err(db_error("count rows by status"))
     }
 
-    #[tracing::instrument(skip_all, fields(action = event.action.as_str()))]
-    async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError> {
+    #[tracing::instrument(skip_all, fields(records = events.len()))]
+    async fn record_audits(&self, events: &[AuditEvent]) -> Result<(), VaultError> {
+        let text = |f: fn(&AuditEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
         sqlx::query(
             "insert into token_audit (at, actor, token_id, user_id, task_id, action, outcome, reason) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+             select * from unnest($1::timestamptz[], $2::text[], $3::uuid[], $4::text[], \
+                                  $5::text[], $6::text[], $7::text[], $8::text[])",
         )
-        .bind(event.at)
-        .bind(&event.actor)
-        .bind(event.token_id)
-        .bind(&event.user_id)
-        .bind(&event.task_id)
-        .bind(event.action.as_str())
-        .bind(event.outcome())
-        .bind(&event.reason)
+        .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.token_id).collect::<Vec<_>>())
+        .bind(text(|e| e.user_id.clone()))
+        .bind(text(|e| e.task_id.clone()))
+        .bind(events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.outcome()).collect::<Vec<_>>())
+        .bind(text(|e| e.reason.clone()))
         .execute(&self.pool)
         .await
-        .map_err(db_error("write an audit record"))?;
+        .map_err(db_error("write audit records"))?;
         Ok(())
     }
 

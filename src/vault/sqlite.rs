@@ -10,10 +10,9 @@ use uuid::Uuid;
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
     db_error, Activation, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
-    ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, SealedBlob,
-    SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
+    ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, Reseal,
+    SealedBlob, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
 };
-use crate::crypto::Sealed;
 
 /// Every secret a row can hold, set to null (see the PostgreSQL backend).
 const WIPE_SECRETS: &str = "encrypted_token = null, iv = null, key_id = null, \
@@ -536,23 +535,33 @@ impl TokenVault for SqliteVault {
         Ok(rows.into_iter().map(SealedRow::from).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(%id))]
-    async fn reseal(&self, id: Uuid, old: &Sealed, new: &Sealed) -> Result<bool, VaultError> {
-        let result = sqlx::query(
-            "update token_vault set encrypted_token = ?2, iv = ?3, key_id = ?4 \
-             where id = ?1 and key_id = ?5 and iv = ?6 and encrypted_token = ?7",
-        )
-        .bind(id)
-        .bind(&new.ciphertext)
-        .bind(&new.nonce)
-        .bind(&new.key_id)
-        .bind(&old.key_id)
-        .bind(&old.nonce)
-        .bind(&old.ciphertext)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error("re-seal a token"))?;
-        Ok(result.rows_affected() == 1)
+    #[tracing::instrument(skip_all, fields(rows = reseals.len()))]
+    async fn reseal(&self, reseals: &[Reseal]) -> Result<Vec<Uuid>, VaultError> {
+        let failed = || db_error("re-seal tokens");
+        let mut tx = self.pool.begin().await.map_err(failed())?;
+        let mut done = Vec::new();
+        for reseal in reseals {
+            let (old, new) = (&reseal.old, &reseal.new);
+            let result = sqlx::query(
+                "update token_vault set encrypted_token = ?2, iv = ?3, key_id = ?4 \
+                 where id = ?1 and key_id = ?5 and iv = ?6 and encrypted_token = ?7",
+            )
+            .bind(reseal.id)
+            .bind(&new.ciphertext)
+            .bind(&new.nonce)
+            .bind(&new.key_id)
+            .bind(&old.key_id)
+            .bind(&old.nonce)
+            .bind(&old.ciphertext)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed())?;
+            if result.rows_affected() == 1 {
+                done.push(reseal.id);
+            }
+        }
+        tx.commit().await.map_err(failed())?;
+        Ok(done)
     }
 
     async fn count_sealed_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError> {
@@ -641,23 +650,29 @@ impl TokenVault for SqliteVault {
             .map_err(db_error("count rows by status"))
     }
 
-    #[tracing::instrument(skip_all, fields(action = event.action.as_str()))]
-    async fn record_audit(&self, event: &AuditEvent) -> Result<(), VaultError> {
-        sqlx::query(
-            "insert into token_audit (at, actor, token_id, user_id, task_id, action, outcome, reason) \
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(event.at)
-        .bind(&event.actor)
-        .bind(event.token_id)
-        .bind(&event.user_id)
-        .bind(&event.task_id)
-        .bind(event.action.as_str())
-        .bind(event.outcome())
-        .bind(&event.reason)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error("write an audit record"))?;
+    #[tracing::instrument(skip_all, fields(records = events.len()))]
+    async fn record_audits(&self, events: &[AuditEvent]) -> Result<(), VaultError> {
+        let failed = || db_error("write audit records");
+        let mut tx = self.pool.begin().await.map_err(failed())?;
+        for event in events {
+            sqlx::query(
+                "insert into token_audit \
+                 (at, actor, token_id, user_id, task_id, action, outcome, reason) \
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(event.at)
+            .bind(&event.actor)
+            .bind(event.token_id)
+            .bind(&event.user_id)
+            .bind(&event.task_id)
+            .bind(event.action.as_str())
+            .bind(event.outcome())
+            .bind(&event.reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed())?;
+        }
+        tx.commit().await.map_err(failed())?;
         Ok(())
     }
 
