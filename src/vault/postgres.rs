@@ -423,7 +423,7 @@ impl TokenVault for PgVault {
                select id from token_vault \
                where (status = 'pending' and state_expires_at <= $1) \
                   or (status = 'active' and expires_at <= $1) \
-               order by id limit $2 for update skip locked) \
+               limit $2 for update skip locked) \
              update token_vault t set status = 'expired', \
                status_reason = case when t.status = 'pending' then 'consent_timeout' \
                                     else 'max_age_reached' end, \
@@ -450,7 +450,7 @@ impl TokenVault for PgVault {
             "with old as ( \
                select id from token_vault \
                where status in ('failed', 'expired', 'revoked') and updated_at < $1 \
-               order by id limit $2 for update skip locked) \
+               limit $2 for update skip locked) \
              delete from token_vault t using old where t.id = old.id \
              returning t.id, t.user_id, t.task_id, t.status, t.status_reason",
         )
@@ -517,7 +517,8 @@ impl TokenVault for PgVault {
         let rows: Vec<SealedRecord> = sqlx::query_as(
             "select id, user_id, key_id, iv, encrypted_token from token_vault \
              where encrypted_token is not null and key_id <> $1 \
-             and ($2::uuid is null or id > $2) order by id limit $3",
+             and id > coalesce($2, '00000000-0000-0000-0000-000000000000'::uuid) \
+             order by id limit $3",
         )
         .bind(key_id)
         .bind(after)
@@ -603,7 +604,8 @@ impl TokenVault for PgVault {
         sqlx::query_as(
             "select id, user_id, pkce_verifier as blob from token_vault \
              where pkce_verifier is not null and substring(pkce_verifier from 1 for $2) <> $3 \
-             and ($4::uuid is null or id > $4) order by id limit $5",
+             and id > coalesce($4, '00000000-0000-0000-0000-000000000000'::uuid) \
+             order by id limit $5",
         )
         .bind(key_id)
         .bind(i32::try_from(prefix.len()).unwrap_or(0))
@@ -668,7 +670,7 @@ impl TokenVault for PgVault {
     #[tracing::instrument(skip_all)]
     async fn purge_audit(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, VaultError> {
         let result = sqlx::query(
-            "with old as (select id from token_audit where at < $1 order by id limit $2) \
+            "with old as (select id from token_audit where at < $1 limit $2) \
              delete from token_audit a using old where a.id = old.id",
         )
         .bind(cutoff)

@@ -391,10 +391,24 @@ app.post('/__test/user-token', express.json(), async (req, res, next) => {
       return;
     }
     const now = Math.floor(Date.now() / 1000);
-    const accessToken = await new jose.SignJWT({
+    // Like Keycloak's, every token has its own `jti`, so two are never equal.
+    const sign = () => new jose.SignJWT({
       iss: issuer, sub, aud: 'account', azp: 'frontend', typ: 'Bearer', scope: 'openid', iat: now, exp: now + 3600,
+      jti: crypto.randomUUID(),
     }).setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'JWT' }).sign(privateKey);
-    res.json({ accessToken, expiresIn: 3600 });
+    // {"count": n} (bench/run's fresh-bearer load): n distinct tokens of the same user.
+    const count = Number(req.body?.count ?? 0);
+    if (!Number.isInteger(count) || count < 0 || count > 100000) {
+      res.status(400).json({ error: 'invalid_request', message: 'count: 0-100000' });
+      return;
+    }
+    if (count > 0) {
+      const accessTokens = [];
+      for (let i = 0; i < count; i += 1) accessTokens.push(await sign());
+      res.json({ accessTokens, expiresIn: 3600 });
+      return;
+    }
+    res.json({ accessToken: await sign(), expiresIn: 3600 });
   } catch (err) { next(err); }
 });
 
