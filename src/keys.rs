@@ -18,6 +18,9 @@ use crate::crypto::{purpose, Binding, Keyring, Sealed};
 use crate::grants::TaskKeys;
 use crate::vault::{AuditAction, Reseal, TokenVault, VaultError};
 
+/// Rows looked at per statement when dropping stored access tokens.
+const DROP_BATCH: u32 = 5_000;
+
 #[derive(Debug, Default)]
 pub struct RotationReport {
     pub resealed: u64,
@@ -49,9 +52,18 @@ pub async fn rotate(
     reseal_refresh_tokens(vault, keyring, journal, batch, &progress, &mut report).await?;
     reseal_verifiers(vault, keyring, batch, &progress, &mut report).await?;
     reseal_broker_secrets(vault, keyring, &progress, &mut report).await?;
-    let dropped = vault.drop_access_tokens_under_other_keys(&current).await?;
-    report.dropped_access_tokens = dropped;
-    progress(dropped);
+    let mut after = None;
+    loop {
+        let (dropped, last) = vault
+            .drop_access_tokens_under_other_keys(&current, after, DROP_BATCH)
+            .await?;
+        report.dropped_access_tokens += dropped;
+        progress(dropped);
+        match last {
+            Some(last) => after = Some(last),
+            None => break,
+        }
+    }
     Ok(report)
 }
 

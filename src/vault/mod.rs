@@ -268,8 +268,14 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
     async fn count_sealed_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError>;
 
     /// Stored access tokens are a cache: those not sealed under `key_id` are dropped (the next
-    /// call mints a new one). Returns how many.
-    async fn drop_access_tokens_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError>;
+    /// call mints a new one). One batch: the next `limit` rows in id order after `after`.
+    /// Returns how many were dropped and the last row looked at (None: no rows were left).
+    async fn drop_access_tokens_under_other_keys(
+        &self,
+        key_id: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(u64, Option<Uuid>), VaultError>;
 
     /// Up to `limit` PKCE verifiers (`Sealed::to_bytes` blobs) not sealed under `key_id`, in id
     /// order after `after`.

@@ -578,20 +578,36 @@ impl TokenVault for PgVault {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn drop_access_tokens_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError> {
+    async fn drop_access_tokens_under_other_keys(
+        &self,
+        key_id: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(u64, Option<Uuid>), VaultError> {
+        // A batch of rows by id, so no statement touches a million rows (or outlives the
+        // statement timeout) and each batch starts where the last one ended.
         let prefix = super::blob_prefix(key_id);
-        let result = sqlx::query(
-            "update token_vault set access_token = null, access_token_expires_at = null, \
-             access_token_type = null, access_token_scope = null \
-             where access_token is not null and substring(access_token from 1 for $2) <> $3",
+        let (dropped, last): (i64, Option<Uuid>) = sqlx::query_as(
+            "with batch as ( \
+               select id from token_vault \
+               where id > coalesce($3, '00000000-0000-0000-0000-000000000000'::uuid) \
+               order by id limit $4), \
+             dropped as ( \
+               update token_vault t set access_token = null, access_token_expires_at = null, \
+                 access_token_type = null, access_token_scope = null \
+               from batch where t.id = batch.id and t.access_token is not null \
+                 and substring(t.access_token from 1 for $1) <> $2 \
+               returning 1) \
+             select (select count(*) from dropped), (select id from batch order by id desc limit 1)",
         )
-        .bind(key_id)
         .bind(i32::try_from(prefix.len()).unwrap_or(0))
         .bind(&prefix)
-        .execute(&self.pool)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
         .await
         .map_err(db_error("drop stored access tokens under old keys"))?;
-        Ok(result.rows_affected())
+        Ok((u64::try_from(dropped).unwrap_or(0), last))
     }
 
     async fn verifiers_under_other_keys(

@@ -584,20 +584,39 @@ impl TokenVault for SqliteVault {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn drop_access_tokens_under_other_keys(&self, key_id: &str) -> Result<u64, VaultError> {
+    async fn drop_access_tokens_under_other_keys(
+        &self,
+        key_id: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(u64, Option<Uuid>), VaultError> {
+        let failed = || db_error("drop stored access tokens under old keys");
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "select id from token_vault where (?1 is null or id > ?1) order by id limit ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed())?;
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok((0, None));
+        };
         let prefix = super::blob_prefix(key_id);
         let result = sqlx::query(
             "update token_vault set access_token = null, access_token_expires_at = null, \
              access_token_type = null, access_token_scope = null \
-             where access_token is not null and substr(access_token, 1, ?2) <> ?3",
+             where id >= ?1 and id <= ?2 \
+             and access_token is not null and substr(access_token, 1, ?3) <> ?4",
         )
-        .bind(key_id)
+        .bind(first)
+        .bind(last)
         .bind(i32::try_from(prefix.len()).unwrap_or(0))
         .bind(&prefix)
         .execute(&self.pool)
         .await
-        .map_err(db_error("drop stored access tokens under old keys"))?;
-        Ok(result.rows_affected())
+        .map_err(failed())?;
+        Ok((result.rows_affected(), Some(*last)))
     }
 
     async fn verifiers_under_other_keys(
