@@ -724,7 +724,7 @@ impl TokenVault for PgVault {
     }
 }
 
-/// Follows `token_vault_changed` notifications (sent by the trigger of migration 3) until the
+/// Follows `token_vault_changed` notifications (sent by the trigger of migrations 3 and 8) until the
 /// pool closes, reconnecting after failures.
 ///
 /// `on_reset` runs each time the feed is (re)established, not when it drops: while the

@@ -17,6 +17,7 @@ mod faults;
 mod idp;
 mod lifecycle;
 mod logs;
+mod notifications;
 mod operator;
 mod ops;
 mod outages;
