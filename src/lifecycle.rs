@@ -1,5 +1,7 @@
 //! Clean-up: expire stale rows, then delete finished ones after the retention period, in bounded
-//! batches so no statement holds many rows at once.
+//! batches so no statement holds many rows at once, with a pause between full batches so a
+//! large clean-up leaves room for the requests being served (bench/million: purging 500,000
+//! rows flat out doubled the access-token p99 on a 2-core machine).
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,6 +13,9 @@ use crate::grants::StatusChanges;
 use crate::vault::{AuditAction, StatusChange, TokenVault, VaultError};
 
 pub const BATCH: u32 = 500;
+/// Between two full batches. A batch of 500 takes about 20 ms here, so clean-up runs at about
+/// two thirds of its flat-out speed (still over 10,000 rows/s).
+const PAUSE: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CleanupReport {
@@ -50,6 +55,7 @@ pub async fn clean_up(
         if deleted < u64::from(BATCH) {
             break;
         }
+        tokio::time::sleep(PAUSE).await;
     }
     Ok(CleanupReport {
         expired,
@@ -80,6 +86,7 @@ where
         if changed.len() < BATCH as usize {
             return Ok(total);
         }
+        tokio::time::sleep(PAUSE).await;
     }
 }
 

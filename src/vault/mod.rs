@@ -316,3 +316,42 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, VaultError>;
 }
+
+/// The list statement for either database: only the conditions `filter` asks for. A catch-all
+/// `($1 is null or user_id = $1)` would make the plan PostgreSQL caches for the statement scan
+/// the whole table.
+fn list_query<'a, DB>(columns: &str, filter: &'a ListFilter) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Uuid: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query =
+        sqlx::QueryBuilder::new(format!("select {columns} from token_vault where true"));
+    if let Some(user_id) = &filter.user_id {
+        query.push(" and user_id = ").push_bind(user_id.as_str());
+    }
+    if let Some(task_id) = &filter.task_id {
+        query.push(" and task_id = ").push_bind(task_id.as_str());
+    }
+    if let Some(status) = filter.status {
+        query.push(" and status = ").push_bind(status.as_str());
+    }
+    if let Some(after) = filter.after {
+        // Keyset pagination: the page after this position, one index seek however deep.
+        query
+            .push(" and (created_at, id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    query
+        .push(" order by created_at desc, id desc limit ")
+        .push_bind(i64::from(filter.limit))
+        .push(" offset ")
+        .push_bind(i64::from(filter.offset));
+    query
+}

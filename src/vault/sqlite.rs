@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
@@ -387,33 +387,7 @@ impl TokenVault for SqliteVault {
 
     #[tracing::instrument(skip_all)]
     async fn list(&self, filter: &ListFilter) -> Result<Vec<VaultRow>, VaultError> {
-        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "select {} from token_vault where 1",
-            row_columns(None)
-        ));
-        if let Some(user_id) = &filter.user_id {
-            query.push(" and user_id = ").push_bind(user_id);
-        }
-        if let Some(task_id) = &filter.task_id {
-            query.push(" and task_id = ").push_bind(task_id);
-        }
-        if let Some(status) = filter.status {
-            query.push(" and status = ").push_bind(status.as_str());
-        }
-        if let Some(after) = filter.after {
-            query
-                .push(" and (created_at, id) < (")
-                .push_bind(after.created_at)
-                .push(", ")
-                .push_bind(after.id)
-                .push(")");
-        }
-        query
-            .push(" order by created_at desc, id desc limit ")
-            .push_bind(i64::from(filter.limit))
-            .push(" offset ")
-            .push_bind(i64::from(filter.offset));
-        let records: Vec<RowRecord> = query
+        let records: Vec<RowRecord> = super::list_query::<Sqlite>(&row_columns(None), filter)
             .build_query_as()
             .fetch_all(&self.pool)
             .await
