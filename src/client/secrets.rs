@@ -27,9 +27,9 @@ impl SecretsKey {
 
     /// A new random key and its base64 form (to store under `secrets-encryption`).
     pub fn generate() -> (Self, Zeroizing<String>) {
-        let key = Zeroizing::new(Aes256Gcm::generate_key(OsRng));
+        let key = crate::crypto::random_key();
         let encoded = Zeroizing::new(STANDARD.encode(key.as_slice()));
-        (Self(Aes256Gcm::new(&key)), encoded)
+        (Self(Aes256Gcm::new(&(*key).into())), encoded)
     }
 
     pub fn encrypt(&self, field: &str, value: &str) -> Result<String, String> {

@@ -173,7 +173,7 @@ impl Keyring {
     /// A fresh random key in the `TOKEN_ENCRYPTION_KEYS` format.
     pub fn generate_entry(kid: &str) -> Result<Zeroizing<String>, KeyringError> {
         let kid = KeyId::parse(kid)?;
-        let key = Zeroizing::new(Aes256Gcm::generate_key(OsRng));
+        let key = super::random_key();
         Ok(Zeroizing::new(format!(
             "{}:{}",
             kid.as_str(),

@@ -4,7 +4,7 @@ mod keyring;
 mod random;
 
 pub use keyring::{Binding, CryptoError, KeyId, Keyring, KeyringError, Sealed};
-pub use random::{constant_time_eq, keyed_hash, random_token, sha256};
+pub use random::{constant_time_eq, keyed_hash, random_key, random_token, sha256};
 
 /// What a sealed value is, bound into its associated data so one kind cannot pass for another.
 pub mod purpose {

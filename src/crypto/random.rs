@@ -5,6 +5,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 /// `bytes` of operating-system randomness, base64url without padding.
 ///
@@ -14,6 +15,14 @@ pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A fresh 256-bit key (AES-256) from the operating system, wiped from memory when dropped. A
+/// plain byte array, so wiping it needs no optional feature of a dependency's dependency.
+pub fn random_key() -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(key.as_mut_slice());
+    key
 }
 
 /// SHA-256 digest. One-time values are stored only as digests, so a leaked database row cannot
