@@ -37,7 +37,7 @@ pub struct ListQuery<'a> {
     pub status: Option<&'a str>,
     pub limit: Option<u32>,
     pub offset: Option<u32>,
-    /// A previous page's `next_cursor`: the page after it (not with `offset`).
+    /// A previous page's `next_cursor`: the page after it (`offset` then counts from there).
     pub cursor: Option<&'a str>,
 }
 
@@ -102,16 +102,14 @@ impl Reads {
                 })
             })
             .transpose()?;
-        let after = match (query.cursor, query.offset) {
-            (Some(_), Some(_)) => {
-                return Err(ReadError::Invalid("give offset or cursor, not both"))
-            }
-            (Some(cursor), None) => Some(
+        // With both, `offset` counts from the cursor's position.
+        let after = query
+            .cursor
+            .map(|cursor| {
                 decode_cursor(cursor)
-                    .ok_or(ReadError::Invalid("cursor is not one a previous page gave"))?,
-            ),
-            (None, _) => None,
-        };
+                    .ok_or(ReadError::Invalid("cursor is not one a previous page gave"))
+            })
+            .transpose()?;
         let offset = query.offset.unwrap_or(0);
         // One extra row tells whether another page exists.
         let mut rows = self

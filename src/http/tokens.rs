@@ -83,8 +83,9 @@ pub struct ListQuery {
     #[serde(default)]
     #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     offset: Option<u32>,
-    /// Where the page starts: a previous page's `nextCursor` (not with `offset`). A deep page
-    /// by cursor costs what the first page does; by offset, the rows before it are stepped over.
+    /// Where the page starts: a previous page's `nextCursor` (with `offset` too, that many rows
+    /// further). A deep page by cursor costs what the first page does; by offset, the rows
+    /// before it are stepped over.
     #[serde(default)]
     #[param(max_length = 128)]
     cursor: Option<String>,

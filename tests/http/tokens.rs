@@ -169,11 +169,18 @@ async fn pages_by_cursor_cover_every_row_once_and_bad_cursors_are_refused() {
 
     let first = h.get(&format!("{TOKENS}?limit=2"), Some(&bearer)).await;
     let cursor = first.body["nextCursor"].as_str().unwrap().to_owned();
+    // With both, the offset counts from the cursor: the second row of the second page.
+    let second = h
+        .get(&format!("{TOKENS}?limit=2&cursor={cursor}"), Some(&bearer))
+        .await;
+    let skipped = h
+        .get(
+            &format!("{TOKENS}?limit=1&cursor={cursor}&offset=1"),
+            Some(&bearer),
+        )
+        .await;
+    assert_eq!(ids(&skipped.body), ids(&second.body)[1..]);
     for (bad, message) in [
-        (
-            format!("cursor={cursor}&offset=2"),
-            "give offset or cursor, not both",
-        ),
         (
             "cursor=not-a-cursor".to_owned(),
             "cursor is not one a previous page gave",

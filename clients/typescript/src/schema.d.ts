@@ -703,8 +703,9 @@ export interface operations {
                 /** @description Where the page starts: a previous page's `nextOffset`. */
                 offset?: number;
                 /**
-                 * @description Where the page starts: a previous page's `nextCursor` (not with `offset`). A deep page
-                 *     by cursor costs what the first page does; by offset, the rows before it are stepped over.
+                 * @description Where the page starts: a previous page's `nextCursor` (with `offset` too, that many rows
+                 *     further). A deep page by cursor costs what the first page does; by offset, the rows
+                 *     before it are stepped over.
                  */
                 cursor?: string;
             };
