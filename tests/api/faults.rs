@@ -485,16 +485,16 @@ async fn a_revocation_wins_over_a_refresh_in_flight(pool: PgPool) {
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn keep_alive_refreshes_an_idle_grant_before_the_provider_ends_it(pool: PgPool) {
     let idp = Idp::start(&[
-        ("IDP_OFFLINE_SESSION_IDLE_SECS", "4"),
-        ("IDP_ACCESS_TOKEN_TTL", "5"),
+        ("IDP_OFFLINE_SESSION_IDLE_SECS", "6"),
+        ("IDP_ACCESS_TOKEN_TTL", "7"),
     ]);
     let app = spawn_with(
         pool.clone(),
         Options {
             extra: vec![
-                ("OFFLINE_IDLE_SECS", "4".into()),
+                ("OFFLINE_IDLE_SECS", "6".into()),
                 ("KEEPALIVE_INTERVAL_SECS", "1".into()),
-                ("KEEPALIVE_LEAD_SECS", "2".into()),
+                ("KEEPALIVE_LEAD_SECS", "4".into()),
             ],
             ..Options::new(&idp)
         },
@@ -505,7 +505,7 @@ async fn keep_alive_refreshes_an_idle_grant_before_the_provider_ends_it(pool: Pg
     let id = app.activate(&bearer, &user, "t").await;
 
     // Nobody uses the grant for longer than the provider's idle limit.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let (status, body) = json_of(app.access_token(&bearer, &id.to_string()).await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -535,14 +535,14 @@ async fn keep_alive_refreshes_an_idle_grant_before_the_provider_ends_it(pool: Pg
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn without_keep_alive_an_idle_grant_dies_at_the_provider(pool: PgPool) {
     let idp = Idp::start(&[
-        ("IDP_OFFLINE_SESSION_IDLE_SECS", "4"),
-        ("IDP_ACCESS_TOKEN_TTL", "5"),
+        ("IDP_OFFLINE_SESSION_IDLE_SECS", "6"),
+        ("IDP_ACCESS_TOKEN_TTL", "7"),
     ]);
     let app = spawn_with(
         pool,
         Options {
             extra: vec![
-                ("OFFLINE_IDLE_SECS", "4".into()),
+                ("OFFLINE_IDLE_SECS", "6".into()),
                 ("KEEPALIVE_INTERVAL_SECS", "0".into()),
             ],
             ..Options::new(&idp)
@@ -553,7 +553,7 @@ async fn without_keep_alive_an_idle_grant_dies_at_the_provider(pool: PgPool) {
     let bearer = idp.user_token(&user).await;
     let id = app.activate(&bearer, &user, "t").await;
 
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let (status, body) = json_of(app.access_token(&bearer, &id.to_string()).await).await;
     assert_eq!(
         (status, body["error"].as_str()),
