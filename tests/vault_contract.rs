@@ -104,6 +104,8 @@ fn write<'a>(rotated: Option<&'a Sealed>, minted: &'a StoredAccess) -> RefreshWr
         minted: Some(minted),
         refresh_expires_at: Some(now + chrono::Duration::days(30)),
         now,
+        actor: "test",
+        audit_reason: None,
     }
 }
 
@@ -333,6 +335,46 @@ async fn a_write_back_from_an_older_claim_is_refused(vault: Vault) {
     assert_eq!(row.access.unwrap().sealed, vec![7; 30]);
 }
 
+async fn a_write_back_is_journaled_with_it_and_a_refused_one_is_not(vault: Vault) {
+    let id = activated(&vault).await;
+    let stale = claimed(&vault, id, Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let current = claimed(&vault, id, LEASE).await;
+    let minted = access(7);
+    let rotated = sealed(3);
+    let by_keepalive = RefreshWrite {
+        actor: "system",
+        audit_reason: Some("keepalive:rotated"),
+        ..write(Some(&rotated), &minted)
+    };
+    assert!(vault
+        .finish_refresh(id, current.fence, &by_keepalive)
+        .await
+        .unwrap());
+    let refused = RefreshWrite {
+        actor: "late-instance",
+        ..write(None, &minted)
+    };
+    assert!(!vault
+        .finish_refresh(id, stale.fence, &refused)
+        .await
+        .unwrap());
+    let issued: Vec<_> = vault
+        .audit_trail(&AuditQuery::Token(id), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "token_issued")
+        .collect();
+    assert_eq!(issued.len(), 1, "one record, for the write that landed");
+    let record = &issued[0];
+    assert_eq!(record.actor, "system");
+    assert_eq!(record.outcome, "success");
+    assert_eq!(record.reason.as_deref(), Some("keepalive:rotated"));
+    assert_eq!(record.user_id.as_deref(), Some(current.user_id.as_str()));
+    assert_eq!(record.task_id.as_deref(), Some(current.task_id.as_str()));
+}
+
 async fn a_released_claim_records_the_failure_and_its_back_off(vault: Vault) {
     let id = activated(&vault).await;
     let row = claimed(&vault, id, LEASE).await;
@@ -518,6 +560,8 @@ async fn keepalive_finds_rows_about_to_idle_out(vault: Vault) {
                 minted: Some(&minted),
                 refresh_expires_at: Some(now + chrono::Duration::days(days)),
                 now,
+                actor: "system",
+                audit_reason: None,
             };
             vault.finish_refresh(id, row.fence, &write).await.unwrap();
         }
@@ -1179,6 +1223,7 @@ contract!(
     a_claim_can_fail_the_row_and_wipe_its_secrets,
     a_live_claim_excludes_others_and_an_abandoned_one_expires,
     a_write_back_from_an_older_claim_is_refused,
+    a_write_back_is_journaled_with_it_and_a_refused_one_is_not,
     a_released_claim_records_the_failure_and_its_back_off,
     ending_a_grant_wipes_it_voids_claims_and_checks_the_owner,
     a_reconsent_reseals_the_same_row,

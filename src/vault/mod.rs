@@ -172,9 +172,9 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
     /// returns: the provider is called with no connection held.
     async fn claim_refresh(&self, id: Uuid, lease: Duration) -> Result<Claim, VaultError>;
 
-    /// Writes a refresh's result back, and ends the lease, if the row is still active and its
-    /// fence is still `fence` (no newer claim, no revocation meanwhile). False otherwise:
-    /// nothing was written.
+    /// Writes a refresh's result back with its `token_issued` audit record, and ends the
+    /// lease, if the row is still active and its fence is still `fence` (no newer claim, no
+    /// revocation meanwhile). False otherwise: nothing was written, record included.
     async fn finish_refresh(
         &self,
         id: Uuid,

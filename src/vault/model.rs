@@ -314,6 +314,10 @@ pub struct RefreshWrite<'a> {
     /// When the (new) refresh token stops working if unused, when known.
     pub refresh_expires_at: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
+    /// Who refreshed, and the audit reason: the `token_issued` record is written with the
+    /// row, in the same statement, so a refresh is never stored without its record.
+    pub actor: &'a str,
+    pub audit_reason: Option<&'a str>,
 }
 
 /// A refresh that failed without ending the grant.

@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
-    db_error, Activation, AuditEvent, AuditQuery, AuditRecord, ChangeSink, Claim, ClaimedConsent,
-    Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, Reseal,
-    ResetSink, SealedBlob, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
+    db_error, Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, ChangeSink, Claim,
+    ClaimedConsent, Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure,
+    RefreshWrite, Reseal, ResetSink, SealedBlob, SealedRow, Status, StatusChange, TokenVault,
+    VaultError, VaultRow,
 };
 
 /// Every secret a row can hold, set to null: a row that ends keeps none of them.
@@ -255,7 +256,7 @@ impl TokenVault for PgVault {
         write: &RefreshWrite<'_>,
     ) -> Result<bool, VaultError> {
         let result = sqlx::query(
-            "update token_vault set \
+            "with done as (update token_vault set \
              encrypted_token = coalesce($3, encrypted_token), iv = coalesce($4, iv), \
              key_id = coalesce($5, key_id), \
              access_token = case when $12 then $6 else access_token end, \
@@ -266,7 +267,10 @@ impl TokenVault for PgVault {
              last_refresh_at = $11, last_used_at = $11, consecutive_failures = 0, \
              last_error = null, next_refresh_at = null, refresh_lease_until = null, \
              updated_at = case when $3 is null then updated_at else $11 end \
-             where id = $1 and refresh_fence = $2 and status = 'active'",
+             where id = $1 and refresh_fence = $2 and status = 'active' \
+             returning id, user_id, task_id) \
+             insert into token_audit (at, actor, token_id, user_id, task_id, action, outcome, reason) \
+             select $11, $13, id, user_id, task_id, $15, 'success', $14 from done",
         )
         .bind(id)
         .bind(fence)
@@ -280,6 +284,9 @@ impl TokenVault for PgVault {
         .bind(write.refresh_expires_at)
         .bind(write.now)
         .bind(write.minted.is_some())
+        .bind(write.actor)
+        .bind(write.audit_reason)
+        .bind(AuditAction::TokenIssued.as_str())
         .execute(&self.pool)
         .await
         .map_err(db_error("write a refresh back"))?;

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
-    db_error, Activation, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
-    ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, Reseal,
+    db_error, Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent,
+    Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, Reseal,
     SealedBlob, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
 };
 
@@ -253,6 +253,8 @@ impl TokenVault for SqliteVault {
         fence: i64,
         write: &RefreshWrite<'_>,
     ) -> Result<bool, VaultError> {
+        let failed = || db_error("write a refresh back");
+        let mut tx = self.pool.begin().await.map_err(failed())?;
         let result = sqlx::query(
             "update token_vault set \
              encrypted_token = coalesce(?3, encrypted_token), iv = coalesce(?4, iv), \
@@ -279,10 +281,27 @@ impl TokenVault for SqliteVault {
         .bind(write.refresh_expires_at)
         .bind(write.now)
         .bind(write.minted.is_some())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db_error("write a refresh back"))?;
-        Ok(result.rows_affected() == 1)
+        .map_err(failed())?;
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "insert into token_audit \
+             (at, actor, token_id, user_id, task_id, action, outcome, reason) \
+             select ?2, ?3, id, user_id, task_id, ?4, 'success', ?5 from token_vault where id = ?1",
+        )
+        .bind(id)
+        .bind(write.now)
+        .bind(write.actor)
+        .bind(AuditAction::TokenIssued.as_str())
+        .bind(write.audit_reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed())?;
+        tx.commit().await.map_err(failed())?;
+        Ok(true)
     }
 
     #[tracing::instrument(skip_all, fields(%id, reason))]

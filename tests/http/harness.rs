@@ -374,6 +374,8 @@ impl Harness {
             minted: Some(&minted),
             refresh_expires_at: None,
             now,
+            actor: "system",
+            audit_reason: None,
         };
         assert!(self
             .vault

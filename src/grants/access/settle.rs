@@ -46,12 +46,20 @@ impl Inner {
             }
         };
         let current_refresh = rotated_token.unwrap_or(presented);
+        let audit_reason = match (call.purpose, rotated.is_some()) {
+            (Purpose::KeepAlive, true) => Some("keepalive:rotated"),
+            (Purpose::KeepAlive, false) => Some("keepalive"),
+            (Purpose::Serve, true) => Some("rotated"),
+            (Purpose::Serve, false) => None,
+        };
         let write = RefreshWrite {
             rotated: rotated.as_ref(),
             // A narrowed token is for its caller only; the row shares the full-scope one.
             minted: call.scope.is_none().then_some(&stored),
             refresh_expires_at: Some(self.refresh_expiry(&grant, current_refresh, now)),
             now,
+            actor: call.actor,
+            audit_reason,
         };
         match self.write_back(row, &write).await {
             Ok(true) => {}
@@ -67,20 +75,10 @@ impl Inner {
                 return Settled::Done(Ok(minted));
             }
         }
-        let subject = subject(row);
-        let detail = match (call.purpose, rotated.is_some()) {
-            (Purpose::KeepAlive, true) => Some("keepalive:rotated"),
-            (Purpose::KeepAlive, false) => Some("keepalive"),
-            (Purpose::Serve, true) => Some("rotated"),
-            (Purpose::Serve, false) => None,
-        };
-        self.journal
-            .record(call.actor, subject, AuditAction::TokenIssued, true, detail)
-            .await;
         if row.health.consecutive_failures > 0 {
             let after_failures = row.health.consecutive_failures;
             self.journal
-                .health(subject, Health::Recovered { after_failures });
+                .health(subject(row), Health::Recovered { after_failures });
         }
         self.cache
             .put(row.id, call.scope.cloned(), minted.clone(), call.epoch);
