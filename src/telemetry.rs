@@ -1,6 +1,7 @@
 //! Prometheus metrics. The recorder is process-wide; `/metrics` renders it.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
@@ -52,13 +53,44 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// The handles of one request label set. Looking a metric up by name and labels costs a key
+/// allocation and a registry search (measured: 4% of a cache hit's CPU); a handle is kept per
+/// thread instead, and recording through it is one atomic add.
+struct RequestMetrics {
+    count: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+type RequestHandles = HashMap<String, HashMap<(&'static str, u16), RequestMetrics>>;
+
+thread_local! {
+    static REQUEST_METRICS: RefCell<RequestHandles> = RefCell::default();
+}
+
 /// `route` is a route template (or "unmatched"), never a raw path: the label sets stay few.
 pub fn record_request(route: &str, method: &'static str, status: StatusCode, elapsed: Duration) {
-    let route = interned(route);
-    let status = interned(status.as_str());
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());
+    REQUEST_METRICS.with_borrow_mut(|by_route| {
+        let by_labels = match by_route.get_mut(route) {
+            Some(known) => known,
+            None => by_route.entry(route.to_owned()).or_default(),
+        };
+        let handles = by_labels
+            .entry((method, status.as_u16()))
+            .or_insert_with(|| {
+                // Handles taken before the recorder exists would record nowhere.
+                prometheus();
+                let route = interned(route);
+                let status = interned(status.as_str());
+                RequestMetrics {
+                    count: metrics::counter!(
+                        HTTP_REQUESTS, "route" => route, "method" => method, "status" => status
+                    ),
+                    duration: metrics::histogram!(HTTP_DURATION, "route" => route),
+                }
+            });
+        handles.count.increment(1);
+        handles.duration.record(elapsed.as_secs_f64());
+    });
 }
 
 /// Label values as `&'static str`, so recording a request allocates nothing. Only bounded sets
@@ -86,8 +118,12 @@ pub fn record_refresh(outcome: &'static str) {
 }
 
 pub fn record_cache(hit: bool) {
-    let result = if hit { "hit" } else { "miss" };
-    metrics::counter!(CACHE_LOOKUPS, "result" => result).increment(1);
+    static HANDLES: OnceLock<[metrics::Counter; 2]> = OnceLock::new();
+    let [hits, misses] = HANDLES.get_or_init(|| {
+        prometheus();
+        ["hit", "miss"].map(|result| metrics::counter!(CACHE_LOOKUPS, "result" => result))
+    });
+    if hit { hits } else { misses }.increment(1);
 }
 
 pub fn record_rate_limited(route: &str) {
