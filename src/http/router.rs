@@ -3,13 +3,10 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::http::{header, HeaderName, Method, Request};
+use axum::http::{header, Method};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -24,7 +21,6 @@ pub struct Cors(pub Vec<url::Origin>);
 
 /// JSON bodies here are a few hundred bytes; anything near this limit is abuse.
 const MAX_BODY_BYTES: usize = 16 * 1024;
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API, and `/metrics` too unless `metrics_elsewhere` (then serve [`metrics_router`]).
 pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
@@ -96,32 +92,8 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
         None => api,
     };
     api
-        // Answers carry tokens, states, consent URLs and task keys: no cache may keep them.
-        // Handlers that want otherwise set their own header.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
-        ))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            // Spans name the path only: the callback's query string carries the authorization
-            // code and state, which must never reach a log.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let request_id = request
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    request_id,
-                )
-            }),
-        )
-        // Outermost: every request has an id before anything logs, the caller's if it sent one.
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost: every request has an id before anything logs.
+        .layer(axum::middleware::from_fn(middleware::frame_request))
         .with_state(state)
 }
 
@@ -145,8 +117,12 @@ fn cors_layer(origins: &[url::Origin]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(allowed))
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
-            .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                middleware::REQUEST_ID,
+            ])
+            .expose_headers([middleware::REQUEST_ID, header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),
     )
 }
