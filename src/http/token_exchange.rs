@@ -41,13 +41,13 @@ pub struct ExchangeRequest {
 
 /// RFC 8693 §2.2.1.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ExchangeResponse {
-    access_token: String,
+pub struct ExchangeResponse<'a> {
+    access_token: &'a str,
     issued_token_type: &'static str,
     token_type: &'static str,
     expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<String>,
+    scope: Option<&'a str>,
 }
 
 /// RFC 6749 §5.2.
@@ -167,11 +167,11 @@ pub async fn exchange_token(
         Ok(minted) => {
             let expires_in = (minted.expires_at - Utc::now()).num_seconds().max(0);
             let mut response = Json(ExchangeResponse {
-                access_token: minted.access_token.expose_secret().to_owned(),
+                access_token: minted.access_token.expose_secret(),
                 issued_token_type: ACCESS_TOKEN_TYPE,
                 token_type: "Bearer",
                 expires_in: u64::try_from(expires_in).unwrap_or(0),
-                scope: minted.scope,
+                scope: minted.scope.as_deref(),
             })
             .into_response();
             no_store(&mut response);

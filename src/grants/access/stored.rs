@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use std::sync::Arc;
 
 use super::super::cache::Minted;
 use super::{binding, AccessError, Inner};
@@ -34,12 +35,12 @@ impl Inner {
         });
         match opened {
             Ok(access_token) => Some(Minted {
-                user_id: row.user_id.clone(),
-                task_id: row.task_id.clone(),
-                delegates: row.delegates.clone(),
-                access_token,
-                token_type: stored.token_type.clone(),
-                scope: stored.scope.clone(),
+                user_id: row.user_id.as_str().into(),
+                task_id: row.task_id.as_str().into(),
+                delegates: row.delegates.as_slice().into(),
+                access_token: Arc::new(access_token),
+                token_type: stored.token_type.as_str().into(),
+                scope: stored.scope.as_deref().map(Arc::from),
                 expires_at: stored.expires_at,
             }),
             Err(e) => {
