@@ -1,19 +1,15 @@
-//! Request metrics and per-client rate limiting.
+//! Per-client rate limiting.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::time::Instant;
 
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tracing::Instrument;
-use uuid::Uuid;
 
 use super::client_addr::TrustedProxies;
 use super::error::ApiError;
@@ -21,72 +17,6 @@ use crate::telemetry;
 
 /// Clients tracked at most; beyond, the idlest are forgotten.
 const MAX_TRACKED_CLIENTS: u64 = 10_000;
-
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-
-/// The outermost layer, one instead of four (request id set and propagated, trace span,
-/// default `Cache-Control`), which cost a cache hit 10% of its rate as separate layers.
-///
-/// Every request gets an id, the caller's `x-request-id` if it sent one, before anything
-/// logs; it runs in a span naming method, path and id (never the query: the callback's carries
-/// the authorization code and state); the answer carries the id back, and `no-store` unless
-/// the handler set its own `Cache-Control` (answers carry tokens, states, consent URLs, task
-/// keys: no cache may keep them).
-pub async fn frame_request(mut request: Request, next: Next) -> Response {
-    let id = match request.headers().get(&REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let made = HeaderValue::try_from(Uuid::new_v4().to_string()).ok();
-            let id = made.unwrap_or(HeaderValue::from_static("-"));
-            request.headers_mut().insert(REQUEST_ID, id.clone());
-            id
-        }
-    };
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = id.to_str().unwrap_or("-"),
-    );
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status();
-    if status.is_server_error() {
-        tracing::error!(parent: &span, %status, "request failed");
-    } else {
-        tracing::debug!(parent: &span, %status, latency = ?started.elapsed(), "request done");
-    }
-    let headers = response.headers_mut();
-    headers.entry(header::CACHE_CONTROL).or_insert(NO_STORE);
-    headers.entry(REQUEST_ID).or_insert(id);
-    response
-}
-
-/// Counts and times every routed request by route template, method and status.
-pub async fn track_requests(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    // Labels come from fixed sets only: a made-up method must not create a metric series.
-    let method: &'static str = match request.method().as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "other",
-    };
-    let started = Instant::now();
-    let response = next.run(request).await;
-    telemetry::record_request(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        method,
-        response.status(),
-        started.elapsed(),
-    );
-    response
-}
 
 /// A GCRA limiter (`governor`) per client address, kept in a bounded cache (`moka`): at most
 /// `MAX_TRACKED_CLIENTS` clients, idle ones forgotten first, so a flood of made-up addresses

@@ -9,6 +9,7 @@ mod client_addr;
 mod consent;
 mod error;
 mod extract;
+mod frame;
 mod middleware;
 mod openapi;
 mod ops;

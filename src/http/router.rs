@@ -11,7 +11,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::error::ApiError;
 use super::state::AppState;
 use super::{
-    access_token, admin_page, callback, consent, middleware, openapi, ops, task_keys,
+    access_token, admin_page, callback, consent, frame, middleware, openapi, ops, task_keys,
     token_exchange, tokens,
 };
 
@@ -84,7 +84,7 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
     api = api.merge(openapi::docs_viewer());
     let cors = cors_layer(&cors.0);
     let api = api
-        .route_layer(axum::middleware::from_fn(middleware::track_requests))
+        .route_layer(frame::TrackLayer)
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let api = match cors {
@@ -93,7 +93,7 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
     };
     api
         // Outermost: every request has an id before anything logs.
-        .layer(axum::middleware::from_fn(middleware::frame_request))
+        .layer(frame::FrameLayer)
         .with_state(state)
 }
 
@@ -120,9 +120,9 @@ fn cors_layer(origins: &[url::Origin]) -> Option<CorsLayer> {
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
-                middleware::REQUEST_ID,
+                frame::REQUEST_ID,
             ])
-            .expose_headers([middleware::REQUEST_ID, header::RETRY_AFTER])
+            .expose_headers([frame::REQUEST_ID, header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),
     )
 }
