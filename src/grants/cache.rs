@@ -12,12 +12,13 @@ use uuid::Uuid;
 
 use super::changes::ChangeListener;
 use super::scope::Scope;
+use crate::vault::VaultRow;
 
 /// An access token minted for a row, as handed out, with what deciding who may have it needs.
-#[derive(Clone, Debug)]
 ///
 /// Cloned on every cache hit, so what it holds is shared, never copied: a clone is a few
 /// reference counts, not six allocations and a copy of the token.
+#[derive(Clone, Debug)]
 pub struct Minted {
     pub user_id: Arc<str>,
     pub task_id: Arc<str>,
@@ -27,6 +28,27 @@ pub struct Minted {
     pub token_type: Arc<str>,
     pub scope: Option<Arc<str>>,
     pub expires_at: DateTime<Utc>,
+}
+
+impl Minted {
+    /// `access_token`, minted for `row`: who may have it is the row's owner and delegates.
+    pub fn for_row(
+        row: &VaultRow,
+        access_token: SecretString,
+        token_type: &str,
+        scope: Option<&str>,
+        expires_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            user_id: row.user_id.as_str().into(),
+            task_id: row.task_id.as_str().into(),
+            delegates: row.delegates.as_slice().into(),
+            access_token: Arc::new(access_token),
+            token_type: token_type.into(),
+            scope: scope.map(Arc::from),
+            expires_at,
+        }
+    }
 }
 
 /// A row's tokens, one per narrowed scope (`None`: the full scope).

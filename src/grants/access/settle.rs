@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::cache::Minted;
@@ -126,15 +125,13 @@ impl Inner {
             token_type: grant.token_type.clone(),
             scope: grant.scope.clone(),
         };
-        let minted = Minted {
-            user_id: row.user_id.as_str().into(),
-            task_id: row.task_id.as_str().into(),
-            delegates: row.delegates.as_slice().into(),
-            access_token: Arc::new(grant.access_token.clone()),
-            token_type: grant.token_type.as_str().into(),
-            scope: grant.scope.as_deref().map(Arc::from),
+        let minted = Minted::for_row(
+            row,
+            grant.access_token.clone(),
+            &grant.token_type,
+            grant.scope.as_deref(),
             expires_at,
-        };
+        );
         Ok((rotated, stored, minted))
     }
 

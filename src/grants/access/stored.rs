@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use std::sync::Arc;
 
 use super::super::cache::Minted;
 use super::{binding, AccessError, Inner};
@@ -34,15 +33,13 @@ impl Inner {
                 .open_string(&sealed, binding(purpose::ACCESS_TOKEN, row))
         });
         match opened {
-            Ok(access_token) => Some(Minted {
-                user_id: row.user_id.as_str().into(),
-                task_id: row.task_id.as_str().into(),
-                delegates: row.delegates.as_slice().into(),
-                access_token: Arc::new(access_token),
-                token_type: stored.token_type.as_str().into(),
-                scope: stored.scope.as_deref().map(Arc::from),
-                expires_at: stored.expires_at,
-            }),
+            Ok(access_token) => Some(Minted::for_row(
+                row,
+                access_token,
+                &stored.token_type,
+                stored.scope.as_deref(),
+                stored.expires_at,
+            )),
             Err(e) => {
                 tracing::warn!(id = %row.id, error = %e, "stored access token unreadable; refreshing");
                 None
