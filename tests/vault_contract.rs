@@ -660,6 +660,10 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
     assert_eq!(list(None, None, 2, 0).await, vec![ids[3], ids[2]]);
     assert_eq!(list(None, None, 2, 2).await, vec![ids[1], ids[0]]);
     assert!(list(None, None, 2, 4).await.is_empty());
+    // An offset page with filters: the rows skipped are the filtered ones.
+    assert_eq!(list(Some("a"), None, 1, 1).await, vec![ids[2]]);
+    assert_eq!(list(Some("a"), None, 5, 2).await, vec![ids[0]]);
+    assert!(list(Some("a"), Some(Status::Active), 10, 1).await.is_empty());
 
     let everybody = ListFilter {
         limit: 10,

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// (what it is, the query as the vault sends it, arguments for its `$n` parameters if any).
-const HOT_QUERIES: [(&str, &str, &str); 13] = [
+const HOT_QUERIES: [(&str, &str, &str); 14] = [
     (
         "find a row",
         "select * from token_vault where id = '00000000-0000-0000-0000-000000000001'",
@@ -27,6 +27,11 @@ const HOT_QUERIES: [(&str, &str, &str); 13] = [
          and (created_at, id) < ($2::timestamptz, $3::uuid) \
          order by created_at desc, id desc limit $4 offset $5",
         "('u', now(), '00000000-0000-0000-0000-000000000001', 51, 0)",
+    ),
+    (
+        "a user's rows at an offset (ids from the index, then those rows)",
+        DEEP_PAGE,
+        "('u', 51, 9950)",
     ),
     (
         "list a user's rows of one task",
@@ -88,6 +93,11 @@ const HOT_QUERIES: [(&str, &str, &str); 13] = [
     ),
 ];
 
+/// A list page at an offset, as the vault sends it.
+const DEEP_PAGE: &str = "select * from token_vault where id in (select id from token_vault \
+     where true and user_id = $1 order by created_at desc, id desc limit $2 offset $3) \
+     order by created_at desc, id desc";
+
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn every_hot_query_can_use_an_index(pool: PgPool) {
     let mut connection = pool.acquire().await.unwrap();
@@ -131,5 +141,25 @@ async fn every_hot_query_can_use_an_index(pool: PgPool) {
         unindexed.is_empty(),
         "queries without an index:\n\n{}",
         unindexed.join("\n\n")
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn an_offset_page_steps_over_index_entries_not_rows(pool: PgPool) {
+    // The rows skipped are counted in the list index alone; only the page's rows are read.
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "explain {}",
+        DEEP_PAGE
+            .replace("$1", "'u'")
+            .replace("$2", "51")
+            .replace("$3", "9950")
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index Only Scan using token_vault_user_list_idx"),
+        "{plan}"
     );
 }
