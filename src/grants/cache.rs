@@ -2,11 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use moka::sync::Cache;
-use moka::Expiry;
+use quick_cache::sync::Cache;
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -60,35 +58,11 @@ type Entry = Arc<Tokens>;
 /// saves provider calls; it is never the only copy of anything.
 pub const DEFAULT_MAX_ROWS: u64 = 100_000;
 
-/// An entry lives until its last token expires.
-struct UntilLastExpiry;
-
-impl UntilLastExpiry {
-    fn left(tokens: &Tokens) -> Option<Duration> {
-        let last = tokens.iter().map(|(_, m)| m.expires_at).max()?;
-        Some((last - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-    }
-}
-
-impl Expiry<Uuid, Entry> for UntilLastExpiry {
-    fn expire_after_create(&self, _: &Uuid, tokens: &Entry, _: Instant) -> Option<Duration> {
-        Self::left(tokens)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Uuid,
-        tokens: &Entry,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Self::left(tokens)
-    }
-}
-
 /// Minted access tokens by row id and narrowed scope (`None`: the grant's full scope), in this
-/// process: a `moka` cache bounded by rows (least recently and least frequently used rows go
-/// first), each entry expiring with its last token.
+/// process: a `quick_cache` cache bounded by rows (CLOCK-Pro: rarely and long unused rows go
+/// first). A token is served only while it is valid; a row whose tokens all expired is replaced
+/// by its next refresh, or evicted like any other cold row. A lookup is one read lock on one
+/// shard: no clock read, no queue of read records to replay, no housekeeping on the caller.
 ///
 /// Every invalidation moves the epoch on. A refresh reads the epoch before it starts and puts
 /// its token only if no invalidation happened meanwhile, so a token minted while its row was
@@ -107,10 +81,7 @@ impl Default for AccessTokenCache {
 impl AccessTokenCache {
     pub fn new(max_rows: u64) -> Self {
         Self {
-            entries: Cache::builder()
-                .max_capacity(max_rows)
-                .expire_after(UntilLastExpiry)
-                .build(),
+            entries: Cache::new(usize::try_from(max_rows).unwrap_or(usize::MAX)),
             epoch: AtomicU64::new(0),
         }
     }
@@ -142,7 +113,7 @@ impl AccessTokenCache {
         // Checked after inserting: an invalidation between the check and the insert would
         // otherwise be missed. If one came, take the entry out again.
         if self.epoch() != epoch {
-            self.entries.invalidate(&id);
+            self.entries.remove(&id);
         }
     }
 
@@ -165,18 +136,17 @@ impl AccessTokenCache {
 
     pub fn invalidate(&self, id: Uuid) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate(&id);
+        self.entries.remove(&id);
     }
 
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
-    /// Rows held now (after pending evictions are applied): for tests and benchmarks.
+    /// Rows held now: for tests and benchmarks.
     pub fn rows(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 }
 

@@ -18,11 +18,11 @@ use crate::telemetry;
 /// Clients tracked at most; beyond, the idlest are forgotten.
 const MAX_TRACKED_CLIENTS: u64 = 10_000;
 
-/// A GCRA limiter (`governor`) per client address, kept in a bounded cache (`moka`): at most
-/// `MAX_TRACKED_CLIENTS` clients, idle ones forgotten first, so a flood of made-up addresses
-/// cannot grow memory.
+/// A GCRA limiter (`governor`) per client address, kept in a bounded cache (`quick_cache`): at
+/// most `MAX_TRACKED_CLIENTS` clients, rarely seen ones forgotten first, so a flood of made-up
+/// addresses cannot grow memory. A forgotten client starts again with a full burst.
 pub struct RateLimit {
-    clients: moka::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
+    clients: quick_cache::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
     quota: Quota,
     /// Behind proxies, the client is found in `X-Forwarded-For` (see [`TrustedProxies`]).
     proxies: Arc<TrustedProxies>,
@@ -39,16 +39,11 @@ impl RateLimit {
         proxies: Arc<TrustedProxies>,
         max_clients: u64,
     ) -> Self {
-        let quota = Quota::per_second(per_second).allow_burst(burst);
-        // A client idle for as long as its whole burst takes to refill is back to a full
-        // bucket: forgetting it then changes nothing.
-        let refill = quota.replenish_interval() * burst.get();
         Self {
-            clients: moka::sync::Cache::builder()
-                .max_capacity(max_clients)
-                .time_to_idle(refill.max(std::time::Duration::from_secs(1)))
-                .build(),
-            quota,
+            clients: quick_cache::sync::Cache::new(
+                usize::try_from(max_clients).unwrap_or(usize::MAX),
+            ),
+            quota: Quota::per_second(per_second).allow_burst(burst),
             proxies,
         }
     }
@@ -63,15 +58,18 @@ impl RateLimit {
 
     fn check(&self, client: IpAddr) -> Result<(), governor::NotUntil<QuantaInstant>> {
         let quota = self.quota;
-        self.clients
-            .get_with(client, || Arc::new(RateLimiter::direct(quota)))
-            .check()
+        let limiter = self
+            .clients
+            .get_or_insert_with(&client, || {
+                Ok::<_, std::convert::Infallible>(Arc::new(RateLimiter::direct(quota)))
+            })
+            .unwrap_or_else(|never| match never {});
+        limiter.check()
     }
 
-    /// Clients tracked now (after pending evictions).
+    /// Clients tracked now.
     pub fn tracked(&self) -> u64 {
-        self.clients.run_pending_tasks();
-        self.clients.entry_count()
+        self.clients.len() as u64
     }
 }
 

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -174,7 +174,7 @@ pub struct TokenVerifier {
     audiences: Vec<String>,
     authorized_parties: Vec<String>,
     /// SHA-256 of bearer tokens that verified, with their claims and until when to trust that:
-    /// a `moka` cache bounded by entries (`BEARER_CACHE_MAX_ENTRIES`). Signature checks
+    /// a `quick_cache` cache bounded by entries (`BEARER_CACHE_MAX_ENTRIES`). Signature checks
     /// dominate the hot path, and a task presents the same token many times.
     verified: Cache<[u8; 32], (Arc<CallerClaims>, i64)>,
 }
@@ -194,10 +194,8 @@ impl TokenVerifier {
             client_id,
             audiences,
             authorized_parties,
-            verified: Cache::builder()
-                .max_capacity(max_remembered)
-                .time_to_live(std::time::Duration::from_secs(VERIFIED_TTL_SECS as u64))
-                .build(),
+            // Each entry carries until when it may be trusted, checked on every lookup.
+            verified: Cache::new(usize::try_from(max_remembered).unwrap_or(usize::MAX)),
         }
     }
 
