@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,7 +8,8 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AccessCaller, ApiJson};
-use crate::grants::{Caller, Minted, Refresher, Scope, TaskKeys};
+use super::state::AppState;
+use crate::grants::{Caller, Minted, Scope};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -75,8 +74,7 @@ impl<'a> From<&'a Minted> for AccessTokenResponse<'a> {
     )
 )]
 pub async fn issue_access_token(
-    State(refresher): State<Refresher>,
-    State(task_keys): State<Arc<TaskKeys>>,
+    State(services): State<AppState>,
     AccessCaller { caller, from }: AccessCaller,
     ApiJson(request): ApiJson<AccessTokenRequest>,
 ) -> Result<Response, ApiError> {
@@ -94,11 +92,14 @@ pub async fn issue_access_token(
         .map(|s| Scope::parse(s).map_err(|e| ApiError::invalid_request(e.to_string())))
         .transpose()?;
     let minted = match caller {
-        Caller::Task(key) => task_keys.redeem(&refresher, key, id, scope, from).await?,
+        Caller::Task(key) => {
+            let redeem = services.task_keys.redeem(&services.refresher, key, id, scope, from);
+            redeem.await?
+        }
         caller => {
             let id =
                 id.ok_or_else(|| ApiError::invalid_request("persistentTokenId is required"))?;
-            refresher.access_token(&caller, id, scope).await?
+            services.refresher.access_token(&caller, id, scope).await?
         }
     };
     Ok(Json(AccessTokenResponse::from(&minted)).into_response())

@@ -54,6 +54,17 @@ impl TrustedProxies {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub Option<IpAddr>);
 
+impl ClientIp {
+    /// The client of a request, as `proxies` let it be named.
+    pub fn of(parts: &Parts, proxies: &TrustedProxies) -> Option<IpAddr> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        proxies.client(peer, &parts.headers)
+    }
+}
+
 impl<S> FromRequestParts<S> for ClientIp
 where
     S: Send + Sync,
@@ -62,13 +73,7 @@ where
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        Ok(ClientIp(
-            Arc::<TrustedProxies>::from_ref(state).client(peer, &parts.headers),
-        ))
+        Ok(ClientIp(Self::of(parts, &Arc::<TrustedProxies>::from_ref(state))))
     }
 }
 
