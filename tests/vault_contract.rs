@@ -663,7 +663,9 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
     // An offset page with filters: the rows skipped are the filtered ones.
     assert_eq!(list(Some("a"), None, 1, 1).await, vec![ids[2]]);
     assert_eq!(list(Some("a"), None, 5, 2).await, vec![ids[0]]);
-    assert!(list(Some("a"), Some(Status::Active), 10, 1).await.is_empty());
+    assert!(list(Some("a"), Some(Status::Active), 10, 1)
+        .await
+        .is_empty());
 
     let everybody = ListFilter {
         limit: 10,

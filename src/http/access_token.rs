@@ -93,7 +93,9 @@ pub async fn issue_access_token(
         .transpose()?;
     let minted = match caller {
         Caller::Task(key) => {
-            let redeem = services.task_keys.redeem(&services.refresher, key, id, scope, from);
+            let redeem = services
+                .task_keys
+                .redeem(&services.refresher, key, id, scope, from);
             redeem.await?
         }
         caller => {

@@ -73,7 +73,10 @@ where
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(Self::of(parts, &Arc::<TrustedProxies>::from_ref(state))))
+        Ok(ClientIp(Self::of(
+            parts,
+            &Arc::<TrustedProxies>::from_ref(state),
+        )))
     }
 }
 

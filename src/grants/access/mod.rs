@@ -171,7 +171,9 @@ impl Refresher {
             return allowed(caller, id, hit);
         }
         // Who may have the row is checked before anything is claimed: a stranger cannot even
-        // make the owner's row wait.
+        // make the owner's row wait. The epoch is read before the row, so an invalidation
+        // after this read keeps what comes of it out of the cache.
+        let epoch = inner.cache.epoch();
         let row = inner.vault.find(id).await?.ok_or(AccessError::NotFound)?;
         if !caller.may_use(id, &row.user_id, &row.delegates) {
             return Err(AccessError::NotFound);
@@ -182,20 +184,22 @@ impl Refresher {
                 return Err(AccessError::InvalidScope);
             }
         }
-        let epoch = inner.cache.epoch();
         if scope.is_none() {
             if let Some(minted) = inner.stored_access(&row, None) {
                 inner.cache.put(id, None, minted.clone(), epoch);
                 return Ok(minted);
             }
         }
-        let minted = self.fly(id, scope, &caller.actor(), Purpose::Serve).await?;
+        let read = Read { row, epoch };
+        let minted = self
+            .fly(id, scope, &caller.actor(), Purpose::Serve, Some(read))
+            .await?;
         allowed(caller, id, minted)
     }
 
     /// Uses the row's refresh token now, so the provider's idle timer starts again.
     pub async fn keep_alive(&self, id: Uuid) -> Result<Minted, AccessError> {
-        self.fly(id, None, SYSTEM, Purpose::KeepAlive).await
+        self.fly(id, None, SYSTEM, Purpose::KeepAlive, None).await
     }
 
     async fn fly(
@@ -204,6 +208,7 @@ impl Refresher {
         scope: Option<Scope>,
         actor: &str,
         purpose: Purpose,
+        read: Option<Read>,
     ) -> Result<Minted, AccessError> {
         let inner = self.inner.clone();
         let actor = actor.to_owned();
@@ -212,7 +217,10 @@ impl Refresher {
             .flights
             .join(
                 key,
-                move || async move { inner.refresh_row(id, scope.as_ref(), &actor, purpose).await },
+                move || async move {
+                    let call = (scope.as_ref(), actor.as_str(), purpose);
+                    inner.refresh_row(id, call, read).await
+                },
                 Err(AccessError::TaskLost),
             )
             .await
@@ -224,21 +232,27 @@ impl Inner {
         self.cache.get(id, scope, Utc::now() + self.settings.margin)
     }
 
-    /// Claims the row and refreshes it, or waits for whoever holds it.
+    /// Claims the row and refreshes it, or waits for whoever holds it. `read`: the row as the
+    /// caller just read it, which the first round uses instead of reading it again.
     async fn refresh_row(
         self: Arc<Self>,
         id: Uuid,
-        scope: Option<&Scope>,
-        actor: &str,
-        purpose: Purpose,
+        (scope, actor, purpose): (Option<&Scope>, &str, Purpose),
+        mut read: Option<Read>,
     ) -> Result<Minted, AccessError> {
         let started = Utc::now();
         let patience = tokio::time::Instant::now() + self.settings.lease + Duration::from_secs(2);
         let mut pause = FIRST_POLL;
         let mut rounds = 0;
         loop {
-            let epoch = self.cache.epoch();
-            let row = self.vault.find(id).await?.ok_or(AccessError::NotFound)?;
+            let Read { row, epoch } = match read.take() {
+                Some(read) => read,
+                None => {
+                    let epoch = self.cache.epoch();
+                    let row = self.vault.find(id).await?.ok_or(AccessError::NotFound)?;
+                    Read { row, epoch }
+                }
+            };
             refuse_unusable(&row)?;
             if let Some(wait) = backing_off(&row) {
                 return Err(AccessError::ProviderRejected {
@@ -399,6 +413,12 @@ impl Inner {
             }
         }
     }
+}
+
+/// A row as read, with the cache epoch read just before it.
+struct Read {
+    row: VaultRow,
+    epoch: u64,
 }
 
 /// One claimed refresh in progress.
