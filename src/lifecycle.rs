@@ -141,24 +141,25 @@ pub async fn run_periodically(
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_is_followed_by_a_rest_as_long_as_it_took() {
+    /// How long a pace rests after a batch that took `batch` (on tokio's paused clock).
+    async fn rest_after(batch: Duration) -> Duration {
         let pace = Pace::start();
-        tokio::time::advance(Duration::from_millis(40)).await;
+        tokio::time::advance(batch).await;
         let resting = Instant::now();
         pace.rest().await;
-        let rested = resting.elapsed();
+        resting.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_followed_by_a_rest_as_long_as_it_took() {
+        let rested = rest_after(Duration::from_millis(40)).await;
         assert!(rested >= Duration::from_millis(40), "{rested:?}");
         assert!(rested < Duration::from_millis(42), "{rested:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_quick_batch_still_rests_the_shortest_pause() {
-        let pace = Pace::start();
-        tokio::time::advance(Duration::from_millis(1)).await;
-        let resting = Instant::now();
-        pace.rest().await;
-        let rested = resting.elapsed();
+        let rested = rest_after(Duration::from_millis(1)).await;
         assert!(rested >= PAUSE, "{rested:?}");
         assert!(rested < PAUSE + Duration::from_millis(2), "{rested:?}");
     }
