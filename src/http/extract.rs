@@ -17,6 +17,18 @@ use crate::grants::{Caller, RedeemError};
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// A raw body (for routes that parse it themselves), answering one over the size limit in our
+/// own error shape instead of axum's plain text.
+pub struct ApiBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Ok(Self(axum::body::Bytes::from_request(request, state).await?))
+    }
+}
+
 /// The query extractor, answering malformed queries in our own error shape.
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(Query), rejection(ApiError))]

@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::optional_body;
-use super::extract::AuthUser;
+use super::extract::{optional_body, ApiBody, AuthUser};
 use crate::grants::{KeyRequest, TaskKeys};
 use crate::vault::TaskKey;
 
@@ -121,13 +120,14 @@ fn parse(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
         (status = 404, description = "No such token for this caller", body = ErrorBody),
         (status = 409, description = "Too many live keys on this token", body = ErrorBody),
         (status = 410, description = "The token is failed, revoked or expired", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
 pub async fn create_task_key(
     State(keys): State<Arc<TaskKeys>>,
     user: AuthUser,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Result<(StatusCode, Json<CreatedTaskKey>), ApiError> {
     let id = parse(&id, "the token id")?;
     let request: CreateTaskKey = optional_body(&body)?;

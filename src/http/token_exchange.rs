@@ -18,6 +18,8 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::client_addr::ClientIp;
+use super::error::ErrorBody;
+use super::extract::ApiBody;
 use crate::grants::task_keys::KEY_PREFIX;
 use crate::grants::{AccessError, KeyRefusal, RedeemError, Refresher, Scope, TaskKeys};
 
@@ -111,6 +113,7 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     responses(
         (status = 200, description = "An access token (RFC 8693 §2.2.1)", body = ExchangeResponse),
         (status = 400, description = "invalid_request (including a missing, malformed, unknown, revoked, expired or used-up subject token), invalid_scope, unsupported_grant_type", body = OAuthError),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Rate limited"),
         (status = 503, description = "temporarily_unavailable: the provider or the database", body = OAuthError),
     )
@@ -120,7 +123,7 @@ pub async fn exchange_token(
     State(task_keys): State<Arc<TaskKeys>>,
     ClientIp(from): ClientIp,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     let params = match parameters(&headers, &body) {
         Ok(params) => params,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::consent::ConsentResponse;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiQuery, AuthUser};
+use super::extract::{ApiBody, ApiQuery, AuthUser};
 use crate::grants::revoke::REVOKED_BY_USER;
 use crate::grants::{Consents, ListQuery as ReadQuery, Page, Reads, Revoked, Revoker};
 use crate::vault::{Status, VaultRow};
@@ -241,13 +241,14 @@ pub struct ReconsentRequest {
         (status = 401, description = "No or bad bearer token", body = ErrorBody),
         (status = 404, description = "No such token for this caller", body = ErrorBody),
         (status = 409, description = "Revoked (start a new consent) or still pending", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
 pub async fn reconsent_token(
     State(consents): State<Arc<Consents>>,
     user: AuthUser,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Result<Json<ConsentResponse>, ApiError> {
     let id = parse_id(&id)?;
     let request: ReconsentRequest = super::extract::optional_body(&body)?;

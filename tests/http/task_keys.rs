@@ -612,3 +612,45 @@ async fn a_body_of_null_or_whole_floats_is_what_json_means() {
     assert_eq!(answer.status, 201, "{}", answer.text);
     assert_eq!(answer.body["maxUses"], 38);
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_a_json_413_on_every_route_that_reads_its_own_body() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let bearer = h.bearer(&user);
+    let json_body = format!(r#"{{"redirectUri": "{}"}}"#, "x".repeat(20_000));
+    let form_body = format!("{GRANT}&{KEY_TYPE}&subject_token={}", "x".repeat(20_000));
+    let cases = [
+        (
+            format!("/api/auth/manager/offline-tokens/{id}/reconsent"),
+            Some(bearer.as_str()),
+            ("application/json", json_body.clone()),
+        ),
+        (
+            keys_path(id),
+            Some(bearer.as_str()),
+            ("application/json", json_body),
+        ),
+        (
+            "/api/auth/manager/token".to_owned(),
+            None,
+            ("application/x-www-form-urlencoded", form_body),
+        ),
+    ];
+    for (path, bearer, body) in cases {
+        let answer = h.request("POST", &path, bearer, Some(body)).await;
+        assert_eq!(answer.status, 413, "{path}: {}", answer.text);
+        assert_eq!(answer.body["error"], "payload_too_large", "{path}");
+    }
+    // Nothing was started or issued: the row is as it was, with no key.
+    assert_eq!(h.status_of(id).await, "active");
+    let keys = h.get(&keys_path(id), Some(&bearer)).await;
+    assert_eq!(keys.status, 200);
+    assert_eq!(
+        keys.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        keys.text
+    );
+}
