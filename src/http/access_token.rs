@@ -93,10 +93,11 @@ pub async fn issue_access_token(
         .transpose()?;
     let minted = match caller {
         Caller::Task(key) => {
-            let redeem = services
+            let refresher = &services.refresher;
+            services
                 .task_keys
-                .redeem(&services.refresher, key, id, scope, from);
-            redeem.await?
+                .redeem(refresher, key, id, scope, from)
+                .await?
         }
         caller => {
             let id =

@@ -218,8 +218,9 @@ impl Refresher {
             .join(
                 key,
                 move || async move {
-                    let call = (scope.as_ref(), actor.as_str(), purpose);
-                    inner.refresh_row(id, call, read).await
+                    inner
+                        .refresh_row(id, scope.as_ref(), &actor, purpose, read)
+                        .await
                 },
                 Err(AccessError::TaskLost),
             )
@@ -237,7 +238,9 @@ impl Inner {
     async fn refresh_row(
         self: Arc<Self>,
         id: Uuid,
-        (scope, actor, purpose): (Option<&Scope>, &str, Purpose),
+        scope: Option<&Scope>,
+        actor: &str,
+        purpose: Purpose,
         mut read: Option<Read>,
     ) -> Result<Minted, AccessError> {
         let started = Utc::now();
