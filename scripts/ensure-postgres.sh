@@ -3,7 +3,8 @@
 #
 # In order: an already-set, reachable DATABASE_URL; a server on 127.0.0.1:5432 (trust auth,
 # user postgres); the machine's Debian cluster, started with pg_ctlcluster; a throwaway cluster
-# made with the system's initdb/pg_ctl under target/. Otherwise one clear line and exit 1.
+# made with the system's initdb/pg_ctl under target/. When none of these exists and we run as
+# root with apt, Debian's `postgresql` is installed first. Otherwise one clear line and exit 1.
 
 pg_fail() { echo "test: $*" >&2; exit 1; }
 
@@ -18,6 +19,19 @@ pg_can_connect() { # url
 pg_wait() { # url
   for _ in $(seq 1 60); do pg_can_connect "$1" && return 0; sleep 0.5; done
   return 1
+}
+
+# Installs Debian's PostgreSQL when no server answers and no initdb exists (root and apt only).
+pg_install() {
+  [ -n "$(pg_bin_dir)" ] && return
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    pg_fail "no PostgreSQL server answers and none is installed: install it (apt-get install postgresql) or set DATABASE_URL"
+  fi
+  echo "test: installing Debian's postgresql" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1; }; } ||
+    pg_fail "apt-get install postgresql failed: install PostgreSQL by hand or set DATABASE_URL"
 }
 
 pg_bin_dir() {
@@ -62,6 +76,7 @@ ensure_postgres() {
     return
   fi
   local local_url="postgres://postgres@127.0.0.1:5432/postgres"
+  pg_can_connect "$local_url" || pg_install
   if ! pg_can_connect "$local_url" && command -v pg_ctlcluster >/dev/null 2>&1 &&
     [ -d /etc/postgresql ] && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
     echo "test: starting the machine's PostgreSQL cluster" >&2
