@@ -169,7 +169,15 @@ pub async fn assemble(
         config.provider_revocation,
     ));
     let reads = Arc::new(Reads::new(vault.clone()));
-    let task_keys = Arc::new(TaskKeys::load(vault.clone(), &keyring, journal.clone()).await?);
+    let task_keys = Arc::new(
+        TaskKeys::load(
+            vault.clone(),
+            &keyring,
+            journal.clone(),
+            config.http.trusted_proxies.clone(),
+        )
+        .await?,
+    );
     let proxies = Arc::new(TrustedProxies(config.http.trusted_proxies));
     let rate_limit = config
         .http
@@ -197,7 +205,10 @@ pub async fn assemble(
         revoker,
         reads,
         task_keys,
-        delegates: Arc::new(DelegateClients(config.delegate_clients)),
+        delegates: Arc::new(DelegateClients {
+            clients: config.delegate_clients,
+            pinned: config.delegate_subjects,
+        }),
         proxies,
         rate_limit,
         admin,

@@ -40,6 +40,7 @@ pub struct CleanupReport {
     pub expired: usize,
     pub purged: usize,
     pub audit_purged: u64,
+    pub keys_purged: u64,
 }
 
 /// How long finished rows and audit records are kept.
@@ -66,21 +67,33 @@ pub async fn clean_up(
     })
     .await?;
     let audit_cutoff = Utc::now() - retention.audit;
-    let mut audit_purged = 0;
-    loop {
-        let pace = Pace::start();
-        let deleted = vault.purge_audit(audit_cutoff, BATCH).await?;
-        audit_purged += deleted;
-        if deleted < u64::from(BATCH) {
-            break;
-        }
-        pace.rest().await;
-    }
+    let audit_purged = deleting(|| vault.purge_audit(audit_cutoff, BATCH)).await?;
+    // Revoked and expired task keys go after the same retention as finished rows.
+    let keys_purged = deleting(|| vault.purge_task_keys(cutoff, BATCH)).await?;
     Ok(CleanupReport {
         expired,
         purged,
         audit_purged,
+        keys_purged,
     })
+}
+
+/// Runs a batched delete until a batch comes back short; the number deleted.
+async fn deleting<F, Fut>(mut step: F) -> Result<u64, VaultError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, VaultError>>,
+{
+    let mut total = 0;
+    loop {
+        let pace = Pace::start();
+        let deleted = step().await?;
+        total += deleted;
+        if deleted < u64::from(BATCH) {
+            return Ok(total);
+        }
+        pace.rest().await;
+    }
 }
 
 /// Runs `step` until a batch comes back short, journaling every changed row as `action`.

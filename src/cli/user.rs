@@ -169,6 +169,12 @@ async fn run_broker_command(
             let consent = api.reconsent(&id).await?;
             println!("{}", consent["consentUrl"].as_str().unwrap_or_default());
             eprintln!("Open the URL above to consent again. Token id: {id}");
+            if matches!(before["status"].as_str(), Some("failed" | "expired")) {
+                eprintln!(
+                    "Its task keys ended with it: once it is active, create new ones \
+                     (token-broker task-key create {id})."
+                );
+            }
             if wait {
                 let status =
                     wait_for_reconsent(&mut api, path, &id, &before, Duration::from_secs(timeout))

@@ -22,7 +22,7 @@ use crate::oidc::ConsentPrompt;
 pub use crate::oidc::OidcSettings;
 use crate::webhook::WebhookConfig;
 use parse::{
-    count, keepalive_settings, list, number, parse_http_url, parse_networks, parse_origins,
+    count, keepalive_settings, list, number, parse_delegates, parse_http_url, parse_networks, parse_origins,
     parse_origins_of, parse_webhook, refresh_settings, seconds,
 };
 
@@ -93,6 +93,9 @@ pub struct Config {
     pub admin_role: Option<String>,
     /// Clients whose service accounts a consent may name as delegates.
     pub delegate_clients: Vec<String>,
+    /// Service-account subjects pinned per delegate client (`DELEGATE_CLIENTS=runner=<sub>`):
+    /// a pinned client's tokens are its service account's only when their `sub` is this one.
+    pub delegate_subjects: Vec<(String, String)>,
     /// Consents a user may have waiting at once.
     pub max_pending_consents: u32,
     /// Rows whose minted access tokens are kept in memory (`ACCESS_TOKEN_CACHE_MAX_ROWS`).
@@ -235,6 +238,14 @@ impl Config {
                 ))
             }
         };
+        let (delegate_clients, delegate_subjects) = parse_delegates(get("DELEGATE_CLIENTS"))?;
+        let client_id = required("OIDC_CLIENT_ID")?;
+        if delegate_clients.contains(&client_id) {
+            return Err(ConfigError::new(
+                "DELEGATE_CLIENTS",
+                "must not name OIDC_CLIENT_ID: the broker's own client is never a caller",
+            ));
+        }
         let provider_revocation = match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
             None | Some("token") => true,
             Some("none") => false,
@@ -260,7 +271,7 @@ impl Config {
             dev,
             oidc: OidcSettings {
                 issuer,
-                client_id: required("OIDC_CLIENT_ID")?,
+                client_id,
                 client_secret: SecretString::from(required("OIDC_CLIENT_SECRET")?),
                 audiences,
                 authorized_parties,
@@ -287,7 +298,8 @@ impl Config {
             retention: seconds(get("RETENTION_SECS"), "RETENTION_SECS", 7 * 24 * 3600)?,
             webhook: parse_webhook(&get)?,
             admin_role: get("ADMIN_ROLE").map(|r| r.trim().to_owned()),
-            delegate_clients: list(get("DELEGATE_CLIENTS")),
+            delegate_clients,
+            delegate_subjects,
             max_pending_consents: number(
                 get("MAX_PENDING_CONSENTS"),
                 "MAX_PENDING_CONSENTS",

@@ -173,6 +173,30 @@ pub(super) fn parse_origins_of(
         .collect()
 }
 
+/// `DELEGATE_CLIENTS`: `client` or `client=<service account sub>` entries, comma-separated.
+pub(super) fn parse_delegates(
+    raw: Option<String>,
+) -> Result<(Vec<String>, Vec<(String, String)>), ConfigError> {
+    let mut clients = Vec::new();
+    let mut subjects = Vec::new();
+    for entry in list(raw) {
+        match entry.split_once('=') {
+            None => clients.push(entry),
+            Some((client, sub)) if !client.trim().is_empty() && !sub.trim().is_empty() => {
+                clients.push(client.trim().to_owned());
+                subjects.push((client.trim().to_owned(), sub.trim().to_owned()));
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "DELEGATE_CLIENTS",
+                    "entries are `client` or `client=<service account sub>`",
+                ))
+            }
+        }
+    }
+    Ok((clients, subjects))
+}
+
 pub(super) fn list(raw: Option<String>) -> Vec<String> {
     raw.map(|r| {
         r.split(',')

@@ -86,6 +86,23 @@ fn callers_must_be_narrowed_to_an_audience_or_clients_outside_dev_mode() {
 }
 
 #[test]
+fn delegate_clients_may_pin_a_subject_but_never_name_the_brokers_own_client() {
+    let mut vars = base();
+    vars.insert("DELEGATE_CLIENTS", "runner=8f2c-sa, batch".into());
+    let config = load(&vars).unwrap();
+    assert_eq!(config.delegate_clients, ["runner", "batch"]);
+    assert_eq!(
+        config.delegate_subjects,
+        [("runner".to_owned(), "8f2c-sa".to_owned())]
+    );
+    for bad in ["broker", "runner,broker", "broker=sa", "runner=", "=sa"] {
+        vars.insert("DELEGATE_CLIENTS", bad.into());
+        let error = load(&vars).unwrap_err();
+        assert_eq!(error.var, "DELEGATE_CLIENTS", "{bad}");
+    }
+}
+
+#[test]
 fn keycloak_issuer_is_an_alias() {
     let mut vars = base();
     let issuer = vars.remove("OIDC_ISSUER").unwrap();

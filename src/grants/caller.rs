@@ -9,8 +9,9 @@ use crate::vault::TaskKey;
 pub enum Caller {
     /// A signed-in user (bearer `sub`): their own rows only.
     User(String),
-    /// A delegated service account (its client id): rows whose consent named it.
-    Delegate(String),
+    /// A delegated client's service account (its client id, and the token's `sub`): rows
+    /// whose consent named the client.
+    Delegate { client: String, subject: String },
     /// A task holding a key: the key's row only.
     Task(TaskKey),
 }
@@ -20,7 +21,7 @@ impl Caller {
     pub fn actor(&self) -> String {
         match self {
             Caller::User(sub) => sub.clone(),
-            Caller::Delegate(client) => format!("client:{client}"),
+            Caller::Delegate { client, subject } => format!("client:{client}:{subject}"),
             Caller::Task(key) => format!("task-key:{}", key.id),
         }
     }
@@ -31,7 +32,7 @@ impl Caller {
     pub fn may_use(&self, id: Uuid, owner: &str, delegates: &[String]) -> bool {
         match self {
             Caller::User(sub) => sub == owner,
-            Caller::Delegate(client) => delegates.iter().any(|d| d == client),
+            Caller::Delegate { client, .. } => delegates.iter().any(|d| d == client),
             Caller::Task(key) => key.token_id == id && key.user_id == owner,
         }
     }
@@ -65,9 +66,13 @@ mod tests {
         let delegates = vec!["job-runner".to_owned()];
         assert!(Caller::User("alice".into()).may_use(row, "alice", &[]));
         assert!(!Caller::User("bob".into()).may_use(row, "alice", &delegates));
-        assert!(Caller::Delegate("job-runner".into()).may_use(row, "alice", &delegates));
-        assert!(!Caller::Delegate("job-runner".into()).may_use(row, "alice", &[]));
-        assert!(!Caller::Delegate("alice".into()).may_use(row, "alice", &delegates));
+        let delegate = |client: &str| Caller::Delegate {
+            client: client.into(),
+            subject: format!("service-account-{client}"),
+        };
+        assert!(delegate("job-runner").may_use(row, "alice", &delegates));
+        assert!(!delegate("job-runner").may_use(row, "alice", &[]));
+        assert!(!delegate("alice").may_use(row, "alice", &delegates));
         assert!(Caller::Task(key(row, "alice")).may_use(row, "alice", &[]));
         assert!(!Caller::Task(key(other, "alice")).may_use(row, "alice", &[]));
         assert!(!Caller::Task(key(row, "bob")).may_use(row, "alice", &[]));

@@ -65,6 +65,9 @@ pub struct StartedConsent {
     pub consent_url: Url,
     /// The raw state, returned once to the caller (the contract's `stateToken`).
     pub state: String,
+    /// A re-consent of a failed or expired row: its task keys ended with it, and the row
+    /// comes back with none.
+    pub keys_ended: bool,
 }
 
 pub struct Consents {
@@ -168,6 +171,7 @@ impl Consents {
             id,
             consent_url: secrets.url,
             state: secrets.state,
+            keys_ended: false,
         })
     }
 
@@ -226,6 +230,7 @@ impl Consents {
             id,
             consent_url: secrets.url,
             state: secrets.state,
+            keys_ended: row.status != Status::Active,
         })
     }
 

@@ -43,6 +43,13 @@ impl Scope {
             .unwrap_or_else(|| Scope(CONSENT_SCOPE.split(' ').map(str::to_owned).collect()))
     }
 
+    /// The same set without `token`.
+    pub fn without(&self, token: &str) -> Scope {
+        let mut rest = self.0.clone();
+        rest.remove(token);
+        Scope(rest)
+    }
+
     pub fn is_subset(&self, of: &Scope) -> bool {
         self.0.is_subset(&of.0)
     }

@@ -113,6 +113,10 @@ pub struct TaskKeys {
     vault: Arc<dyn TokenVault>,
     journal: Journal,
     hash_key: Zeroizing<Vec<u8>>,
+    /// `TRUSTED_PROXIES`: a key may not name networks that hold a proxy. An address inside
+    /// them is the proxy's or one a caller wrote into `X-Forwarded-For`; neither says who the
+    /// task is.
+    proxies: Vec<IpNet>,
 }
 
 impl TaskKeys {
@@ -122,6 +126,7 @@ impl TaskKeys {
         vault: Arc<dyn TokenVault>,
         keyring: &Keyring,
         journal: Journal,
+        proxies: Vec<IpNet>,
     ) -> Result<Self, TaskKeyError> {
         let binding = Binding {
             purpose: purpose::BROKER_SECRET,
@@ -144,6 +149,7 @@ impl TaskKeys {
             vault,
             journal,
             hash_key: Zeroizing::new(hash_key.to_vec()),
+            proxies,
         })
     }
 
@@ -209,7 +215,7 @@ impl TaskKeys {
                 "maxUses must be between 1 and 1000000000".into(),
             ));
         }
-        let allowed_cidrs = parse_cidrs(&request.allowed_cidrs)?;
+        let allowed_cidrs = parse_cidrs(&request.allowed_cidrs, &self.proxies)?;
         let secret = SecretString::from(format!("{KEY_PREFIX}{}", random_token(32)));
         let key = NewTaskKey {
             id: Uuid::new_v4(),
@@ -429,6 +435,7 @@ fn access_reason(error: &AccessError) -> &'static str {
             "provider_unavailable"
         }
         AccessError::ProviderRejected { .. } => "provider_rejected",
+        AccessError::ScopeNotNarrowed => "scope_not_narrowed",
         _ => "internal_error",
     }
 }
@@ -444,8 +451,9 @@ pub(crate) fn validate_name(name: &str) -> Result<String, TaskKeyError> {
     Ok(name.to_owned())
 }
 
-/// CIDRs (or single addresses), in their canonical form.
-fn parse_cidrs(raw: &[String]) -> Result<Vec<String>, TaskKeyError> {
+/// CIDRs (or single addresses), in their canonical form; none may share an address with a
+/// trusted proxy network.
+fn parse_cidrs(raw: &[String], proxies: &[IpNet]) -> Result<Vec<String>, TaskKeyError> {
     if raw.len() > MAX_CIDRS {
         return Err(TaskKeyError::Invalid(format!(
             "allowedCidrs may list at most {MAX_CIDRS} networks"
@@ -457,12 +465,24 @@ fn parse_cidrs(raw: &[String]) -> Result<Vec<String>, TaskKeyError> {
             entry
                 .parse::<IpNet>()
                 .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map(|net| net.trunc().to_string())
+                .map(|net| net.trunc())
                 .map_err(|_| {
                     TaskKeyError::Invalid(format!(
                         "allowedCidrs: `{}` is not a network like 10.0.0.0/8 or an address",
                         entry.chars().take(64).collect::<String>()
                     ))
+                })
+                .and_then(|net| {
+                    match proxies
+                        .iter()
+                        .find(|p| p.contains(&net) || net.contains(*p))
+                    {
+                        Some(proxy) => Err(TaskKeyError::Invalid(format!(
+                            "allowedCidrs: {net} overlaps the trusted proxy network {proxy}: \
+                             a proxy's addresses do not say who the task is"
+                        ))),
+                        None => Ok(net.to_string()),
+                    }
                 })
         })
         .collect()
@@ -490,12 +510,16 @@ mod tests {
 
     #[test]
     fn cidrs_are_parsed_canonical_and_bounded() {
-        let parsed = parse_cidrs(&["10.1.2.3/8".into(), "192.0.2.7".into(), "::1".into()]).unwrap();
+        let parsed = parse_cidrs(
+            &["10.1.2.3/8".into(), "192.0.2.7".into(), "::1".into()],
+            &[],
+        )
+        .unwrap();
         assert_eq!(parsed, ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]);
-        assert!(parse_cidrs(&["10.0.0.0/33".into()]).is_err());
-        assert!(parse_cidrs(&["example.com".into()]).is_err());
+        assert!(parse_cidrs(&["10.0.0.0/33".into()], &[]).is_err());
+        assert!(parse_cidrs(&["example.com".into()], &[]).is_err());
         let many: Vec<String> = (0..21).map(|i| format!("10.0.0.{i}")).collect();
-        assert!(parse_cidrs(&many).is_err());
+        assert!(parse_cidrs(&many, &[]).is_err());
     }
 
     #[test]

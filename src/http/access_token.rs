@@ -69,7 +69,7 @@ impl<'a> From<&'a Minted> for AccessTokenResponse<'a> {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 502, description = "Provider refused the broker", body = ErrorBody),
+        (status = 502, description = "Provider refused the broker (provider_error), or did not narrow the token to the scope asked for (scope_not_narrowed)", body = ErrorBody),
         (status = 503, description = "Provider unreachable or busy, or the database unavailable; see Retry-After", body = ErrorBody),
     )
 )]

@@ -3,7 +3,10 @@
 //! The socket's peer is the client unless it is one of `TRUSTED_PROXIES`. Then the client is
 //! the rightmost address in `X-Forwarded-For` that is not a trusted proxy: each proxy appends
 //! the address it received the request from, so everything left of the last untrusted hop was
-//! written by the client itself and proves nothing.
+//! written by the client itself and proves nothing. When every hop is a trusted proxy, the
+//! client is the rightmost hop, the one the nearest proxy wrote: the leftmost entry would be
+//! whatever the caller sent. Every address is canonicalised first, so an IPv4 peer seen as
+//! `::ffff:a.b.c.d` on a dual-stack socket matches IPv4 networks.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,16 +19,31 @@ use ipnet::IpNet;
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies(pub Vec<IpNet>);
 
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it is.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 impl TrustedProxies {
     fn trusts(&self, addr: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&addr))
     }
 
+    /// Whether `net` shares any address with a trusted proxy network.
+    pub fn overlaps(&self, net: &IpNet) -> bool {
+        self.0
+            .iter()
+            .any(|proxy| proxy.contains(net) || net.contains(proxy))
+    }
+
     /// The client's address, from the socket's peer and the forwarded-for chain.
     pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let mut client = peer?;
-        if !self.trusts(client) {
-            return Some(client);
+        let peer = canonical(peer?);
+        if !self.trusts(peer) {
+            return Some(peer);
         }
         let hops: Vec<&str> = headers
             .get_all("x-forwarded-for")
@@ -34,19 +52,21 @@ impl TrustedProxies {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .collect();
+        // The first untrusted hop from the right is the client. If every readable hop is a
+        // trusted proxy, the leftmost of them may be the caller's own writing: believe the
+        // rightmost, which the nearest proxy wrote. A hop that is not an address ends the walk:
+        // nothing left of it can be believed.
+        let mut rightmost = None;
         for hop in hops.iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(addr) => {
-                    client = addr;
-                    if !self.trusts(addr) {
-                        break;
-                    }
-                }
-                // A hop that is not an address: nothing left of it can be believed.
-                Err(_) => break,
+            let Ok(addr) = hop.parse::<IpAddr>().map(canonical) else {
+                break;
+            };
+            if !self.trusts(addr) {
+                return Some(addr);
             }
+            rightmost.get_or_insert(addr);
         }
-        Some(client)
+        Some(rightmost.unwrap_or(peer))
     }
 }
 
@@ -117,6 +137,41 @@ mod tests {
         // Two proxies of ours in a row.
         let headers = forwarded("6.6.6.6, 198.51.100.7, 10.1.1.1");
         assert_eq!(p.client(ip("10.0.0.2"), &headers), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn when_every_hop_is_trusted_the_nearest_proxys_hop_is_the_client() {
+        let p = proxies(&["10.0.0.0/8"]);
+        // A host in 10/8 writes "10.20.0.5" itself, directly or through the ingress.
+        let direct = forwarded("10.20.0.5");
+        assert_eq!(p.client(ip("10.99.0.1"), &direct), ip("10.20.0.5"));
+        let through_ingress = forwarded("10.20.0.5, 10.99.0.1");
+        assert_eq!(
+            p.client(ip("10.0.0.2"), &through_ingress),
+            ip("10.99.0.1"),
+            "the hop the ingress wrote, not the one the caller wrote"
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_match_ipv4_networks() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let headers = forwarded("198.51.100.7, ::ffff:10.1.1.1");
+        assert_eq!(p.client(ip("::ffff:10.0.0.2"), &headers), ip("198.51.100.7"));
+        assert_eq!(
+            p.client(ip("::ffff:203.0.113.9"), &HeaderMap::new()),
+            ip("203.0.113.9"),
+            "an untrusted mapped peer is named as IPv4"
+        );
+    }
+
+    #[test]
+    fn networks_that_share_an_address_with_a_proxy_overlap() {
+        let p = proxies(&["10.0.0.0/8", "192.0.2.1/32"]);
+        for net in ["10.20.0.0/16", "0.0.0.0/0", "192.0.2.0/24", "10.0.0.1/32"] {
+            assert!(p.overlaps(&net.parse().unwrap()), "{net}");
+        }
+        assert!(!p.overlaps(&"198.51.100.0/24".parse().unwrap()));
     }
 
     #[test]

@@ -41,7 +41,12 @@ impl From<StartedConsent> for ConsentResponse {
             consent_url: started.consent_url.into(),
             persistent_token_id: started.id,
             state_token: started.state,
-            message: "Visit this URL to grant offline_access consent, then the token will be automatically stored",
+            message: if started.keys_ended {
+                "Visit this URL to grant offline_access consent again. The token's task keys \
+                 ended with it: once it is active, issue new ones"
+            } else {
+                "Visit this URL to grant offline_access consent, then the token will be automatically stored"
+            },
         }
     }
 }

@@ -69,6 +69,8 @@ pub enum ApiError {
         retry_after: Duration,
     },
     ProviderBusy,
+    /// The provider did not narrow a token to the scope asked for (502).
+    ScopeNotNarrowed,
     /// The provider refused the broker itself (client id, secret, grants).
     ProviderRefused {
         retry_after: Option<Duration>,
@@ -132,7 +134,9 @@ impl ApiError {
             ApiError::TokenPending | ApiError::ReconsentRevoked => StatusCode::CONFLICT,
             ApiError::TokenGone { .. } | ApiError::ConsentOvertaken => StatusCode::GONE,
             ApiError::SubjectMismatch => StatusCode::FORBIDDEN,
-            ApiError::ProviderRefused { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::ProviderRefused { .. } | ApiError::ScopeNotNarrowed => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::ProviderUnavailable { .. }
             | ApiError::ProviderBusy
             | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -172,6 +176,7 @@ impl ApiError {
             ApiError::ProviderUnavailable { .. } => "provider_unavailable",
             ApiError::ProviderBusy => "provider_busy",
             ApiError::ProviderRefused { .. } => "provider_error",
+            ApiError::ScopeNotNarrowed => "scope_not_narrowed",
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyPending => "too_many_pending",
@@ -239,6 +244,11 @@ impl ApiError {
             ApiError::ProviderRefused { .. } => {
                 "The identity provider rejected the broker's request"
             }
+            ApiError::ScopeNotNarrowed => {
+                "The identity provider did not narrow the token to the scope asked for (or did \
+                 not say what it granted), so it is not served; ask without a scope, or use a \
+                 provider that honours scope on a refresh"
+            }
             ApiError::DatabaseUnavailable(_) => "The token store is unavailable; try again shortly",
             ApiError::RateLimited { .. } => {
                 "Too many requests; retry after the time in Retry-After"
@@ -263,6 +273,15 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// `Retry-After` in whole seconds, at least 1, when this error has a wait.
+    pub(crate) fn retry_after_header(&self) -> Option<HeaderValue> {
+        self.retry_after().map(|wait| {
+            HeaderValue::from((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The one place causes are logged.
@@ -279,12 +298,8 @@ impl IntoResponse for ApiError {
             message: &message,
         });
         let mut response = (self.status_code(), body).into_response();
-        if let Some(wait) = self.retry_after() {
-            // Whole seconds, at least 1.
-            let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        if let Some(wait) = self.retry_after_header() {
+            response.headers_mut().insert(header::RETRY_AFTER, wait);
         }
         if self.status_code() == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -320,6 +335,7 @@ impl From<AccessError> for ApiError {
                 ApiError::ProviderRefused { retry_after }
             }
             AccessError::InvalidScope => ApiError::InvalidScope,
+            AccessError::ScopeNotNarrowed => ApiError::ScopeNotNarrowed,
             AccessError::Vault(e) if e.is_unavailable() => {
                 ApiError::DatabaseUnavailable(Box::new(e))
             }

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::grants::task_keys::KEY_PREFIX;
 use crate::grants::{Caller, RedeemError};
+use crate::oidc::CallerClaims;
 
 /// The JSON body extractor, answering malformed bodies in our own error shape.
 #[derive(FromRequest)]
@@ -63,16 +64,28 @@ pub fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
 }
 
 /// Client ids whose service accounts may act for users on rows delegated to them
-/// (`DELEGATE_CLIENTS`).
+/// (`DELEGATE_CLIENTS`), with the service account's `sub` where the operator pinned it.
 #[derive(Clone, Debug, Default)]
-pub struct DelegateClients(pub Vec<String>);
+pub struct DelegateClients {
+    pub clients: Vec<String>,
+    pub pinned: Vec<(String, String)>,
+}
 
 impl DelegateClients {
-    fn delegate(&self, client: Option<&str>) -> Option<String> {
-        let client = client?;
-        self.0
+    /// The delegate client whose *service account* presented `claims`. A user's token issued
+    /// to a delegate client is not its service account: it is a user like any other.
+    fn delegate(&self, claims: &CallerClaims) -> Option<String> {
+        let client = claims.client()?;
+        if !self.clients.iter().any(|d| d == client) {
+            return None;
+        }
+        let pinned = self
+            .pinned
             .iter()
-            .any(|d| d == client)
+            .find(|(c, _)| c == client)
+            .map(|(_, sub)| sub.as_str());
+        claims
+            .is_service_account_of(client, pinned)
             .then(|| client.to_owned())
     }
 }
@@ -108,7 +121,7 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::Forbidden);
         }
         let claims = state.verifier.verify_token(token).await.map_err(refused)?;
-        if state.delegates.delegate(claims.client()).is_some() {
+        if state.delegates.delegate(&claims).is_some() {
             return Err(ApiError::Forbidden);
         }
         state.verifier.check_user(&claims).map_err(refused)?;
@@ -154,9 +167,13 @@ impl FromRequestParts<AppState> for AccessCaller {
             });
         }
         let claims = state.verifier.verify_token(token).await.map_err(refused)?;
-        if let Some(client) = state.delegates.delegate(claims.client()) {
+        if let Some(client) = state.delegates.delegate(&claims) {
+            state.verifier.check_any_caller(&claims).map_err(refused)?;
             return Ok(AccessCaller {
-                caller: Caller::Delegate(client),
+                caller: Caller::Delegate {
+                    client,
+                    subject: claims.sub.clone(),
+                },
                 from,
             });
         }

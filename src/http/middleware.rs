@@ -91,7 +91,12 @@ pub async fn limit_rate(
                 .get::<MatchedPath>()
                 .map_or("unmatched", |p| p.as_str());
             telemetry::record_rate_limited(route);
-            ApiError::RateLimited { retry_after: wait }.into_response()
+            let refused = ApiError::RateLimited { retry_after: wait };
+            if route == super::token_exchange::PATH {
+                // OAuth clients on the token endpoint read RFC 6749's error shape.
+                return super::token_exchange::oauth_refusal(&refused);
+            }
+            refused.into_response()
         }
     }
 }

@@ -24,7 +24,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The API, and `/metrics` too unless `metrics_elsewhere` (then serve [`metrics_router`]).
 pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
-    // The three routes a client drives are rate limited per client.
+    // The routes a client drives are rate limited per client.
     let mut limited = Router::new()
         .route(
             "/api/auth/manager/offline-consent",
@@ -41,21 +41,9 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
         .route(
             "/api/auth/manager/token",
             post(token_exchange::exchange_token),
-        );
-    // Off (RATE_LIMIT_PER_SECOND=0), no layer at all: not even a pass-through per request.
-    if let Some(limit) = Option::<Arc<middleware::RateLimit>>::from_ref(&state) {
-        limited = limited.route_layer(axum::middleware::from_fn_with_state(
-            limit,
-            middleware::limit_rate,
-        ));
-    }
-    let mut api = Router::new()
-        .merge(limited)
-        .route("/api/auth/manager/offline-tokens", get(tokens::list_tokens))
-        .route(
-            "/api/auth/manager/offline-tokens/{id}",
-            get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
+        // The routes that write rows a signed-in user could otherwise grow without bound
+        // (task keys, re-consents and their audit records), and the admin page's sign-in.
         .route(
             "/api/auth/manager/offline-tokens/{id}/reconsent",
             post(tokens::reconsent_token),
@@ -74,6 +62,20 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
         .route(
             "/admin/tokens/{id}/revoke",
             post(admin_page::revoke_as_admin),
+        );
+    // Off (RATE_LIMIT_PER_SECOND=0), no layer at all: not even a pass-through per request.
+    if let Some(limit) = Option::<Arc<middleware::RateLimit>>::from_ref(&state) {
+        limited = limited.route_layer(axum::middleware::from_fn_with_state(
+            limit,
+            middleware::limit_rate,
+        ));
+    }
+    let mut api = Router::new()
+        .merge(limited)
+        .route("/api/auth/manager/offline-tokens", get(tokens::list_tokens))
+        .route(
+            "/api/auth/manager/offline-tokens/{id}",
+            get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(ops::healthz))

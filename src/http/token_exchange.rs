@@ -18,11 +18,12 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::client_addr::ClientIp;
-use super::error::ErrorBody;
+use super::error::ApiError;
 use super::extract::ApiBody;
 use crate::grants::task_keys::KEY_PREFIX;
 use crate::grants::{AccessError, KeyRefusal, RedeemError, Refresher, Scope, TaskKeys};
 
+pub const PATH: &str = "/api/auth/manager/token";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TASK_KEY_TYPE: &str = "urn:token-broker:params:oauth:token-type:task-key";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -38,6 +39,11 @@ pub struct ExchangeRequest {
     subject_token_type: String,
     /// Narrows the token: space-separated scopes within the key's.
     scope: Option<String>,
+    /// `urn:token-broker:grant:{persistentTokenId}`: the grant the token is for (the key's
+    /// own); anything else is `invalid_target`.
+    resource: Option<String>,
+    /// Not supported: any value is `invalid_target`.
+    audience: Option<String>,
     requested_token_type: Option<String>,
 }
 
@@ -46,7 +52,8 @@ pub struct ExchangeRequest {
 pub struct ExchangeResponse<'a> {
     access_token: &'a str,
     issued_token_type: &'static str,
-    token_type: &'static str,
+    /// The provider's token type (RFC 6749 §7.1), usually `Bearer`.
+    token_type: &'a str,
     expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
@@ -76,6 +83,22 @@ fn oauth_error(
     response
 }
 
+/// An [`ApiError`] raised before the handler ran (body too large, rate limited), in OAuth's
+/// shape: same status and `Retry-After`, RFC 6749 §5.2 body.
+pub(super) fn oauth_refusal(refused: &ApiError) -> Response {
+    let error = match refused.status_code() {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            "temporarily_unavailable"
+        }
+        _ => "invalid_request",
+    };
+    let mut response = oauth_error(refused.status_code(), error, refused.message().into_owned());
+    if let Some(wait) = refused.retry_after_header() {
+        response.headers_mut().insert(header::RETRY_AFTER, wait);
+    }
+    response
+}
+
 fn invalid_request(description: impl Into<String>) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description)
 }
@@ -86,17 +109,31 @@ fn no_store(response: &mut Response) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-/// The form's parameters; each may appear once (RFC 6749 §3.2). The error says why not.
-fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, String> {
-    let form = headers
+/// Whether the media type is exactly `application/x-www-form-urlencoded`, in any case, with
+/// or without parameters (`; charset=UTF-8`).
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form {
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// The form's parameters; each may appear once (RFC 6749 §3.2), and one sent without a value
+/// counts as omitted (§3.1). The error says why not.
+fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, String> {
+    if !is_form(headers) {
         return Err("send the request as application/x-www-form-urlencoded".into());
     }
     let mut params = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(body) {
+        if value.is_empty() {
+            continue;
+        }
         if params.insert(name.to_string(), value.to_string()).is_some() {
             return Err(format!("`{name}` appears more than once"));
         }
@@ -112,9 +149,9 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     request_body(content = ExchangeRequest, content_type = "application/x-www-form-urlencoded", description = "RFC 8693 token exchange with a task key as the subject token"),
     responses(
         (status = 200, description = "An access token (RFC 8693 §2.2.1)", body = ExchangeResponse),
-        (status = 400, description = "invalid_request (including a missing, malformed, unknown, revoked, expired or used-up subject token), invalid_scope, unsupported_grant_type", body = OAuthError),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 429, description = "Rate limited"),
+        (status = 400, description = "invalid_request (including a missing, malformed, unknown, revoked, expired or used-up subject token), invalid_scope, unsupported_grant_type, invalid_target (an `audience`, or a `resource` other than the subject token's grant)", body = OAuthError),
+        (status = 413, description = "Body too large (invalid_request)", body = OAuthError),
+        (status = 429, description = "Rate limited (temporarily_unavailable); see Retry-After", body = OAuthError),
         (status = 503, description = "temporarily_unavailable: the provider or the database", body = OAuthError),
     )
 )]
@@ -123,8 +160,12 @@ pub async fn exchange_token(
     State(task_keys): State<Arc<TaskKeys>>,
     ClientIp(from): ClientIp,
     headers: HeaderMap,
-    ApiBody(body): ApiBody,
+    body: Result<ApiBody, ApiError>,
 ) -> Response {
+    let body = match body {
+        Ok(ApiBody(body)) => body,
+        Err(refused) => return oauth_refusal(&refused),
+    };
     let params = match parameters(&headers, &body) {
         Ok(params) => params,
         Err(problem) => return invalid_request(problem),
@@ -155,6 +196,20 @@ pub async fn exchange_token(
     if get("actor_token").is_some() {
         return invalid_request("actor tokens are not supported");
     }
+    // RFC 8693 §2.1: `audience` and `resource` name where the token will be used. The broker
+    // hands out the provider's tokens as they are: it cannot aim one at an audience, so one
+    // asked for is refused rather than ignored. A `resource` may name the key's own grant.
+    if get("audience").is_some() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "the broker cannot issue a token for a chosen audience; leave `audience` out",
+        );
+    }
+    let resource = match get("resource").map(grant_resource).transpose() {
+        Ok(resource) => resource,
+        Err(problem) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", problem),
+    };
     let scope = match get("scope").map(Scope::parse).transpose() {
         Ok(scope) => scope,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()),
@@ -162,19 +217,34 @@ pub async fn exchange_token(
     if !subject_token.starts_with(KEY_PREFIX) {
         return invalid_request("the subject token is not a task key");
     }
+    let asked_scope = scope.clone();
     let redeemed = match task_keys.authenticate(subject_token, from).await {
+        Ok(key) if resource.is_some_and(|id| id != key.token_id) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "`resource` names a grant this subject token is not for",
+            )
+        }
         Ok(key) => task_keys.redeem(&refresher, key, None, scope, from).await,
         Err(e) => Err(e),
     };
     match redeemed {
         Ok(minted) => {
             let expires_in = (minted.expires_at - Utc::now()).num_seconds().max(0);
+            // RFC 6749 §5.1: the scope is required when it differs from the request; it is
+            // sent whenever the provider said it, and otherwise the narrowed request stands.
+            let scope = minted
+                .scope
+                .as_deref()
+                .map(str::to_owned)
+                .or_else(|| asked_scope.map(|s| s.to_string()));
             let mut response = Json(ExchangeResponse {
                 access_token: minted.access_token.expose_secret(),
                 issued_token_type: ACCESS_TOKEN_TYPE,
-                token_type: "Bearer",
+                token_type: &minted.token_type,
                 expires_in: u64::try_from(expires_in).unwrap_or(0),
-                scope: minted.scope.as_deref(),
+                scope: scope.as_deref(),
             })
             .into_response();
             no_store(&mut response);
@@ -182,6 +252,17 @@ pub async fn exchange_token(
         }
         Err(error) => exchange_error(error),
     }
+}
+
+/// The grant a `resource` names: `urn:token-broker:grant:{persistentTokenId}`.
+fn grant_resource(raw: &str) -> Result<uuid::Uuid, String> {
+    raw.strip_prefix("urn:token-broker:grant:")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            "`resource` must be urn:token-broker:grant:{persistentTokenId} of the subject \
+             token's grant"
+                .to_owned()
+        })
 }
 
 fn exchange_error(error: RedeemError) -> Response {
@@ -204,6 +285,11 @@ fn exchange_error(error: RedeemError) -> Response {
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             "the scope is broader than the task key or its grant allows",
+        ),
+        RedeemError::Access(AccessError::ScopeNotNarrowed) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "the identity provider cannot narrow a token to this scope; ask without one",
         ),
         RedeemError::Access(AccessError::Pending) => {
             invalid_request("the subject token's grant has not been consented to yet")

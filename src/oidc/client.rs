@@ -106,6 +106,10 @@ pub enum ProviderError {
     /// Any other refusal, usually our misconfiguration (client id/secret, scopes).
     #[error("provider rejected the request: {0}")]
     Rejected(String),
+    /// The scope asked for is not allowed (`invalid_scope`, Keycloak's `not_allowed`): the
+    /// request's fault, not an outage; the grant itself is fine.
+    #[error("provider refused the scope asked for: {0}")]
+    InvalidScope(String),
 }
 
 /// Talks OAuth 2.0 to the provider through the `oauth2` crate: its typed PKCE and secrets that
@@ -313,6 +317,10 @@ fn classify(error: TokenError) -> ProviderError {
                 ProviderError::Rejected(describe(&response))
             }
             BasicErrorResponseType::InvalidGrant => ProviderError::InvalidGrant,
+            BasicErrorResponseType::InvalidScope => ProviderError::InvalidScope(describe(&response)),
+            BasicErrorResponseType::Extension(code) if code == "not_allowed" => {
+                ProviderError::InvalidScope(describe(&response))
+            }
             BasicErrorResponseType::InvalidRequest if describes_dead_token(&response) => {
                 ProviderError::InvalidGrant
             }
@@ -444,11 +452,24 @@ mod tests {
     }
 
     #[test]
-    fn other_codes_are_transient() {
+    fn a_refused_scope_is_the_requests_fault_not_an_outage() {
         for code in [
             BasicErrorResponseType::InvalidScope,
-            BasicErrorResponseType::Extension("unknown_error".into()),
+            BasicErrorResponseType::Extension("not_allowed".into()),
         ] {
+            assert!(
+                matches!(
+                    classify(server(code.clone(), Some("Invalid scopes: email"))),
+                    ProviderError::InvalidScope(_)
+                ),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_codes_are_transient() {
+        for code in [BasicErrorResponseType::Extension("unknown_error".into())] {
             assert!(
                 matches!(
                     classify(server(code.clone(), Some("Token is not active"))),

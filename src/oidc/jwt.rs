@@ -113,6 +113,9 @@ pub struct CallerClaims {
     /// Only ID tokens carry a nonce: its presence marks one used as a bearer.
     #[serde(default)]
     nonce: Option<serde::de::IgnoredAny>,
+    /// Keycloak names a service account's user `service-account-<client>`.
+    #[serde(default)]
+    preferred_username: Option<String>,
     /// Keycloak marks its tokens: "Bearer" for access tokens, "ID", "Refresh", "Offline" else.
     #[serde(default)]
     typ: Option<String>,
@@ -134,6 +137,25 @@ impl CallerClaims {
     /// The client the token was issued to: `azp`, or Keycloak-style `client_id` without one.
     pub fn client(&self) -> Option<&str> {
         self.azp.as_deref().or(self.client_id.as_deref())
+    }
+
+    /// Whether this is the token of `client`'s own service account (client credentials), not
+    /// a user's token issued to that client. With `pinned`, the operator named the service
+    /// account's `sub`, and only that counts. Otherwise the provider's service-account shape:
+    /// Keycloak puts a `client_id` claim equal to `azp` and the user name
+    /// `service-account-<client>` into it; RFC 9068 and plain client-credentials tokens carry
+    /// `sub` equal to the client id. A user's token of the same client has neither.
+    pub fn is_service_account_of(&self, client: &str, pinned: Option<&str>) -> bool {
+        if self.client() != Some(client) {
+            return false;
+        }
+        if let Some(sub) = pinned {
+            return self.sub == sub;
+        }
+        let keycloak = self.azp.as_deref() == Some(client)
+            && self.client_id.as_deref() == Some(client)
+            && self.preferred_username.as_deref() == Some(&format!("service-account-{client}"));
+        keycloak || self.sub == client
     }
 
     /// How long the token stays valid from now (zero once it has expired).
@@ -212,17 +234,24 @@ impl TokenVerifier {
     /// Tokens the broker itself minted (its own client is their `azp`) are never a user's
     /// credential here: a task holding one must not manage grants with it.
     pub fn check_user(&self, claims: &CallerClaims) -> Result<(), JwtError> {
-        if claims.client() == Some(self.client_id.as_str()) {
-            return Err(JwtError::UnauthorizedParty);
-        }
-        if !self.audiences.is_empty() && !claims.aud.contains_any(&self.audiences) {
-            return Err(JwtError::WrongAudience);
-        }
+        self.check_any_caller(claims)?;
         if !self.authorized_parties.is_empty() {
             let party = claims.client();
             if !party.is_some_and(|p| self.authorized_parties.iter().any(|a| a == p)) {
                 return Err(JwtError::UnauthorizedParty);
             }
+        }
+        Ok(())
+    }
+
+    /// The rules every caller's token must meet, a delegated service account's included: never
+    /// a token issued to the broker's own client, and the audience (`OIDC_AUDIENCE`) if set.
+    pub fn check_any_caller(&self, claims: &CallerClaims) -> Result<(), JwtError> {
+        if claims.client() == Some(self.client_id.as_str()) {
+            return Err(JwtError::UnauthorizedParty);
+        }
+        if !self.audiences.is_empty() && !claims.aud.contains_any(&self.audiences) {
+            return Err(JwtError::WrongAudience);
         }
         Ok(())
     }
@@ -354,14 +383,23 @@ impl HasSubject for IdTokenClaims {
 /// that happens to be a JWT, as Keycloak's are, stops working). Never for a decision about
 /// who may do what.
 pub fn peek_expiry(token: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let exp = peek_claims(token)?.get("exp")?.as_i64().filter(|exp| *exp > 0)?;
+    chrono::DateTime::from_timestamp(exp, 0)
+}
+
+/// The `scope` claim of a JWT access token, read without verifying it: only to check that a
+/// token the provider just handed us over our own connection is no broader than asked for.
+pub fn peek_scope(token: &str) -> Option<String> {
+    Some(peek_claims(token)?.get("scope")?.as_str()?.to_owned())
+}
+
+fn peek_claims(token: &str) -> Option<serde_json::Value> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_i64().filter(|exp| *exp > 0)?;
-    chrono::DateTime::from_timestamp(exp, 0)
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

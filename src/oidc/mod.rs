@@ -13,5 +13,5 @@ pub use client::{
 pub use discovery::{discover, DiscoveryError, ProviderMetadata};
 pub use http::http_client;
 pub use jwks::JwksCache;
-pub use jwt::{peek_expiry, CallerClaims, IdTokenClaims, JwtError, TokenVerifier};
+pub use jwt::{peek_expiry, peek_scope, CallerClaims, IdTokenClaims, JwtError, TokenVerifier};
 pub use settings::{ConsentPrompt, OidcSettings};

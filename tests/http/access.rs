@@ -186,8 +186,7 @@ async fn no_caller_reaches_a_row_it_may_not_use_on_the_stored_or_the_cached_path
         .await;
     assert_eq!(key.status, 201, "{}", key.text);
     let key = key.body["taskKey"].as_str().unwrap().to_owned();
-    let mut runner = crate::harness::claims_for("service-account-job-runner");
-    runner["azp"] = json!("job-runner");
+    let runner = crate::harness::service_account_claims("job-runner");
     let runner = h.signer.sign(&runner, &json!({}));
     let strangers = [
         ("another user", h.bearer(&unique_user("mallory"))),

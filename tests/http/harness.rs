@@ -100,6 +100,16 @@ pub fn claims_for(sub: &str) -> Value {
     })
 }
 
+/// Claims of a client-credentials token of `client`'s service account, as Keycloak 26 writes
+/// them: `azp` and `client_id` the client, user name `service-account-<client>`.
+pub fn service_account_claims(client: &str) -> Value {
+    json!({
+        "iss": ISSUER, "sub": format!("0b5e-{client}-sa"), "aud": "account", "azp": client,
+        "client_id": client, "preferred_username": format!("service-account-{client}"),
+        "typ": "Bearer", "iat": now(), "exp": now() + 300,
+    })
+}
+
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
 }

@@ -6,7 +6,7 @@ use axum::http::Request;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{claims_for, unique_user, Answer, Harness};
+use crate::harness::{claims_for, service_account_claims, unique_user, Answer, Harness};
 
 fn keys_path(id: impl std::fmt::Display) -> String {
     format!("/api/auth/manager/offline-tokens/{id}/task-keys")
@@ -406,11 +406,14 @@ async fn ending_the_row_ends_its_keys() {
         )
         .await;
     assert_eq!(revoked.status, 200);
+    // The key ended with the row, for good: it is refused as a revoked key.
     let answer = redeem(&h, &key, json!({})).await;
     assert_eq!(
-        (answer.status, answer.body["error"].as_str()),
-        (410, Some("token_revoked"))
+        (answer.status, answer.body["message"].as_str()),
+        (401, Some("This task key was revoked"))
     );
+    let keys = h.get(&keys_path(id), Some(&h.bearer(&user))).await;
+    assert_eq!(keys.body["items"][0]["state"], "revoked", "{}", keys.text);
     let create_more = create(&h, &h.bearer(&user), id, json!({})).await;
     assert_eq!(create_more.status, 410);
 }
@@ -493,9 +496,9 @@ async fn a_delegated_service_account_reaches_only_rows_that_name_it() {
     let other = h.seed_active(&user, "t", "rt").await;
     h.seed_stored_access(other, &user, "not-for-the-runner")
         .await;
-    let mut claims = claims_for("service-account-job-runner");
-    claims["azp"] = json!("job-runner");
-    let runner = h.signer.sign(&claims, &json!({}));
+    let runner = h
+        .signer
+        .sign(&service_account_claims("job-runner"), &json!({}));
     let answer = h.access_token(&runner, delegated).await;
     assert_eq!(
         (answer.status, answer.body["accessToken"].as_str()),
@@ -641,7 +644,13 @@ async fn an_oversized_body_is_a_json_413_on_every_route_that_reads_its_own_body(
     for (path, bearer, body) in cases {
         let answer = h.request("POST", &path, bearer, Some(body)).await;
         assert_eq!(answer.status, 413, "{path}: {}", answer.text);
-        assert_eq!(answer.body["error"], "payload_too_large", "{path}");
+        // The token endpoint answers in OAuth's shape (RFC 6749 §5.2), the rest in ours.
+        let code = if path.ends_with("/token") {
+            "invalid_request"
+        } else {
+            "payload_too_large"
+        };
+        assert_eq!(answer.body["error"], code, "{path}");
     }
     // Nothing was started or issued: the row is as it was, with no key.
     assert_eq!(h.status_of(id).await, "active");
@@ -653,4 +662,264 @@ async fn an_oversized_body_is_a_json_413_on_every_route_that_reads_its_own_body(
         "{}",
         keys.text
     );
+}
+
+/// A row delegated to `job-runner`, owned by a fresh user; with a stored access token unless
+/// `stored` is false (then only a refresh, at a provider that is down here, could serve it).
+async fn delegated_row(h: &Harness, stored: bool) -> Uuid {
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "rt").await;
+    sqlx::query("update token_vault set delegates = 'job-runner' where id = ?1")
+        .bind(id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    if stored {
+        h.seed_stored_access(id, &user, "for-the-runner").await;
+    }
+    id
+}
+
+/// Where one client both signs users in and runs jobs, a user's token of that client is a
+/// user's, not the service account's: 404 on a delegated row, on the stored path, the cached
+/// path and the refresh path alike.
+#[tokio::test]
+async fn a_user_token_of_a_delegate_client_is_not_its_service_account() {
+    let h = Harness::with(&[
+        ("DELEGATE_CLIENTS", "job-runner"),
+        ("OIDC_AUTHORIZED_PARTIES", "frontend,job-runner"),
+    ])
+    .await;
+    let mut user_of_runner = claims_for(&unique_user("mallory"));
+    user_of_runner["azp"] = json!("job-runner");
+    let mut named_like_it = user_of_runner.clone();
+    named_like_it["preferred_username"] = json!("service-account-job-runner");
+    let impostors = [
+        ("a user token of the client", h.signer.sign(&user_of_runner, &json!({}))),
+        ("a user named like the account", h.signer.sign(&named_like_it, &json!({}))),
+    ];
+    let runner = h
+        .signer
+        .sign(&service_account_claims("job-runner"), &json!({}));
+    let id = delegated_row(&h, true).await;
+    for (who, token) in &impostors {
+        let answer = h.access_token(token, id).await;
+        assert_eq!((answer.status, answer.body["error"].as_str()), (404, Some("token_not_found")), "{who}, stored path");
+    }
+    let served = h.access_token(&runner, id).await;
+    assert_eq!((served.status, served.body["accessToken"].as_str()), (200, Some("for-the-runner")));
+    for (who, token) in &impostors {
+        let answer = h.access_token(token, id).await;
+        assert_eq!(answer.status, 404, "{who}, cached path");
+    }
+    // The refresh path: the service account reaches the provider (down here: 503), a user
+    // token of the client is turned away before any refresh is tried.
+    let fresh = delegated_row(&h, false).await;
+    assert_eq!(h.access_token(&runner, fresh).await.status, 503);
+    for (who, token) in &impostors {
+        let answer = h.access_token(token, fresh).await;
+        assert_eq!(answer.status, 404, "{who}, refresh path");
+    }
+    // An RFC 9068 / plain client-credentials token: `sub` is the client id.
+    let mut plain = claims_for("job-runner");
+    plain["azp"] = json!("job-runner");
+    let plain = h.signer.sign(&plain, &json!({}));
+    assert_eq!(h.access_token(&plain, id).await.status, 200);
+}
+
+/// `DELEGATE_CLIENTS=job-runner=<sub>` pins the service account: only that `sub` counts.
+#[tokio::test]
+async fn a_pinned_delegate_is_recognised_by_its_subject_alone() {
+    let h = Harness::with(&[
+        ("DELEGATE_CLIENTS", "job-runner=0b5e-job-runner-sa"),
+        ("OIDC_AUTHORIZED_PARTIES", "frontend,job-runner"),
+    ])
+    .await;
+    let id = delegated_row(&h, true).await;
+    let runner = h
+        .signer
+        .sign(&service_account_claims("job-runner"), &json!({}));
+    assert_eq!(h.access_token(&runner, id).await.status, 200);
+    let mut other = service_account_claims("job-runner");
+    other["sub"] = json!("another-sub");
+    let other = h.signer.sign(&other, &json!({}));
+    assert_eq!(h.access_token(&other, id).await.status, 404);
+}
+
+/// The caller rules hold for delegates too: `OIDC_AUDIENCE`.
+#[tokio::test]
+async fn a_delegate_token_for_another_audience_is_refused() {
+    let h = Harness::with(&[
+        ("DELEGATE_CLIENTS", "job-runner"),
+        ("OIDC_AUDIENCE", "token-broker-api"),
+    ])
+    .await;
+    let id = delegated_row(&h, true).await;
+    let mut wrong = service_account_claims("job-runner");
+    wrong["aud"] = json!("account");
+    let wrong = h.signer.sign(&wrong, &json!({}));
+    assert_eq!(h.access_token(&wrong, id).await.status, 401);
+    let mut right = service_account_claims("job-runner");
+    right["aud"] = json!(["account", "token-broker-api"]);
+    let right = h.signer.sign(&right, &json!({}));
+    assert_eq!(h.access_token(&right, id).await.status, 200);
+}
+
+/// RFC 6749 §3.1: a parameter sent without a value is as if omitted; the media type is matched
+/// exactly, in any case, with parameters allowed.
+#[tokio::test]
+async fn token_exchange_takes_empty_parameters_as_omitted_and_the_media_type_exactly() {
+    let h = Harness::new().await;
+    let (_, _, key) = row_with_key(&h, json!({})).await;
+    let form = format!("{GRANT}&{KEY_TYPE}&subject_token={key}&scope=&audience=&resource=&actor_token=");
+    let answer = exchange(&h, &form).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let plain = format!("{GRANT}&{KEY_TYPE}&subject_token={key}");
+    for (media, status) in [
+        ("Application/X-WWW-Form-URLEncoded; charset=UTF-8", 200),
+        ("application/x-www-form-urlencodedjunk", 400),
+        ("text/plain; application/x-www-form-urlencoded", 400),
+    ] {
+        let answer = h
+            .request("POST", "/api/auth/manager/token", None, Some((media, plain.clone())))
+            .await;
+        assert_eq!(answer.status, status, "{media}: {}", answer.text);
+    }
+}
+
+/// RFC 8693 §2.1: `resource` may name the key's own grant; any other target is refused with
+/// `invalid_target`, never ignored. The token type is the provider's, and the scope is said.
+#[tokio::test]
+async fn token_exchange_honours_its_own_grant_as_resource_and_refuses_other_targets() {
+    let h = Harness::new().await;
+    let (_, id, key) = row_with_key(&h, json!({})).await;
+    sqlx::query("update token_vault set access_token_type = 'DPoP' where id = ?1")
+        .bind(id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let base = format!("{GRANT}&{KEY_TYPE}&subject_token={key}");
+    let answer = exchange(&h, &format!("{base}&resource=urn%3Atoken-broker%3Agrant%3A{id}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["token_type"], "DPoP", "the provider's token type");
+    assert_eq!(answer.body["scope"], "openid offline_access");
+    let other = Uuid::new_v4();
+    for target in [
+        format!("resource=urn%3Atoken-broker%3Agrant%3A{other}"),
+        "resource=https%3A%2F%2Fapi.example".to_owned(),
+        "audience=api.example".to_owned(),
+    ] {
+        let answer = exchange(&h, &format!("{base}&{target}")).await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (400, Some("invalid_target")),
+            "{target}"
+        );
+    }
+    let uses: i64 = sqlx::query_scalar("select uses from task_keys")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(uses, 1, "a refused target uses nothing");
+}
+
+/// Rate limited on the token endpoint: OAuth's shape, with Retry-After.
+#[tokio::test]
+async fn token_exchange_rate_limits_in_oauths_shape() {
+    let h = Harness::with(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "1")]).await;
+    let first = exchange(&h, GRANT).await;
+    assert_eq!(first.status, 400);
+    let second = exchange(&h, GRANT).await;
+    assert_eq!(
+        (second.status, second.body["error"].as_str()),
+        (429, Some("temporarily_unavailable")),
+        "{}",
+        second.text
+    );
+    assert!(second.body["error_description"].is_string());
+    assert!(second.headers.contains_key("retry-after"));
+    assert!(second.body.get("message").is_none(), "not the API's own shape");
+}
+
+/// A user cannot grow `task_keys` by creating and revoking keys: keys made within a day count
+/// against the row's limit even once revoked.
+#[tokio::test]
+async fn create_and_revoke_cycles_hit_the_rows_limit() {
+    let h = Harness::new().await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let bearer = h.bearer(&user);
+    for _ in 0..100 {
+        let made = create(&h, &bearer, id, json!({})).await;
+        assert_eq!(made.status, 201, "{}", made.text);
+        let key_id = made.body["taskKeyId"].as_str().unwrap();
+        let gone = h
+            .request("DELETE", &format!("{}/{key_id}", keys_path(id)), Some(&bearer), None)
+            .await;
+        assert_eq!(gone.status, 200);
+    }
+    let refused = create(&h, &bearer, id, json!({})).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (409, Some("too_many_task_keys"))
+    );
+    let count: i64 = sqlx::query_scalar("select count(*) from task_keys")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 100);
+}
+
+/// A key may not name networks that hold a trusted proxy: any host there could write
+/// `X-Forwarded-For` itself.
+#[tokio::test]
+async fn a_key_may_not_name_a_trusted_proxy_network() {
+    let h = Harness::with(&[("TRUSTED_PROXIES", "10.0.0.0/8")]).await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let bearer = h.bearer(&user);
+    for cidrs in [json!(["10.20.0.0/16"]), json!(["0.0.0.0/0"]), json!(["10.1.2.3"])] {
+        let answer = create(&h, &bearer, id, json!({ "allowedCidrs": cidrs })).await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{cidrs}"
+        );
+        assert!(answer.body["message"].as_str().unwrap().contains("trusted proxy"));
+    }
+    let fine = create(&h, &bearer, id, json!({ "allowedCidrs": ["192.0.2.0/24"] })).await;
+    assert_eq!(fine.status, 201);
+    let count: i64 = sqlx::query_scalar("select count(*) from task_keys")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+/// Behind a trusted proxy, a caller inside the proxy network cannot pass a key limited to
+/// another network by writing `X-Forwarded-For` itself.
+#[tokio::test]
+async fn a_forwarded_for_written_by_the_caller_does_not_pass_a_keys_networks() {
+    let h = Harness::with(&[("TRUSTED_PROXIES", "10.0.0.1/32")]).await;
+    let (_, _, key) = row_with_key(&h, json!({ "allowedCidrs": ["198.51.100.0/24"] })).await;
+    let send = |forwarded: &'static str| {
+        let key = key.clone();
+        let h = &h;
+        async move {
+            let request = axum::http::Request::post("/api/auth/manager/access-token")
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", forwarded)
+                .extension(axum::extract::ConnectInfo(
+                    "10.0.0.1:443".parse::<std::net::SocketAddr>().unwrap(),
+                ))
+                .body(Body::from("{}"))
+                .unwrap();
+            h.send(request).await
+        }
+    };
+    // The proxy appended the caller's real address: refused.
+    assert_eq!(send("198.51.100.9, 203.0.113.7").await.status, 403);
+    // The proxy's own hop, as IPv4-mapped: the client it names is believed.
+    assert_eq!(send("198.51.100.9").await.status, 200);
 }

@@ -65,6 +65,10 @@ pub enum AccessError {
     TaskLost,
     #[error("the scope asked for is not within the grant")]
     InvalidScope,
+    /// The provider answered a narrowed refresh with a token broader than asked for, or did
+    /// not say what it granted: the token is not served.
+    #[error("the provider did not narrow the token to the scope asked for")]
+    ScopeNotNarrowed,
 }
 
 impl From<VaultError> for AccessError {
@@ -354,6 +358,7 @@ impl Inner {
             Err(ProviderError::InvalidGrant) => "invalid_grant",
             Err(ProviderError::Unavailable { .. }) => "unavailable",
             Err(ProviderError::Rejected(_)) => "rejected",
+            Err(ProviderError::InvalidScope(_)) => "invalid_scope",
         });
         match outcome {
             Ok(grant) => self.store(call, &presented, grant).await,
@@ -363,6 +368,13 @@ impl Inner {
                 self.record_failure(call, "provider_unavailable", None)
                     .await;
                 Settled::Done(Err(AccessError::ProviderUnavailable { retry_after: None }))
+            }
+            Err(ProviderError::InvalidScope(reason)) => {
+                // The caller's request, not the grant or the provider: nothing is counted
+                // against the row, and the breaker saw an answer.
+                tracing::info!(id = %row.id, %reason, "the provider refused a narrowed scope");
+                self.release(row).await;
+                Settled::Done(Err(AccessError::InvalidScope))
             }
             Err(ProviderError::Rejected(reason)) => {
                 tracing::error!(

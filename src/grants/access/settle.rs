@@ -10,7 +10,8 @@ use super::super::cache::Minted;
 use super::{binding, refusal, subject, AccessError, Call, Inner, Purpose, Settled};
 use crate::audit::Health;
 use crate::crypto::{purpose, Sealed};
-use crate::oidc::{peek_expiry, RefreshGrant, MAX_LIFETIME_SECS};
+use super::super::scope::Scope;
+use crate::oidc::{peek_expiry, peek_scope, RefreshGrant, MAX_LIFETIME_SECS};
 use crate::vault::{
     AuditAction, RefreshFailure, RefreshWrite, Status, StoredAccess, VaultError, VaultRow,
 };
@@ -73,6 +74,27 @@ impl Inner {
                      token, the grant is lost"
                 );
                 return Settled::Done(Ok(minted));
+            }
+        }
+        if let Some(asked) = call.scope {
+            // The refresh token is stored above whatever the answer's scope: a rotated one
+            // must not be lost. The access token goes nowhere unless it is as narrow as asked.
+            if let Err(refused) = narrowed_as_asked(asked, &grant) {
+                tracing::error!(
+                    id = %row.id, asked = %asked, %refused,
+                    "the provider did not narrow a refresh to the scope asked for; the token \
+                     is not served (Keycloak before 24 ignores scope on a refresh)"
+                );
+                self.journal
+                    .record(
+                        call.actor,
+                        subject(row),
+                        AuditAction::TokenIssued,
+                        false,
+                        Some("scope_not_narrowed"),
+                    )
+                    .await;
+                return Settled::Done(Err(AccessError::ScopeNotNarrowed));
             }
         }
         if row.health.consecutive_failures > 0 {
@@ -297,5 +319,24 @@ impl Inner {
         if let Err(e) = self.vault.release_refresh(row.id, row.fence, None).await {
             tracing::warn!(id = %row.id, error = %e, "could not release a refresh claim; it will expire");
         }
+    }
+}
+
+/// Whether a narrowed refresh came back no broader than `asked`: by the answer's `scope`, or
+/// else the access token's own `scope` claim (read unverified: it came from the provider over
+/// the broker's own connection, and only narrows what is served). `offline_access` is not an
+/// access right and may come back with any answer. If neither says, the scope is unknown and
+/// the token is refused.
+fn narrowed_as_asked(asked: &Scope, grant: &RefreshGrant) -> Result<(), &'static str> {
+    let said = grant
+        .scope
+        .clone()
+        .or_else(|| peek_scope(grant.access_token.expose_secret()))
+        .ok_or("the provider did not say which scope it granted")?;
+    let got = Scope::parse(&said).map_err(|_| "the provider's scope does not parse")?;
+    if got.without("offline_access").is_subset(asked) {
+        Ok(())
+    } else {
+        Err("the token is broader than asked for")
     }
 }

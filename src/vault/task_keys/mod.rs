@@ -111,11 +111,19 @@ impl SecretRecord {
     }
 }
 
+/// Keys made within this window count against a row's limit even once revoked, so that
+/// create/revoke cycles cannot grow the table without bound.
+pub const KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 #[async_trait]
 pub trait TaskKeyStore: Send + Sync {
     /// Stores a key for row `token_id` if that row is `user_id`'s, pending or active, and has
-    /// fewer than `max_live` unrevoked, unexpired keys. False otherwise.
+    /// fewer than `max_live` keys that are unrevoked and unexpired or were made within
+    /// [`KEY_WINDOW`]. False otherwise.
     async fn create_task_key(&self, key: &NewTaskKey, max_live: u32) -> Result<bool, VaultError>;
+
+    /// Deletes up to `batch` keys revoked or expired before `cutoff` (the clean-up job).
+    async fn purge_task_keys(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, VaultError>;
 
     /// A row's keys, oldest first.
     async fn task_keys(&self, token_id: Uuid) -> Result<Vec<TaskKey>, VaultError>;

@@ -19,7 +19,7 @@ impl TaskKeyStore for PgVault {
              where exists (select 1 from token_vault where id = $2 and user_id = $3 \
                            and status in ('pending', 'active')) \
                and (select count(*) from task_keys where token_id = $2 \
-                    and revoked_at is null and expires_at > $10) < $11",
+                    and ((revoked_at is null and expires_at > $10) or created_at > $12)) < $11",
         )
         .bind(key.id)
         .bind(key.token_id)
@@ -32,10 +32,24 @@ impl TaskKeyStore for PgVault {
         .bind(joined(&key.allowed_cidrs))
         .bind(key.created_at)
         .bind(i64::from(max_live))
+        .bind(key.created_at - chrono::Duration::from_std(super::KEY_WINDOW).unwrap_or_default())
         .execute(self.pool())
         .await
         .map_err(db_error("store a task key"))?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn purge_task_keys(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, VaultError> {
+        let result = sqlx::query(
+            "delete from task_keys where id in (select id from task_keys \
+             where revoked_at < $1 or expires_at < $1 limit $2)",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
+        .execute(self.pool())
+        .await
+        .map_err(db_error("purge ended task keys"))?;
+        Ok(result.rows_affected())
     }
 
     async fn task_keys(&self, token_id: Uuid) -> Result<Vec<TaskKey>, VaultError> {
