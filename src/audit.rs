@@ -48,6 +48,21 @@ impl Journal {
         self.notify(&event);
     }
 
+    /// Records an event that left the row's status as it was: audited, but no webhook, since
+    /// a webhook event describes what changed in the row, not what was attempted (a declined
+    /// re-consent leaves an active row active).
+    pub async fn record_unchanged(
+        &self,
+        actor: &str,
+        subject: Subject<'_>,
+        action: AuditAction,
+        success: bool,
+        reason: Option<&str>,
+    ) {
+        let event = event(actor, subject, action, success, reason);
+        self.write(std::slice::from_ref(&event)).await;
+    }
+
     /// Records the changes a background job made to a batch of rows, in one write.
     pub async fn record_changes(&self, changes: &[StatusChange], action: AuditAction) {
         let events: Vec<AuditEvent> = changes

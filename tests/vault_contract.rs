@@ -1184,6 +1184,179 @@ async fn old_audit_records_are_purged_in_batches(vault: Vault) {
     assert_eq!(left.len(), 2, "the recent ones stay");
 }
 
+/// Whether the key stored under `hash` has been revoked.
+async fn key_revoked(vault: &Vault, hash: &[u8]) -> bool {
+    vault
+        .find_task_key(hash)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some()
+}
+
+async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
+    // Failed by the provider (the refresh path).
+    let failed = activated(&vault).await;
+    vault
+        .create_task_key(&task_key(failed, b"f", None), 10)
+        .await
+        .unwrap();
+    let row = claimed(&vault, failed, LEASE).await;
+    assert!(vault
+        .fail_refresh(failed, row.fence, "revoked_by_provider", Utc::now())
+        .await
+        .unwrap());
+    assert!(
+        key_revoked(&vault, b"f").await,
+        "failing a row ends its keys"
+    );
+    // Revoked by its owner.
+    let revoked = activated(&vault).await;
+    vault
+        .create_task_key(&task_key(revoked, b"r", None), 10)
+        .await
+        .unwrap();
+    vault
+        .end_grant(
+            revoked,
+            None,
+            Status::Revoked,
+            "revoked_by_user",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        key_revoked(&vault, b"r").await,
+        "revoking a row ends its keys"
+    );
+    // Expired: a pending consent that timed out, an active row past its maximum age.
+    let timed_out = consent(b"late", Utc::now() - chrono::Duration::seconds(5));
+    assert!(vault.create_pending(&timed_out, 1000).await.unwrap());
+    vault
+        .create_task_key(&task_key(timed_out.id, b"p", None), 10)
+        .await
+        .unwrap();
+    let aged = consent(b"aged", in_ten_minutes());
+    assert!(vault.create_pending(&aged, 1000).await.unwrap());
+    let token = sealed(1);
+    let mut past_its_end = activation(&token);
+    past_its_end.expires_at = Utc::now() - chrono::Duration::seconds(5);
+    vault
+        .activate(aged.id, Status::Pending, &past_its_end)
+        .await
+        .unwrap();
+    vault
+        .create_task_key(&task_key(aged.id, b"a", None), 10)
+        .await
+        .unwrap();
+    // Live keys of a live row are not touched.
+    let live = activated(&vault).await;
+    vault
+        .create_task_key(&task_key(live, b"l", None), 10)
+        .await
+        .unwrap();
+    assert_eq!(vault.expire_stale(Utc::now(), 100).await.unwrap().len(), 2);
+    assert!(
+        key_revoked(&vault, b"p").await,
+        "a timed-out consent's keys end"
+    );
+    assert!(key_revoked(&vault, b"a").await, "an expired row's keys end");
+    assert!(!key_revoked(&vault, b"l").await, "a live row's key lives");
+    // Failed while pending (a declined consent).
+    let declined = stored_pending(&vault, b"declined").await;
+    vault
+        .create_task_key(&task_key(declined, b"d", None), 10)
+        .await
+        .unwrap();
+    assert!(vault
+        .fail_pending(declined, "access_denied", Utc::now())
+        .await
+        .unwrap());
+    assert!(
+        key_revoked(&vault, b"d").await,
+        "a failed consent's keys end"
+    );
+    // Re-consented in place: the row comes back, its old key does not.
+    let reconsent = NewReconsent {
+        id: failed,
+        user_id: "alice|with|bars".into(),
+        state_hash: b"again".to_vec(),
+        state_expires_at: in_ten_minutes(),
+        pkce_verifier: b"v".to_vec(),
+        nonce_hash: b"n".to_vec(),
+        redirect_uri: None,
+        now: Utc::now(),
+    };
+    assert!(vault.start_reconsent(&reconsent).await.unwrap());
+    let claim = vault
+        .claim_consent(b"again", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(vault
+        .activate(failed, claim.status, &activation(&token))
+        .await
+        .unwrap());
+    assert_eq!(
+        vault.find(failed).await.unwrap().unwrap().status,
+        Status::Active
+    );
+    assert!(
+        key_revoked(&vault, b"f").await,
+        "re-consent brings no key back"
+    );
+    assert!(!vault
+        .reserve_task_key_use(
+            vault.find_task_key(b"f").await.unwrap().unwrap().id,
+            Utc::now()
+        )
+        .await
+        .unwrap());
+}
+
+async fn keys_made_within_a_day_count_and_ended_ones_are_purged(vault: Vault) {
+    let row = activated(&vault).await;
+    for hash in [b"k1", b"k2"] {
+        let key = task_key(row, hash, None);
+        assert!(vault.create_task_key(&key, 2).await.unwrap());
+        vault
+            .revoke_task_key(row, key.id, Utc::now())
+            .await
+            .unwrap();
+    }
+    assert!(
+        !vault
+            .create_task_key(&task_key(row, b"k3", None), 2)
+            .await
+            .unwrap(),
+        "two keys made today, though revoked, fill a limit of two"
+    );
+    let mut old = task_key(row, b"old", None);
+    old.created_at = Utc::now() - chrono::Duration::days(2);
+    assert!(vault.create_task_key(&old, 3).await.unwrap());
+    let live = task_key(row, b"live", None);
+    assert!(vault.create_task_key(&live, 10).await.unwrap());
+    let purged = vault
+        .purge_task_keys(Utc::now() + chrono::Duration::seconds(1), 1)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1, "a batch is bounded");
+    let rest = vault
+        .purge_task_keys(Utc::now() + chrono::Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest, 1);
+    assert!(vault.find_task_key(b"k1").await.unwrap().is_none());
+    assert!(vault.find_task_key(b"k2").await.unwrap().is_none());
+    assert!(
+        vault.find_task_key(b"live").await.unwrap().is_some(),
+        "a live key stays"
+    );
+    assert!(vault.find_task_key(b"old").await.unwrap().is_some());
+}
+
 async fn postgres(pool: PgPool) -> Vault {
     Arc::new(PgVault::new(pool))
 }
@@ -1248,4 +1421,6 @@ contract!(
     every_sealed_value_under_an_old_key_is_counted_and_can_move,
     old_audit_records_are_purged_in_batches,
     audit_records_are_read_by_token_and_by_user,
+    every_way_a_row_ends_ends_its_keys_for_good,
+    keys_made_within_a_day_count_and_ended_ones_are_purged,
 );

@@ -22,8 +22,8 @@ use crate::oidc::ConsentPrompt;
 pub use crate::oidc::OidcSettings;
 use crate::webhook::WebhookConfig;
 use parse::{
-    count, keepalive_settings, list, number, parse_delegates, parse_http_url, parse_networks, parse_origins,
-    parse_origins_of, parse_webhook, refresh_settings, seconds,
+    count, keepalive_settings, list, number, parse_delegates, parse_http_url, parse_networks,
+    parse_origins, parse_origins_of, parse_webhook, refresh_settings, seconds,
 };
 
 /// Where the callback lives below `PUBLIC_BASE_URL`; it must be registered at the provider.

@@ -221,26 +221,30 @@ impl Callbacks {
         consent: &ClaimedConsent,
         failure: &Failure,
     ) -> Result<(), VaultError> {
-        if consent.status == Status::Pending && failure.kind != FailureKind::RowGone {
-            self.vault
+        // Only a first consent still pending becomes `failed`; a re-consent leaves its row as
+        // it was, and a row revoked meanwhile stays revoked.
+        let failed_the_row = consent.status == Status::Pending
+            && failure.kind != FailureKind::RowGone
+            && self
+                .vault
                 .fail_pending(consent.id, &failure.reason, Utc::now())
                 .await?;
-            self.changes.changed(consent.id);
-        }
         tracing::warn!(id = %consent.id, reason = %failure.reason, "consent failed");
-        self.journal
-            .record(
-                &consent.user_id,
-                subject(consent),
-                AuditAction::ConsentFailed,
-                false,
-                Some(&failure.reason),
-            )
-            .await;
+        let (actor, subject) = (&consent.user_id, subject(consent));
+        let reason = Some(failure.reason.as_str());
+        if failed_the_row {
+            self.changes.changed(consent.id);
+            self.journal
+                .record(actor, subject, AuditAction::ConsentFailed, false, reason)
+                .await;
+        } else {
+            self.journal
+                .record_unchanged(actor, subject, AuditAction::ConsentFailed, false, reason)
+                .await;
+        }
         Ok(())
     }
 
-    /// Turns the provider's reply into a sealed offline token, or says why not.
     async fn obtain(
         &self,
         consent: &ClaimedConsent,

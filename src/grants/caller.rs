@@ -21,7 +21,7 @@ impl Caller {
     pub fn actor(&self) -> String {
         match self {
             Caller::User(sub) => sub.clone(),
-            Caller::Delegate { client, subject } => format!("client:{client}:{subject}"),
+            Caller::Delegate { client, .. } => format!("client:{client}"),
             Caller::Task(key) => format!("task-key:{}", key.id),
         }
     }

@@ -157,7 +157,10 @@ mod tests {
     fn ipv4_mapped_addresses_match_ipv4_networks() {
         let p = proxies(&["10.0.0.0/8"]);
         let headers = forwarded("198.51.100.7, ::ffff:10.1.1.1");
-        assert_eq!(p.client(ip("::ffff:10.0.0.2"), &headers), ip("198.51.100.7"));
+        assert_eq!(
+            p.client(ip("::ffff:10.0.0.2"), &headers),
+            ip("198.51.100.7")
+        );
         assert_eq!(
             p.client(ip("::ffff:203.0.113.9"), &HeaderMap::new()),
             ip("203.0.113.9"),

@@ -317,7 +317,9 @@ fn classify(error: TokenError) -> ProviderError {
                 ProviderError::Rejected(describe(&response))
             }
             BasicErrorResponseType::InvalidGrant => ProviderError::InvalidGrant,
-            BasicErrorResponseType::InvalidScope => ProviderError::InvalidScope(describe(&response)),
+            BasicErrorResponseType::InvalidScope => {
+                ProviderError::InvalidScope(describe(&response))
+            }
             BasicErrorResponseType::Extension(code) if code == "not_allowed" => {
                 ProviderError::InvalidScope(describe(&response))
             }

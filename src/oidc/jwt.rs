@@ -383,7 +383,10 @@ impl HasSubject for IdTokenClaims {
 /// that happens to be a JWT, as Keycloak's are, stops working). Never for a decision about
 /// who may do what.
 pub fn peek_expiry(token: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let exp = peek_claims(token)?.get("exp")?.as_i64().filter(|exp| *exp > 0)?;
+    let exp = peek_claims(token)?
+        .get("exp")?
+        .as_i64()
+        .filter(|exp| *exp > 0)?;
     chrono::DateTime::from_timestamp(exp, 0)
 }
 

@@ -232,7 +232,13 @@ async fn token_exchange_works_with_curl_and_with_authlib(pool: PgPool) {
     .await
     .unwrap();
     let answer: Value = serde_json::from_slice(&curl.stdout).expect("curl got JSON");
-    assert_eq!(answer["token_type"], "Bearer", "{answer}");
+    // The provider's token type (RFC 6749 §5.1: case-insensitive).
+    assert!(
+        answer["token_type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("Bearer")),
+        "{answer}"
+    );
     assert_eq!(
         answer["issued_token_type"],
         "urn:ietf:params:oauth:token-type:access_token"
@@ -366,4 +372,90 @@ async fn the_credential_helper_keeps_its_file_fresh_and_stops_on_sigterm(pool: P
         .unwrap();
     assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn key_uses(app: &TestApp) -> i32 {
+    sqlx::query_scalar("select uses from task_keys")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Keycloak before 24 ignores `scope` on a refresh. A key limited to `openid` must then not
+/// be handed the whole grant: an answer broader than asked for (by its `scope`, or by the
+/// token's own claim when the answer says none) is refused, not served, not cached, and the
+/// use is given back; an answer that says nothing of its scope is refused too.
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn a_token_broader_than_the_narrowed_scope_is_never_served(pool: PgPool) {
+    let idp = Idp::start(&[]);
+    let app = spawn_with(pool, Options::new(&idp)).await;
+    let user = unique_user("alice");
+    let bearer = idp.user_token(&user).await;
+    let id = app.activate(&bearer, &user, "narrow").await;
+    let key = create_key(&app, &bearer, id, json!({ "scope": "openid" })).await;
+    let cases = [
+        json!({ "scope": "openid offline_access profile", "access_token": "broad-token" }),
+        json!({ "scope": null, "access_token": "opaque-says-nothing" }),
+    ];
+    for set in cases {
+        idp.set_faults(json!({ "set": set, "count": 1 })).await;
+        let (status, body) = redeem(&app.http, &app.base, &key, json!({})).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (502, Some("scope_not_narrowed")),
+            "{set}: {body}"
+        );
+        assert_eq!(key_uses(&app).await, 0, "a refused token uses nothing");
+    }
+    // The provider narrows again: the next call asks it (nothing broad was cached) and serves
+    // a token of the key's scope.
+    let (status, body) = redeem(&app.http, &app.base, &key, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["accessToken"].as_str().unwrap())["scope"],
+        "openid"
+    );
+    // The grant itself is untouched: active, and the owner's token still comes.
+    let status: String = sqlx::query_scalar("select status from token_vault where id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "active");
+}
+
+/// A provider's `invalid_scope` (or Keycloak's `not_allowed`) on a narrowed refresh is the
+/// request's fault: 400 `invalid_scope`, never counted as an outage, so it cannot open the
+/// breaker for every row.
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn a_refused_narrowed_scope_is_a_400_and_does_not_open_the_breaker(pool: PgPool) {
+    let idp = Idp::start(&[]);
+    let app = spawn_with(pool, Options::new(&idp)).await;
+    let user = unique_user("alice");
+    let bearer = idp.user_token(&user).await;
+    let id = app.activate(&bearer, &user, "narrow").await;
+    let key = create_key(&app, &bearer, id, json!({ "scope": "openid" })).await;
+    for error in ["invalid_scope", "not_allowed"] {
+        idp.set_faults(json!({ "answer": "error", "error": error, "status": 400, "count": 12 }))
+            .await;
+        for _ in 0..12 {
+            let (status, body) = redeem(&app.http, &app.base, &key, json!({})).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_scope")),
+                "{error}: {body}"
+            );
+        }
+    }
+    idp.set_faults(json!({ "clear": true })).await;
+    let other = app.activate(&bearer, &user, "other").await;
+    let response = app.access_token(&bearer, &other.to_string()).await;
+    assert_eq!(response.status(), 200, "the breaker stayed closed");
+    let failures: i32 =
+        sqlx::query_scalar("select consecutive_failures from token_vault where id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(failures, 0, "nothing counted against the row");
 }

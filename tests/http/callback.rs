@@ -247,3 +247,110 @@ async fn a_browser_without_state_gets_a_page_too() {
         answer.text
     );
 }
+
+/// A local webhook receiver: its URL, and every event it was sent.
+async fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let event = serde_json::from_slice(&body).unwrap_or_default();
+                sink.lock().unwrap().push(event);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+/// A webhook event says what changed in the row, not what was tried: a declined re-consent of
+/// an active row, or a declined consent whose row was revoked meanwhile, posts no `failed`.
+/// A declined first consent, which does fail its row, does.
+#[tokio::test]
+async fn a_failed_consent_posts_failed_only_when_the_row_failed() {
+    let (url, got) = webhook_receiver().await;
+    let h = Harness::with(&[
+        ("WEBHOOK_URL", url.as_str()),
+        ("WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
+    ])
+    .await;
+    let statuses = |id: Uuid| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["persistentTokenId"] == id.to_string())
+            .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(300));
+
+    // An active row re-consented, and the user declines at the provider.
+    let user = unique_user("alice");
+    let active = h.seed_active(&user, "t", "offline-token").await;
+    let again = h
+        .post(
+            &format!("/api/auth/manager/offline-tokens/{active}/reconsent"),
+            Some(&h.bearer(&user)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    let state = again.body["stateToken"].as_str().unwrap();
+    let declined = h
+        .get(
+            &format!("{CALLBACK}?error=access_denied&state={state}"),
+            None,
+        )
+        .await;
+    assert_eq!(declined.status, 400);
+    assert_eq!(h.status_of(active).await, "active");
+
+    // A first consent whose row was revoked before the user declined.
+    let (owner, revoked, state) = consent(&h).await;
+    let gone = h
+        .request(
+            "DELETE",
+            &format!("/api/auth/manager/offline-tokens/{revoked}"),
+            Some(&h.bearer(&owner)),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 200);
+    h.get(
+        &format!("{CALLBACK}?error=access_denied&state={state}"),
+        None,
+    )
+    .await;
+
+    // A first consent declined: the row does fail.
+    let (_, pending, state) = consent(&h).await;
+    h.get(
+        &format!("{CALLBACK}?error=access_denied&state={state}"),
+        None,
+    )
+    .await;
+    expect_failed(&h, pending, "access_denied").await;
+
+    settle().await;
+    assert_eq!(
+        statuses(active),
+        Vec::<String>::new(),
+        "the re-consented row did not change"
+    );
+    assert!(
+        !statuses(revoked).contains(&"failed".to_owned()),
+        "{:?}",
+        statuses(revoked)
+    );
+    assert_eq!(statuses(pending), ["failed"]);
+}

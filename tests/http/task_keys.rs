@@ -695,8 +695,14 @@ async fn a_user_token_of_a_delegate_client_is_not_its_service_account() {
     let mut named_like_it = user_of_runner.clone();
     named_like_it["preferred_username"] = json!("service-account-job-runner");
     let impostors = [
-        ("a user token of the client", h.signer.sign(&user_of_runner, &json!({}))),
-        ("a user named like the account", h.signer.sign(&named_like_it, &json!({}))),
+        (
+            "a user token of the client",
+            h.signer.sign(&user_of_runner, &json!({})),
+        ),
+        (
+            "a user named like the account",
+            h.signer.sign(&named_like_it, &json!({})),
+        ),
     ];
     let runner = h
         .signer
@@ -704,10 +710,17 @@ async fn a_user_token_of_a_delegate_client_is_not_its_service_account() {
     let id = delegated_row(&h, true).await;
     for (who, token) in &impostors {
         let answer = h.access_token(token, id).await;
-        assert_eq!((answer.status, answer.body["error"].as_str()), (404, Some("token_not_found")), "{who}, stored path");
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (404, Some("token_not_found")),
+            "{who}, stored path"
+        );
     }
     let served = h.access_token(&runner, id).await;
-    assert_eq!((served.status, served.body["accessToken"].as_str()), (200, Some("for-the-runner")));
+    assert_eq!(
+        (served.status, served.body["accessToken"].as_str()),
+        (200, Some("for-the-runner"))
+    );
     for (who, token) in &impostors {
         let answer = h.access_token(token, id).await;
         assert_eq!(answer.status, 404, "{who}, cached path");
@@ -771,7 +784,8 @@ async fn a_delegate_token_for_another_audience_is_refused() {
 async fn token_exchange_takes_empty_parameters_as_omitted_and_the_media_type_exactly() {
     let h = Harness::new().await;
     let (_, _, key) = row_with_key(&h, json!({})).await;
-    let form = format!("{GRANT}&{KEY_TYPE}&subject_token={key}&scope=&audience=&resource=&actor_token=");
+    let form =
+        format!("{GRANT}&{KEY_TYPE}&subject_token={key}&scope=&audience=&resource=&actor_token=");
     let answer = exchange(&h, &form).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let plain = format!("{GRANT}&{KEY_TYPE}&subject_token={key}");
@@ -781,7 +795,12 @@ async fn token_exchange_takes_empty_parameters_as_omitted_and_the_media_type_exa
         ("text/plain; application/x-www-form-urlencoded", 400),
     ] {
         let answer = h
-            .request("POST", "/api/auth/manager/token", None, Some((media, plain.clone())))
+            .request(
+                "POST",
+                "/api/auth/manager/token",
+                None,
+                Some((media, plain.clone())),
+            )
             .await;
         assert_eq!(answer.status, status, "{media}: {}", answer.text);
     }
@@ -799,9 +818,16 @@ async fn token_exchange_honours_its_own_grant_as_resource_and_refuses_other_targ
         .await
         .unwrap();
     let base = format!("{GRANT}&{KEY_TYPE}&subject_token={key}");
-    let answer = exchange(&h, &format!("{base}&resource=urn%3Atoken-broker%3Agrant%3A{id}")).await;
+    let answer = exchange(
+        &h,
+        &format!("{base}&resource=urn%3Atoken-broker%3Agrant%3A{id}"),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
-    assert_eq!(answer.body["token_type"], "DPoP", "the provider's token type");
+    assert_eq!(
+        answer.body["token_type"], "DPoP",
+        "the provider's token type"
+    );
     assert_eq!(answer.body["scope"], "openid offline_access");
     let other = Uuid::new_v4();
     for target in [
@@ -838,7 +864,10 @@ async fn token_exchange_rate_limits_in_oauths_shape() {
     );
     assert!(second.body["error_description"].is_string());
     assert!(second.headers.contains_key("retry-after"));
-    assert!(second.body.get("message").is_none(), "not the API's own shape");
+    assert!(
+        second.body.get("message").is_none(),
+        "not the API's own shape"
+    );
 }
 
 /// A user cannot grow `task_keys` by creating and revoking keys: keys made within a day count
@@ -854,7 +883,12 @@ async fn create_and_revoke_cycles_hit_the_rows_limit() {
         assert_eq!(made.status, 201, "{}", made.text);
         let key_id = made.body["taskKeyId"].as_str().unwrap();
         let gone = h
-            .request("DELETE", &format!("{}/{key_id}", keys_path(id)), Some(&bearer), None)
+            .request(
+                "DELETE",
+                &format!("{}/{key_id}", keys_path(id)),
+                Some(&bearer),
+                None,
+            )
             .await;
         assert_eq!(gone.status, 200);
     }
@@ -878,14 +912,21 @@ async fn a_key_may_not_name_a_trusted_proxy_network() {
     let user = unique_user("alice");
     let id = h.seed_active(&user, "t", "offline-token").await;
     let bearer = h.bearer(&user);
-    for cidrs in [json!(["10.20.0.0/16"]), json!(["0.0.0.0/0"]), json!(["10.1.2.3"])] {
+    for cidrs in [
+        json!(["10.20.0.0/16"]),
+        json!(["0.0.0.0/0"]),
+        json!(["10.1.2.3"]),
+    ] {
         let answer = create(&h, &bearer, id, json!({ "allowedCidrs": cidrs })).await;
         assert_eq!(
             (answer.status, answer.body["error"].as_str()),
             (400, Some("invalid_request")),
             "{cidrs}"
         );
-        assert!(answer.body["message"].as_str().unwrap().contains("trusted proxy"));
+        assert!(answer.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("trusted proxy"));
     }
     let fine = create(&h, &bearer, id, json!({ "allowedCidrs": ["192.0.2.0/24"] })).await;
     assert_eq!(fine.status, 201);
@@ -922,4 +963,84 @@ async fn a_forwarded_for_written_by_the_caller_does_not_pass_a_keys_networks() {
     assert_eq!(send("198.51.100.9, 203.0.113.7").await.status, 403);
     // The proxy's own hop, as IPv4-mapped: the client it names is believed.
     assert_eq!(send("198.51.100.9").await.status, 200);
+}
+
+/// A grant ended at the provider fails its row; a re-consent in its place must not bring the
+/// old keys back (one of them may be the leaked key that ending the grant was meant to stop).
+#[tokio::test]
+async fn a_reconsented_row_comes_back_without_its_old_keys() {
+    let h = Harness::new().await;
+    let (user, id, key) = row_with_key(&h, json!({})).await;
+    // The provider ended the grant: the refresh path fails the row (as fail_refresh does).
+    sqlx::query(
+        "update token_vault set status = 'failed', status_reason = 'revoked_by_provider', \
+         updated_at = ?2 where id = ?1",
+    )
+    .bind(id)
+    .bind(chrono::Utc::now())
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let bearer = h.bearer(&user);
+    let again = h
+        .post(
+            &format!("/api/auth/manager/offline-tokens/{id}/reconsent"),
+            Some(&bearer),
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert!(
+        again.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("task keys"),
+        "the answer says the keys ended: {}",
+        again.text
+    );
+    // The user completes it: the callback's claim and activation, as the vault does them.
+    let state = again.body["stateToken"].as_str().unwrap();
+    let claimed = h
+        .vault
+        .claim_consent(
+            &token_broker::crypto::sha256(state.as_bytes()),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+        .expect("the re-consent's state");
+    let sealed = h
+        .keyring
+        .seal(
+            b"new-offline-token",
+            h.binding(token_broker::crypto::purpose::REFRESH_TOKEN, id, &user),
+        )
+        .unwrap();
+    let now = chrono::Utc::now();
+    let activation = token_broker::vault::Activation {
+        sealed: &sealed,
+        expires_at: now + chrono::Duration::days(365),
+        refresh_expires_at: Some(now + chrono::Duration::days(30)),
+        granted_scope: Some("openid offline_access".into()),
+        now,
+    };
+    assert!(h
+        .vault
+        .activate(id, claimed.status, &activation)
+        .await
+        .unwrap());
+    assert_eq!(h.status_of(id).await, "active");
+    h.seed_stored_access(id, &user, "fresh").await;
+    let answer = redeem(&h, &key, json!({})).await;
+    assert_eq!(
+        (answer.status, answer.body["message"].as_str()),
+        (401, Some("This task key was revoked")),
+        "{}",
+        answer.text
+    );
+    let keys = h.get(&keys_path(id), Some(&bearer)).await;
+    assert_eq!(keys.body["items"][0]["state"], "revoked");
+    // The owner's own access is back, and new keys can be issued.
+    assert_eq!(h.access_token(&bearer, id).await.status, 200);
+    assert_eq!(create(&h, &bearer, id, json!({})).await.status, 201);
 }

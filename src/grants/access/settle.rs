@@ -7,10 +7,10 @@ use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 use super::super::cache::Minted;
+use super::super::scope::Scope;
 use super::{binding, refusal, subject, AccessError, Call, Inner, Purpose, Settled};
 use crate::audit::Health;
 use crate::crypto::{purpose, Sealed};
-use super::super::scope::Scope;
 use crate::oidc::{peek_expiry, peek_scope, RefreshGrant, MAX_LIFETIME_SECS};
 use crate::vault::{
     AuditAction, RefreshFailure, RefreshWrite, Status, StoredAccess, VaultError, VaultRow,
