@@ -173,10 +173,11 @@ pub(super) fn parse_origins_of(
         .collect()
 }
 
+/// Delegate client ids, and the service-account subjects pinned for some of them.
+pub(super) type Delegates = (Vec<String>, Vec<(String, String)>);
+
 /// `DELEGATE_CLIENTS`: `client` or `client=<service account sub>` entries, comma-separated.
-pub(super) fn parse_delegates(
-    raw: Option<String>,
-) -> Result<(Vec<String>, Vec<(String, String)>), ConfigError> {
+pub(super) fn parse_delegates(raw: Option<String>) -> Result<Delegates, ConfigError> {
     let mut clients = Vec::new();
     let mut subjects = Vec::new();
     for entry in list(raw) {

@@ -471,15 +471,11 @@ mod tests {
 
     #[test]
     fn other_codes_are_transient() {
-        for code in [BasicErrorResponseType::Extension("unknown_error".into())] {
-            assert!(
-                matches!(
-                    classify(server(code.clone(), Some("Token is not active"))),
-                    ProviderError::Unavailable { .. }
-                ),
-                "{code:?}"
-            );
-        }
+        let code = BasicErrorResponseType::Extension("unknown_error".into());
+        assert!(matches!(
+            classify(server(code, Some("Token is not active"))),
+            ProviderError::Unavailable { .. }
+        ));
     }
 
     #[test]
