@@ -153,11 +153,11 @@ pub async fn assemble(
         keyring.clone(),
         journal.clone(),
         changes.clone(),
-        issuer,
         GrantLimits {
             max_age: grant_max_age,
             offline_idle: config.refresh.offline_idle,
             provider_revocation: config.provider_revocation,
+            revoke_replaced_grant: config.revoke_replaced_grant,
         },
     ));
     let revoker = Arc::new(Revoker::new(
@@ -184,9 +184,13 @@ pub async fn assemble(
         .rate_limit
         .map(|(rate, burst)| Arc::new(RateLimit::new(rate, burst, proxies.clone())));
     let admin = AdminState {
-        sessions: config
-            .admin_role
-            .map(|role| Arc::new(AdminSessions::new(role, &config.public_base_url))),
+        sessions: config.admin_role.map(|role| {
+            Arc::new(AdminSessions::new(
+                role,
+                &config.public_base_url,
+                keyring.clone(),
+            ))
+        }),
         oidc,
         verifier: verifier.clone(),
         reads: reads.clone(),

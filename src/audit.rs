@@ -14,10 +14,17 @@ use crate::webhook::{WebhookEvent, Webhooks};
 /// The actor of background jobs and operator commands.
 pub const SYSTEM: &str = "system";
 
+/// Records queued for the batched writer at most; beyond, a record is written by its caller.
+const QUEUE: usize = 10_000;
+/// Records one batched write takes at most.
+const MAX_BATCH: usize = 500;
+
 #[derive(Clone)]
 pub struct Journal {
     vault: Arc<dyn TokenVault>,
     webhooks: Option<Webhooks>,
+    /// The batched writer's queue, started on first use (see [`Journal::record_soon`]).
+    queue: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<AuditEvent>>>,
 }
 
 /// What the journal needs to know about the row an event concerns.
@@ -30,7 +37,31 @@ pub struct Subject<'a> {
 
 impl Journal {
     pub fn new(vault: Arc<dyn TokenVault>, webhooks: Option<Webhooks>) -> Self {
-        Self { vault, webhooks }
+        Self {
+            vault,
+            webhooks,
+            queue: Arc::default(),
+        }
+    }
+
+    /// Records an event from a hot path (a token served from memory) without waiting for the
+    /// database: it is queued for a writer that stores whatever has gathered in one statement,
+    /// so a busy path costs one insert per batch, not per request. A full queue, or no runtime
+    /// to run the writer, writes it here and now instead: nothing is dropped. What is queued
+    /// when the process is killed (at most one batch's worth of milliseconds) is lost.
+    pub async fn record_soon(&self, event: AuditEvent) {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(QUEUE);
+            tokio::spawn(write_batches(self.clone(), receiver));
+            sender
+        });
+        if let Err(refused) = queue.try_send(event) {
+            let event = match refused {
+                tokio::sync::mpsc::error::TrySendError::Full(e)
+                | tokio::sync::mpsc::error::TrySendError::Closed(e) => e,
+            };
+            self.write(std::slice::from_ref(&event)).await;
+        }
     }
 
     /// Records an event. Audit failures are logged, not returned: the operation they describe
@@ -129,6 +160,15 @@ impl Journal {
                 health,
             ));
         }
+    }
+}
+
+/// The batched writer: each write takes every record that gathered while the last one ran.
+async fn write_batches(journal: Journal, mut queue: tokio::sync::mpsc::Receiver<AuditEvent>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        journal.write(&batch).await;
+        batch.clear();
     }
 }
 

@@ -82,6 +82,10 @@ pub struct Config {
     pub offline_session_max: Option<Duration>,
     /// Revoke tokens at the provider (RFC 7009) when a user revokes them here.
     pub provider_revocation: bool,
+    /// Revoke the grant a re-consent replaced, once the new one is stored. Only where the
+    /// provider revokes one token at a time (`PROVIDER_REVOCATION=token`): Keycloak ends every
+    /// offline token of the user for the client, the new one included (`keycloak`).
+    pub revoke_replaced_grant: bool,
     pub cleanup_interval: Duration,
     /// How long failed, expired and revoked rows are kept before clean-up deletes them.
     pub retention: Duration,
@@ -246,16 +250,19 @@ impl Config {
                 "must not name OIDC_CLIENT_ID: the broker's own client is never a caller",
             ));
         }
-        let provider_revocation = match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
-            None | Some("token") => true,
-            Some("none") => false,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "PROVIDER_REVOCATION",
-                    "must be `token` (revoke at the provider) or `none`",
-                ))
-            }
-        };
+        let (provider_revocation, revoke_replaced_grant) =
+            match get("PROVIDER_REVOCATION").as_deref().map(str::trim) {
+                None | Some("token") => (true, true),
+                Some("keycloak") => (true, false),
+                Some("none") => (false, false),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "PROVIDER_REVOCATION",
+                        "must be `token` (revoke each token at the provider), `keycloak` (the \
+                         provider ends all of a user's grants for the client at once) or `none`",
+                    ))
+                }
+            };
         Ok(Self {
             database_url: SecretString::from(database_url),
             database_pool_size: number(
@@ -291,6 +298,7 @@ impl Config {
                 365 * 24 * 3600,
             )?,
             provider_revocation,
+            revoke_replaced_grant,
             offline_session_max: get("OFFLINE_SESSION_MAX_SECS")
                 .map(|v| seconds(Some(v), "OFFLINE_SESSION_MAX_SECS", 0))
                 .transpose()?,

@@ -103,6 +103,31 @@ fn delegate_clients_may_pin_a_subject_but_never_name_the_brokers_own_client() {
 }
 
 #[test]
+fn keycloak_revocation_never_revokes_a_replaced_grant() {
+    let mut vars = base();
+    let cases = [
+        (None, (true, true)),
+        (Some("token"), (true, true)),
+        (Some("keycloak"), (true, false)),
+        (Some("none"), (false, false)),
+    ];
+    for (value, expected) in cases {
+        match value {
+            Some(v) => vars.insert("PROVIDER_REVOCATION", v.into()),
+            None => vars.remove("PROVIDER_REVOCATION"),
+        };
+        let config = load(&vars).unwrap();
+        assert_eq!(
+            (config.provider_revocation, config.revoke_replaced_grant),
+            expected,
+            "{value:?}"
+        );
+    }
+    vars.insert("PROVIDER_REVOCATION", "sometimes".into());
+    assert_eq!(load(&vars).unwrap_err().var, "PROVIDER_REVOCATION");
+}
+
+#[test]
 fn keycloak_issuer_is_an_alias() {
     let mut vars = base();
     let issuer = vars.remove("OIDC_ISSUER").unwrap();

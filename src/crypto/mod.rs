@@ -14,4 +14,6 @@ pub mod purpose {
     pub const ACCESS_TOKEN: &str = "access_token";
     /// A secret the broker made for itself (`broker_secrets`).
     pub const BROKER_SECRET: &str = "broker_secret";
+    /// An operator's sign-in in progress, held in the browser's cookie (`/admin`).
+    pub const ADMIN_SIGN_IN: &str = "admin_sign_in";
 }

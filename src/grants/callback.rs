@@ -100,6 +100,8 @@ pub struct GrantLimits {
     /// How long a refresh token works unused when neither the provider nor the token says.
     pub offline_idle: Duration,
     pub provider_revocation: bool,
+    /// Revoke the grant a re-consent replaced (per-token revocation at the provider).
+    pub revoke_replaced_grant: bool,
 }
 
 pub struct Callbacks {
@@ -109,8 +111,6 @@ pub struct Callbacks {
     keyring: Arc<Keyring>,
     journal: Journal,
     changes: StatusChanges,
-    /// The provider's issuer, compared with the reply's `iss`.
-    issuer: String,
     limits: GrantLimits,
 }
 
@@ -123,7 +123,6 @@ impl Callbacks {
         keyring: Arc<Keyring>,
         journal: Journal,
         changes: StatusChanges,
-        issuer: String,
         limits: GrantLimits,
     ) -> Self {
         Self {
@@ -133,7 +132,6 @@ impl Callbacks {
             keyring,
             journal,
             changes,
-            issuer,
             limits,
         }
     }
@@ -168,6 +166,13 @@ impl Callbacks {
         consent: &ClaimedConsent,
         obtained: Obtained,
     ) -> Result<Result<(), Failure>, VaultError> {
+        // The grant this re-consent replaces, read before it is overwritten: once the new one
+        // is stored, the old one is revoked at the provider rather than left alive there.
+        let replaced = if consent.status == Status::Active && self.limits.revoke_replaced_grant {
+            self.replaced_refresh_token(consent).await
+        } else {
+            None
+        };
         let now = Utc::now();
         let activation = Activation {
             sealed: &obtained.sealed,
@@ -200,6 +205,16 @@ impl Callbacks {
             )));
         }
         self.changes.changed(consent.id);
+        if let Some(old) = replaced {
+            if old.expose_secret() != obtained.refresh_token.expose_secret() {
+                match self.oidc.revoke_refresh_token(&old).await {
+                    Ok(()) => tracing::info!(id = %consent.id, "the replaced grant was revoked"),
+                    Err(e) => {
+                        tracing::warn!(id = %consent.id, error = %e, "could not revoke the replaced grant")
+                    }
+                }
+            }
+        }
         let reconsent = consent.status != Status::Pending;
         tracing::info!(id = %consent.id, user = %consent.user_id, reconsent, "offline token stored");
         self.journal
@@ -216,6 +231,24 @@ impl Callbacks {
 
     /// A first consent that fails marks its row failed; a failed re-consent leaves the row
     /// as it was (a working grant is not thrown away because a new consent went wrong).
+    /// The refresh token an active row holds now, opened (none if it cannot be read).
+    async fn replaced_refresh_token(&self, consent: &ClaimedConsent) -> Option<SecretString> {
+        let row = match self.vault.find(consent.id).await {
+            Ok(row) => row?,
+            Err(e) => {
+                tracing::warn!(id = %consent.id, error = %e, "cannot read the grant a re-consent replaces");
+                return None;
+            }
+        };
+        let sealed = row.sealed.as_ref()?;
+        self.keyring
+            .open_string(sealed, binding(purpose::REFRESH_TOKEN, consent))
+            .map_err(
+                |e| tracing::warn!(id = %consent.id, error = %e, "cannot open the replaced grant"),
+            )
+            .ok()
+    }
+
     async fn record_failure(
         &self,
         consent: &ClaimedConsent,
@@ -256,13 +289,11 @@ impl Callbacks {
                 "The identity provider did not grant consent",
             ));
         }
-        if let Some(iss) = &reply.iss {
-            if iss.trim_end_matches('/') != self.issuer {
-                return Err(Failure::refused(
-                    "issuer_mismatch",
-                    "The response came from another identity provider",
-                ));
-            }
+        if self.oidc.response_issuer_ok(reply.iss.as_deref()).is_err() {
+            return Err(Failure::refused(
+                "issuer_mismatch",
+                "The response came from another identity provider",
+            ));
         }
         let code = reply
             .code

@@ -120,7 +120,15 @@ pub struct OidcClient {
     client_secret: SecretString,
     revocation_url: Option<Url>,
     consent_prompt: ConsentPrompt,
+    /// The issuer as discovery states it, and whether it promises `iss` on every response.
+    issuer: String,
+    iss_required: bool,
 }
+
+/// An authorization response that did not come from our provider (RFC 9207).
+#[derive(Debug, thiserror::Error)]
+#[error("the authorization response names another issuer, or none where one is required")]
+pub struct IssuerMismatch;
 
 impl OidcClient {
     pub fn new(
@@ -142,6 +150,20 @@ impl OidcClient {
             client_secret: settings.client_secret.clone(),
             revocation_url: metadata.revocation_endpoint.clone(),
             consent_prompt: settings.consent_prompt,
+            issuer: metadata.issuer.clone(),
+            iss_required: metadata.authorization_response_iss_parameter_supported,
+        }
+    }
+
+    /// RFC 9207 §2.4: an authorization response's `iss` must be the issuer exactly, compared
+    /// as a string with no normalisation; where discovery promised `iss`, a response without
+    /// it is refused too (a mix-up attacker's provider would not send ours).
+    pub fn response_issuer_ok(&self, iss: Option<&str>) -> Result<(), IssuerMismatch> {
+        match iss {
+            Some(iss) if iss == self.issuer => Ok(()),
+            Some(_) => Err(IssuerMismatch),
+            None if self.iss_required => Err(IssuerMismatch),
+            None => Ok(()),
         }
     }
 

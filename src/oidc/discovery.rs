@@ -14,6 +14,10 @@ pub struct ProviderMetadata {
     pub introspection_endpoint: Option<Url>,
     #[serde(default)]
     pub device_authorization_endpoint: Option<Url>,
+    /// RFC 9207: the provider names itself in every authorization response (`iss`), so a
+    /// response without it, or with another, did not come from it.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,8 @@ mod jwt;
 mod settings;
 
 pub use client::{
-    AuthorizationRequest, CodeGrant, OidcClient, ProviderError, RefreshGrant, MAX_LIFETIME_SECS,
+    AuthorizationRequest, CodeGrant, IssuerMismatch, OidcClient, ProviderError, RefreshGrant,
+    MAX_LIFETIME_SECS,
 };
 pub use discovery::{discover, DiscoveryError, ProviderMetadata};
 pub use http::http_client;

@@ -420,6 +420,9 @@ pub enum AuditAction {
     TaskKeyCreated,
     TaskKeyRevoked,
     TaskKeyUsed,
+    /// A delegated service account was served a row's token (any path: memory, the row, a
+    /// refresh); the actor names the client, the reason the token's `sub`.
+    DelegateUsed,
 }
 
 impl AuditAction {
@@ -438,6 +441,7 @@ impl AuditAction {
             AuditAction::TaskKeyCreated => "task_key_created",
             AuditAction::TaskKeyRevoked => "task_key_revoked",
             AuditAction::TaskKeyUsed => "task_key_used",
+            AuditAction::DelegateUsed => "delegate_used",
         }
     }
 }

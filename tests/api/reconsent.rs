@@ -229,3 +229,48 @@ async fn a_row_revoked_while_its_reconsent_completes_stays_revoked(pool: PgPool)
     assert_eq!(row.status, "revoked");
     assert!(row.encrypted_token.is_none());
 }
+
+/// The grant an active row held before its re-consent is revoked at the provider once the new
+/// one is stored, not left alive there: the old refresh token no longer works anywhere.
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn a_reconsent_revokes_the_grant_it_replaced(pool: PgPool) {
+    let idp = Idp::shared();
+    let app = spawn_app(pool).await;
+    let user = unique_user("alice");
+    let bearer = idp.user_token(&user).await;
+    let id = app.activate(&bearer, &user, "t").await;
+    let old = app.stored_refresh_token(id).await;
+    let (status, body) = reconsent(&app, &bearer, id, json!({})).await;
+    assert_eq!(status, 200);
+    let back = app
+        .sign_in(body["consentUrl"].as_str().unwrap(), &user, true)
+        .await;
+    assert_eq!(app.deliver_callback(&back).await.status(), 200);
+    let new = app.stored_refresh_token(id).await;
+    assert_ne!(new, old);
+    let refresh = |token: String| async move {
+        reqwest::Client::new()
+            .post(idp.endpoint("token"))
+            .basic_auth(BROKER_CLIENT, Some("broker-secret"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+    };
+    let answer = refresh(old).await;
+    assert_eq!(
+        answer.status(),
+        400,
+        "the replaced grant is gone at the provider"
+    );
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"], "invalid_grant");
+    // The new grant is untouched: the broker still gets tokens from it.
+    assert_eq!(
+        app.access_token(&bearer, &id.to_string()).await.status(),
+        200
+    );
+}

@@ -354,3 +354,45 @@ async fn a_failed_consent_posts_failed_only_when_the_row_failed() {
     );
     assert_eq!(statuses(pending), ["failed"]);
 }
+
+/// RFC 9207: where discovery promises `iss` on every authorization response, a callback
+/// without it is refused, and `iss` is compared exactly (no trailing slash trimmed).
+#[tokio::test]
+async fn where_the_provider_promises_iss_it_is_required_and_compared_exactly() {
+    let h = Harness::with(&[("TEST_ISS_SUPPORTED", "1")]).await;
+    for iss in [
+        String::new(),
+        format!(
+            "&iss={}",
+            url::form_urlencoded::byte_serialize(format!("{}/", crate::harness::ISSUER).as_bytes())
+                .collect::<String>()
+        ),
+    ] {
+        let (_, id, state) = consent(&h).await;
+        let answer = h
+            .get(&format!("{CALLBACK}?code=abc&state={state}{iss}"), None)
+            .await;
+        assert_eq!(answer.status, 400, "{iss}: {}", answer.text);
+        expect_failed(&h, id, "issuer_mismatch").await;
+    }
+    // The issuer exactly: on to the code exchange (the provider is down here).
+    let (_, id, state) = consent(&h).await;
+    let exact =
+        url::form_urlencoded::byte_serialize(crate::harness::ISSUER.as_bytes()).collect::<String>();
+    let answer = h
+        .get(
+            &format!("{CALLBACK}?code=abc&state={state}&iss={exact}"),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    expect_failed(&h, id, "provider_unavailable").await;
+    // A provider that does not promise it: a response without `iss` goes on.
+    let plain = Harness::new().await;
+    let (_, id, state) = consent(&plain).await;
+    let answer = plain
+        .get(&format!("{CALLBACK}?code=abc&state={state}"), None)
+        .await;
+    assert_eq!(answer.status, 503);
+    expect_failed(&plain, id, "provider_unavailable").await;
+}

@@ -166,7 +166,7 @@ impl Harness {
             ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
             ("PROVIDER_RETRY_ATTEMPTS", "1".to_owned()),
         ]);
-        for (k, v) in extra {
+        for (k, v) in extra.iter().filter(|(k, _)| !k.starts_with("TEST_")) {
             vars.insert(k, (*v).to_owned());
         }
         let keyring = Keyring::parse(&vars["TOKEN_ENCRYPTION_KEYS"]).unwrap();
@@ -181,6 +181,9 @@ impl Harness {
             revocation_endpoint: Some(format!("{CLOSED}/revoke").parse().unwrap()),
             introspection_endpoint: None,
             device_authorization_endpoint: None,
+            authorization_response_iss_parameter_supported: extra
+                .iter()
+                .any(|(k, v)| *k == "TEST_ISS_SUPPORTED" && *v == "1"),
         };
         let http = token_broker::oidc::http_client().unwrap();
         let set: JwkSet = serde_json::from_value(json!({ "keys": [signer.jwk] })).unwrap();

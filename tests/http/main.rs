@@ -3,6 +3,7 @@
 //! Flows that need the real provider live in `tests/api`.
 
 mod access;
+mod admin;
 mod auth;
 mod callback;
 mod consent;

@@ -1044,3 +1044,57 @@ async fn a_reconsented_row_comes_back_without_its_old_keys() {
     assert_eq!(h.access_token(&bearer, id).await.status, 200);
     assert_eq!(create(&h, &bearer, id, json!({})).await.status, 201);
 }
+
+/// Every delegate redemption is audited, naming the client and the token's `sub`, on the
+/// stored-token path and the cached path alike (a refresh writes its own `token_issued`).
+#[tokio::test]
+async fn every_delegate_redemption_is_audited_with_client_and_subject() {
+    let h = Harness::with(&[("DELEGATE_CLIENTS", "job-runner")]).await;
+    let id = delegated_row(&h, true).await;
+    let runner = h
+        .signer
+        .sign(&service_account_claims("job-runner"), &json!({}));
+    for _ in 0..3 {
+        assert_eq!(h.access_token(&runner, id).await.status, 200);
+    }
+    let mut records: Vec<(String, String)> = Vec::new();
+    for _ in 0..100 {
+        records = sqlx::query_as(
+            "select actor, reason from token_audit where token_id = ?1 and action = 'delegate_used'",
+        )
+        .bind(id)
+        .fetch_all(&h.pool)
+        .await
+        .unwrap();
+        if records.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        records,
+        vec![
+            (
+                "client:job-runner".to_owned(),
+                "sub:0b5e-job-runner-sa".to_owned()
+            );
+            3
+        ],
+        "the stored path once, the cache twice"
+    );
+    // The owner's own calls are not delegate records.
+    let owner: String = sqlx::query_scalar("select user_id from token_vault where id = ?1")
+        .bind(id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(h.access_token(&h.bearer(&owner), id).await.status, 200);
+    let count: i64 = sqlx::query_scalar(
+        "select count(*) from token_audit where token_id = ?1 and action = 'delegate_used'",
+    )
+    .bind(id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(count, 3);
+}

@@ -167,6 +167,34 @@ impl Refresher {
         id: Uuid,
         scope: Option<Scope>,
     ) -> Result<Minted, AccessError> {
+        let minted = self.mint(caller, id, scope).await?;
+        if let Caller::Delegate { client, subject } = caller {
+            // Every delegate redemption leaves a record naming the client and the token's
+            // `sub`, on every path: a user's own calls are theirs, a service account's are not.
+            let subject_of_row = Subject {
+                token_id: id,
+                user_id: &minted.user_id,
+                task_id: &minted.task_id,
+            };
+            let reason = format!("sub:{}", subject.chars().take(200).collect::<String>());
+            let record = crate::audit::event(
+                &format!("client:{client}"),
+                subject_of_row,
+                crate::vault::AuditAction::DelegateUsed,
+                true,
+                Some(&reason),
+            );
+            self.inner.journal.record_soon(record).await;
+        }
+        Ok(minted)
+    }
+
+    async fn mint(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        scope: Option<Scope>,
+    ) -> Result<Minted, AccessError> {
         let inner = &self.inner;
         let scope = narrowed(caller, scope)?;
         let cached = inner.cached(id, scope.as_ref());

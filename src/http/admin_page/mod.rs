@@ -58,6 +58,9 @@ pub struct CallbackQuery {
     state: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// RFC 9207: the issuer of the authorization response.
+    #[serde(default)]
+    iss: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,31 +125,54 @@ fn start_sign_in(oidc: &OidcClient, sessions: &Sessions) -> Response {
     let state = random_token(32);
     let nonce = random_token(32);
     let request = oidc.sign_in_request(&state, &nonce, &sessions.redirect);
-    match sessions.begin_sign_in(&state, request.pkce_verifier, sha256(nonce.as_bytes())) {
-        Ok(()) => Redirect::to(request.url.as_str()).into_response(),
-        Err(e) => message_page(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}.")),
+    let cookie = sessions.begin_sign_in(&state, &request.pkce_verifier, &sha256(nonce.as_bytes()));
+    match cookie.map(|c| HeaderValue::from_str(&c)) {
+        Ok(Ok(cookie)) => {
+            let mut response = Redirect::to(request.url.as_str()).into_response();
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+        Ok(Err(e)) => internal("sign-in cookie", e),
+        Err(e) => internal("sealing a sign-in", e),
     }
 }
 
 /// `GET /admin/callback`: finishes the operator's sign-in and checks their role.
 pub async fn finish_admin_sign_in(
     State(admin): State<AdminState>,
+    headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let Some(sessions) = admin.sessions.as_deref() else {
         return not_enabled();
     };
+    let mut response = finish_sign_in(&admin, sessions, &headers, query).await;
+    // The sign-in's cookie is spent, whatever the outcome: it cannot be used twice.
+    if let Ok(ended) = HeaderValue::from_str(&sessions.end_sign_in()) {
+        response.headers_mut().append(header::SET_COOKIE, ended);
+    }
+    response
+}
+
+async fn finish_sign_in(
+    admin: &AdminState,
+    sessions: &Sessions,
+    headers: &HeaderMap,
+    query: CallbackQuery,
+) -> Response {
     let pending = query
         .state
         .as_deref()
-        .and_then(|s| sessions.take_sign_in(s));
-    let (Some(pending), None, Some(code)) = (pending, &query.error, &query.code) else {
+        .and_then(|s| sessions.take_sign_in(headers, s));
+    let issuer_ok = admin.oidc.response_issuer_ok(query.iss.as_deref()).is_ok();
+    let (Some(pending), None, Some(code), true) = (pending, &query.error, &query.code, issuer_ok)
+    else {
         return message_page(
             StatusCode::BAD_REQUEST,
             "The sign-in was refused, expired or already used. Open /admin to try again.",
         );
     };
-    let (subject, lifetime) = match verify_operator(&admin, sessions, code, &pending).await {
+    let (subject, lifetime) = match verify_operator(admin, sessions, code, &pending).await {
         Ok(operator) => operator,
         Err(page) => return page,
     };

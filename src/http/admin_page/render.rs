@@ -99,7 +99,8 @@ pub fn message_page(status: StatusCode, message: &str) -> Response {
         "<h1>token-broker admin</h1><p id=\"message\">{}</p>",
         escape(message)
     );
-    (status, Html(page("token-broker admin", &body))).into_response()
+    // The same headers as the table: a message page must not be framed or run scripts either.
+    protected((status, Html(page("token-broker admin", &body))).into_response())
 }
 
 pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultRow]) -> Response {

@@ -1,25 +1,36 @@
-//! Operator sessions and sign-ins in progress, kept in this process by the digest of their
-//! random ids. The browser holds only the random session id (HttpOnly, SameSite=Lax,
-//! Path=/admin); the CSRF token that revoking needs lives here, beside the subject.
+//! Operator sessions, kept in this process by the digest of their random ids, and sign-ins in
+//! progress, kept in the browser that started them. The browser holds only the random session
+//! id (HttpOnly, SameSite=Lax, Path=/admin); the CSRF token that revoking needs lives here,
+//! beside the subject.
+//!
+//! A sign-in in progress (PKCE verifier, nonce digest, expiry) is sealed with the broker's
+//! keyring into a cookie of its own, its associated data bound to the sign-in's `state`: it
+//! opens only for the callback that carries that state, in the browser that holds the cookie.
+//! The broker keeps nothing for it, so anonymous visits to `/admin` cannot fill any table and
+//! lock operators out (they used to fill a map of 10,000 pending sign-ins).
 //!
 //! A session lasts no longer than the operator's access token did at sign-in, so losing the
-//! role at the provider ends the page within one access-token lifetime; both maps drop expired
-//! entries whenever they grow and refuse new entries beyond a fixed size.
+//! role at the provider ends the page within one access-token lifetime; the session map drops
+//! expired entries whenever it grows and refuses new entries beyond a fixed size.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
-use secrecy::SecretString;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 use url::Url;
+use uuid::Uuid;
 
-use crate::crypto::{random_token, sha256};
+use crate::crypto::{purpose, random_token, sha256, Binding, CryptoError, Keyring, Sealed};
 
 pub const COOKIE: &str = "tb_admin";
+/// The cookie that carries a sign-in in progress.
+pub const SIGN_IN_COOKIE: &str = "tb_admin_sign_in";
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 const SIGN_IN_TTL: Duration = Duration::from_secs(600);
-const MAX_PENDING: usize = 10_000;
 const MAX_SESSIONS: usize = 10_000;
 
 /// A signed-in operator.
@@ -38,12 +49,7 @@ struct Stored {
 pub struct PendingSignIn {
     pub verifier: SecretString,
     pub nonce_hash: Vec<u8>,
-    expires: Instant,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("too many sign-ins in progress")]
-pub struct TooManySignIns;
 
 #[derive(Debug, thiserror::Error)]
 #[error("too many operator sessions open")]
@@ -56,11 +62,12 @@ pub struct Sessions {
     pub redirect: Url,
     secure_cookie: bool,
     sessions: Mutex<HashMap<Vec<u8>, Stored>>,
-    pending: Mutex<HashMap<Vec<u8>, PendingSignIn>>,
+    /// Seals sign-ins in progress into their cookie.
+    keyring: Arc<Keyring>,
 }
 
 impl Sessions {
-    pub fn new(role: String, public_base_url: &Url) -> Self {
+    pub fn new(role: String, public_base_url: &Url, keyring: Arc<Keyring>) -> Self {
         let mut redirect = public_base_url.clone();
         let path = format!("{}/admin/callback", redirect.path().trim_end_matches('/'));
         redirect.set_path(&path);
@@ -69,7 +76,21 @@ impl Sessions {
             secure_cookie: public_base_url.scheme() == "https",
             redirect,
             sessions: Mutex::default(),
-            pending: Mutex::default(),
+            keyring,
+        }
+    }
+
+    fn cookie_attributes(&self, max_age: u64) -> String {
+        let secure = if self.secure_cookie { "; Secure" } else { "" };
+        format!("Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+    }
+
+    /// The binding of a sign-in's cookie: its `state`, so that it opens for that state only.
+    fn sign_in_binding(state: &str) -> Binding<'_> {
+        Binding {
+            purpose: purpose::ADMIN_SIGN_IN,
+            row_id: Uuid::nil(),
+            user_id: state,
         }
     }
 
@@ -83,37 +104,52 @@ impl Sessions {
             .map(|s| s.session.clone())
     }
 
-    /// Remembers a sign-in sent to the provider under its `state`.
+    /// A sign-in sent to the provider under `state`, sealed into the `Set-Cookie` value that
+    /// the browser carries back to the callback. Nothing is kept here.
     pub fn begin_sign_in(
         &self,
         state: &str,
-        verifier: SecretString,
-        nonce_hash: Vec<u8>,
-    ) -> Result<(), TooManySignIns> {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        pending.retain(|_, p| p.expires > now);
-        if pending.len() >= MAX_PENDING {
-            return Err(TooManySignIns);
-        }
-        pending.insert(
-            sha256(state.as_bytes()),
-            PendingSignIn {
-                verifier,
-                nonce_hash,
-                expires: now + SIGN_IN_TTL,
-            },
-        );
-        Ok(())
+        verifier: &SecretString,
+        nonce_hash: &[u8],
+    ) -> Result<String, CryptoError> {
+        let expires = chrono::Utc::now().timestamp() + SIGN_IN_TTL.as_secs() as i64;
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(72));
+        plain.extend_from_slice(&expires.to_be_bytes());
+        plain.extend_from_slice(nonce_hash);
+        plain.extend_from_slice(verifier.expose_secret().as_bytes());
+        let sealed = self.keyring.seal(&plain, Self::sign_in_binding(state))?;
+        let value = URL_SAFE_NO_PAD.encode(sealed.to_bytes());
+        Ok(format!(
+            "{SIGN_IN_COOKIE}={value}; {}",
+            self.cookie_attributes(SIGN_IN_TTL.as_secs())
+        ))
     }
 
-    /// The sign-in `state` names, once, if it has not expired.
-    pub fn take_sign_in(&self, state: &str) -> Option<PendingSignIn> {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&sha256(state.as_bytes()))
-            .filter(|p| p.expires > Instant::now())
+    /// The sign-in this browser started for `state`, if its cookie opens for that state and
+    /// has not expired. Tampered, moved, foreign or stale cookies give nothing.
+    pub fn take_sign_in(&self, headers: &HeaderMap, state: &str) -> Option<PendingSignIn> {
+        let blob = URL_SAFE_NO_PAD
+            .decode(cookie(headers, SIGN_IN_COOKIE)?)
+            .ok()?;
+        let sealed = Sealed::from_bytes(&blob).ok()?;
+        let plain = self
+            .keyring
+            .open(&sealed, Self::sign_in_binding(state))
+            .ok()?;
+        let (expires, rest) = plain.split_first_chunk::<8>()?;
+        if i64::from_be_bytes(*expires) <= chrono::Utc::now().timestamp() || rest.len() < 32 {
+            return None;
+        }
+        let (nonce_hash, verifier) = rest.split_at(32);
+        Some(PendingSignIn {
+            verifier: SecretString::from(std::str::from_utf8(verifier).ok()?.to_owned()),
+            nonce_hash: nonce_hash.to_vec(),
+        })
+    }
+
+    /// The `Set-Cookie` value that ends a sign-in's cookie, whatever became of the sign-in.
+    pub fn end_sign_in(&self) -> String {
+        format!("{SIGN_IN_COOKIE}=; {}", self.cookie_attributes(0))
     }
 
     /// Opens a session for `subject` that ends after `lifetime` (at most eight hours);
@@ -139,10 +175,9 @@ impl Sessions {
             },
         );
         drop(sessions);
-        let secure = if self.secure_cookie { "; Secure" } else { "" };
-        let max_age = lifetime.as_secs();
         Ok(format!(
-            "{COOKIE}={id}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+            "{COOKIE}={id}; {}",
+            self.cookie_attributes(lifetime.as_secs())
         ))
     }
 
@@ -173,7 +208,8 @@ mod tests {
 
     fn sessions() -> Sessions {
         let base = Url::parse("http://broker.test").unwrap_or_else(|e| panic!("{e}"));
-        Sessions::new("admin".into(), &base)
+        let keyring = Keyring::parse("k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=").unwrap();
+        Sessions::new("admin".into(), &base, Arc::new(keyring))
     }
 
     fn with_cookie(set_cookie: &str) -> HeaderMap {
@@ -224,20 +260,66 @@ mod tests {
     }
 
     #[test]
-    fn pending_sign_ins_expire_and_are_bounded() {
+    fn a_sign_in_opens_only_for_its_state_in_the_browser_that_started_it() {
         let sessions = sessions();
-        for i in 0..MAX_PENDING {
+        let verifier = SecretString::from("the-pkce-verifier");
+        let set_cookie = sessions
+            .begin_sign_in("state-1", &verifier, &[7; 32])
+            .unwrap();
+        assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
+        assert!(set_cookie.contains("Path=/admin") && set_cookie.contains("Max-Age=600"));
+        assert!(
+            !set_cookie.contains("the-pkce-verifier"),
+            "sealed, not plain"
+        );
+        let browser = with_cookie(&set_cookie);
+        let pending = sessions.take_sign_in(&browser, "state-1").unwrap();
+        assert_eq!(pending.verifier.expose_secret(), "the-pkce-verifier");
+        assert_eq!(pending.nonce_hash, vec![7; 32]);
+        assert!(
+            sessions.take_sign_in(&browser, "state-2").is_none(),
+            "another state"
+        );
+        assert!(
             sessions
-                .begin_sign_in(&i.to_string(), SecretString::from("v"), vec![])
+                .take_sign_in(&HeaderMap::new(), "state-1")
+                .is_none(),
+            "another browser"
+        );
+        // One bit changed anywhere in the cookie, and it no longer opens.
+        let value = set_cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1;
+        let mut bytes = URL_SAFE_NO_PAD.decode(value).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let forged = format!("{SIGN_IN_COOKIE}={}", URL_SAFE_NO_PAD.encode(bytes));
+        assert!(sessions
+            .take_sign_in(&with_cookie(&forged), "state-1")
+            .is_none());
+        // Another broker's keyring cannot open it either.
+        let other = Sessions::new(
+            "admin".into(),
+            &Url::parse("http://broker.test").unwrap(),
+            Arc::new(Keyring::parse("k1:ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA=").unwrap()),
+        );
+        assert!(other.take_sign_in(&browser, "state-1").is_none());
+        assert!(sessions.end_sign_in().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn starting_sign_ins_keeps_nothing_on_the_server() {
+        let sessions = sessions();
+        for i in 0..20_000 {
+            sessions
+                .begin_sign_in(&i.to_string(), &SecretString::from("v"), &[0; 32])
                 .unwrap();
         }
-        assert!(sessions
-            .begin_sign_in("one-more", SecretString::from("v"), vec![])
-            .is_err());
-        assert!(sessions.take_sign_in("7").is_some());
-        assert!(
-            sessions.take_sign_in("7").is_none(),
-            "a sign-in is taken once"
-        );
+        assert_eq!(sessions.held(), 0);
+        assert!(sessions.open("op".into(), Duration::from_secs(60)).is_ok());
     }
 }
