@@ -937,32 +937,36 @@ async fn a_key_may_not_name_a_trusted_proxy_network() {
     assert_eq!(count, 1);
 }
 
-/// Behind a trusted proxy, a caller inside the proxy network cannot pass a key limited to
-/// another network by writing `X-Forwarded-For` itself.
+/// Every hop trusted (a caller inside the proxy network, through the ingress): the leftmost
+/// `X-Forwarded-For` entry is the caller's own writing. Varying it must not buy a fresh rate
+/// limit: the client is the hop the ingress wrote.
 #[tokio::test]
-async fn a_forwarded_for_written_by_the_caller_does_not_pass_a_keys_networks() {
-    let h = Harness::with(&[("TRUSTED_PROXIES", "10.0.0.1/32")]).await;
-    let (_, _, key) = row_with_key(&h, json!({ "allowedCidrs": ["198.51.100.0/24"] })).await;
-    let send = |forwarded: &'static str| {
-        let key = key.clone();
-        let h = &h;
-        async move {
-            let request = axum::http::Request::post("/api/auth/manager/access-token")
-                .header("authorization", format!("Bearer {key}"))
-                .header("content-type", "application/json")
-                .header("x-forwarded-for", forwarded)
-                .extension(axum::extract::ConnectInfo(
-                    "10.0.0.1:443".parse::<std::net::SocketAddr>().unwrap(),
-                ))
-                .body(Body::from("{}"))
-                .unwrap();
-            h.send(request).await
-        }
-    };
-    // The proxy appended the caller's real address: refused.
-    assert_eq!(send("198.51.100.9, 203.0.113.7").await.status, 403);
-    // The proxy's own hop, as IPv4-mapped: the client it names is believed.
-    assert_eq!(send("198.51.100.9").await.status, 200);
+async fn a_forwarded_for_written_by_the_caller_does_not_escape_the_rate_limit_when_every_hop_is_trusted(
+) {
+    let h = Harness::with(&[
+        ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ("RATE_LIMIT_PER_SECOND", "1"),
+        ("RATE_LIMIT_BURST", "1"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for n in 1..=3 {
+        let request = axum::http::Request::post("/api/auth/manager/access-token")
+            .header("content-type", "application/json")
+            // The caller wrote 10.1.1.n; the ingress (10.0.0.2) appended the caller's address.
+            .header("x-forwarded-for", format!("10.1.1.{n}, 10.99.0.1"))
+            .extension(axum::extract::ConnectInfo(
+                "10.0.0.2:443".parse::<std::net::SocketAddr>().unwrap(),
+            ))
+            .body(Body::from("{}"))
+            .unwrap();
+        statuses.push(h.send(request).await.status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 429, 429],
+        "one client, however it names itself"
+    );
 }
 
 /// A grant ended at the provider fails its row; a re-consent in its place must not bring the

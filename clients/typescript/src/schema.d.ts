@@ -295,10 +295,17 @@ export interface components {
          *     parameter at most once, RFC 6749 §3.2), so this type only describes it.
          */
         ExchangeRequest: {
+            /** @description Not supported: any value is `invalid_target`. */
+            audience?: string | null;
             /** @enum {string} */
             grant_type: "urn:ietf:params:oauth:grant-type:token-exchange";
             /** @enum {string|null} */
             requested_token_type?: "urn:ietf:params:oauth:token-type:access_token" | null;
+            /**
+             * @description `urn:token-broker:grant:{persistentTokenId}`: the grant the token is for (the key's
+             *     own); anything else is `invalid_target`.
+             */
+            resource?: string | null;
             /** @description Narrows the token: space-separated scopes within the key's. */
             scope?: string | null;
             /** @description A task key. */
@@ -313,6 +320,7 @@ export interface components {
             expires_in: number;
             issued_token_type: string;
             scope?: string | null;
+            /** @description The provider's token type (RFC 6749 §7.1), usually `Bearer`. */
             token_type: string;
         };
         /** @description RFC 6749 §5.2. */
@@ -522,7 +530,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Provider refused the broker */
+            /** @description Provider refused the broker (provider_error), or did not narrow the token to the scope asked for (scope_not_narrowed) */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1151,7 +1159,7 @@ export interface operations {
                     "application/json": components["schemas"]["ExchangeResponse"];
                 };
             };
-            /** @description invalid_request (including a missing, malformed, unknown, revoked, expired or used-up subject token), invalid_scope, unsupported_grant_type */
+            /** @description invalid_request (including a missing, malformed, unknown, revoked, expired or used-up subject token), invalid_scope, unsupported_grant_type, invalid_target (an `audience`, or a `resource` other than the subject token's grant) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1160,21 +1168,23 @@ export interface operations {
                     "application/json": components["schemas"]["OAuthError"];
                 };
             };
-            /** @description Body too large */
+            /** @description Body too large (invalid_request) */
             413: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorBody"];
+                    "application/json": components["schemas"]["OAuthError"];
                 };
             };
-            /** @description Rate limited */
+            /** @description Rate limited (temporarily_unavailable); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["OAuthError"];
+                };
             };
             /** @description temporarily_unavailable: the provider or the database */
             503: {
