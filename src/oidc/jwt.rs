@@ -142,9 +142,11 @@ impl CallerClaims {
     /// Whether this is the token of `client`'s own service account (client credentials), not
     /// a user's token issued to that client. With `pinned`, the operator named the service
     /// account's `sub`, and only that counts. Otherwise the provider's service-account shape:
-    /// Keycloak puts a `client_id` claim equal to `azp` and the user name
-    /// `service-account-<client>` into it; RFC 9068 and plain client-credentials tokens carry
-    /// `sub` equal to the client id. A user's token of the same client has neither.
+    /// Keycloak (26, seen in tests/api/keycloak.rs) writes a `client_id` claim equal to `azp`
+    /// into client-credentials tokens only (its `service_account` scope's mapper reads a note
+    /// that only such sessions have), and the user name `service-account-<client>` when the
+    /// `profile` scope applies; RFC 9068 and plain client-credentials tokens carry `sub` equal
+    /// to the client id. A user's token of the same client has neither.
     pub fn is_service_account_of(&self, client: &str, pinned: Option<&str>) -> bool {
         if self.client() != Some(client) {
             return false;
@@ -152,9 +154,13 @@ impl CallerClaims {
         if let Some(sub) = pinned {
             return self.sub == sub;
         }
+        let account_name = format!("service-account-{client}");
         let keycloak = self.azp.as_deref() == Some(client)
             && self.client_id.as_deref() == Some(client)
-            && self.preferred_username.as_deref() == Some(&format!("service-account-{client}"));
+            && self
+                .preferred_username
+                .as_deref()
+                .is_none_or(|name| name == account_name);
         keycloak || self.sub == client
     }
 

@@ -733,6 +733,11 @@ async fn a_user_token_of_a_delegate_client_is_not_its_service_account() {
         let answer = h.access_token(token, fresh).await;
         assert_eq!(answer.status, 404, "{who}, refresh path");
     }
+    // Keycloak's service-account token without the `profile` scope: no user name at all.
+    let mut bare = service_account_claims("job-runner");
+    bare.as_object_mut().unwrap().remove("preferred_username");
+    let bare = h.signer.sign(&bare, &json!({}));
+    assert_eq!(h.access_token(&bare, id).await.status, 200);
     // An RFC 9068 / plain client-credentials token: `sub` is the client id.
     let mut plain = claims_for("job-runner");
     plain["azp"] = json!("job-runner");
