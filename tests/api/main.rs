@@ -15,6 +15,7 @@ mod concurrency;
 mod edges;
 mod faults;
 mod idp;
+mod keycloak;
 mod lifecycle;
 mod logs;
 mod notifications;

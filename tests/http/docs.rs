@@ -48,3 +48,21 @@ fn every_test_the_security_page_names_exists() {
     }
     assert!(named > 40, "the table names its tests ({named} found)");
 }
+
+/// The Keycloak the tests run (`deploy/keycloak/VERSION`, read by `scripts/keycloak`) is the one
+/// compose.yaml runs and docs/providers.md lists as tested.
+#[test]
+fn compose_and_the_docs_name_the_keycloak_the_tests_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let version = read("deploy/keycloak/VERSION").trim().to_owned();
+    assert!(version.starts_with("26."), "{version}");
+    assert!(
+        read("compose.yaml").contains(&format!("quay.io/keycloak/keycloak:{version}\n")),
+        "compose.yaml runs another Keycloak than {version}"
+    );
+    assert!(
+        read("docs/providers.md").contains(&format!("Keycloak {version}")),
+        "docs/providers.md does not list Keycloak {version} as tested"
+    );
+}
