@@ -348,11 +348,39 @@ impl TaskKeys {
             None
         };
         match refusal {
+            Some(KeyRefusal::Revoked) => {
+                self.audit_use(&key, "", from, Err(KeyRefusal::Revoked.as_str()))
+                    .await;
+                Err(self.revoked(&key).await)
+            }
             Some(refusal) => {
                 self.audit_use(&key, "", from, Err(refusal.as_str())).await;
                 Err(RedeemError::Refused(refusal))
             }
             None => Ok(key),
+        }
+    }
+
+    /// Why a revoked key is refused: a key that ended with its row says what became of the
+    /// row (410 `token_revoked`, `token_failed`, `token_expired`), so the task learns that
+    /// its grant is over, not merely its key; one revoked by itself, or whose row came back
+    /// through a re-consent, is a revoked key.
+    async fn revoked(&self, key: &TaskKey) -> RedeemError {
+        match self.vault.find(key.token_id).await {
+            Ok(Some(row))
+                if matches!(
+                    row.status,
+                    Status::Failed | Status::Revoked | Status::Expired
+                ) =>
+            {
+                AccessError::Gone {
+                    status: row.status,
+                    reason: row.status_reason,
+                }
+                .into()
+            }
+            Ok(_) => RedeemError::Refused(KeyRefusal::Revoked),
+            Err(e) => e.into(),
         }
     }
 

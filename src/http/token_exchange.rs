@@ -242,7 +242,13 @@ pub async fn exchange_token(
             let mut response = Json(ExchangeResponse {
                 access_token: minted.access_token.expose_secret(),
                 issued_token_type: ACCESS_TOKEN_TYPE,
-                token_type: &minted.token_type,
+                // The provider's type; `bearer` as RFC 6750 spells it (the OAuth client
+                // library we use lower-cases it, and it is case-insensitive anyway).
+                token_type: if minted.token_type.eq_ignore_ascii_case("bearer") {
+                    "Bearer"
+                } else {
+                    &minted.token_type
+                },
                 expires_in: u64::try_from(expires_in).unwrap_or(0),
                 scope: scope.as_deref(),
             })

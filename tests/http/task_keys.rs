@@ -406,11 +406,11 @@ async fn ending_the_row_ends_its_keys() {
         )
         .await;
     assert_eq!(revoked.status, 200);
-    // The key ended with the row, for good: it is refused as a revoked key.
+    // The key ended with the row, for good; the task is told what became of the grant.
     let answer = redeem(&h, &key, json!({})).await;
     assert_eq!(
-        (answer.status, answer.body["message"].as_str()),
-        (401, Some("This task key was revoked"))
+        (answer.status, answer.body["error"].as_str()),
+        (410, Some("token_revoked"))
     );
     let keys = h.get(&keys_path(id), Some(&h.bearer(&user))).await;
     assert_eq!(keys.body["items"][0]["state"], "revoked", "{}", keys.text);
