@@ -1107,3 +1107,31 @@ async fn every_delegate_redemption_is_audited_with_client_and_subject() {
     .unwrap();
     assert_eq!(count, 3);
 }
+
+/// The routes that write rows a user could otherwise grow (task keys, re-consents) are rate
+/// limited per client like the rest of what a client drives.
+#[tokio::test]
+async fn the_management_routes_are_rate_limited() {
+    let h = Harness::with(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "2")]).await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-token").await;
+    let bearer = h.bearer(&user);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(create(&h, &bearer, id, json!({})).await.status);
+    }
+    assert_eq!(statuses, [201, 201, 429]);
+    let reconsent = h
+        .post(
+            &format!("/api/auth/manager/offline-tokens/{id}/reconsent"),
+            Some(&bearer),
+            json!({}),
+        )
+        .await;
+    assert_eq!(reconsent.status, 429);
+    let count: i64 = sqlx::query_scalar("select count(*) from task_keys")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}
