@@ -82,15 +82,7 @@ impl Journal {
     /// Records an event that left the row's status as it was: audited, but no webhook, since
     /// a webhook event describes what changed in the row, not what was attempted (a declined
     /// re-consent leaves an active row active).
-    pub async fn record_unchanged(
-        &self,
-        actor: &str,
-        subject: Subject<'_>,
-        action: AuditAction,
-        success: bool,
-        reason: Option<&str>,
-    ) {
-        let event = event(actor, subject, action, success, reason);
+    pub async fn record_unchanged(&self, event: AuditEvent) {
         self.write(std::slice::from_ref(&event)).await;
     }
 

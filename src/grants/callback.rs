@@ -271,9 +271,9 @@ impl Callbacks {
                 .record(actor, subject, AuditAction::ConsentFailed, false, reason)
                 .await;
         } else {
-            self.journal
-                .record_unchanged(actor, subject, AuditAction::ConsentFailed, false, reason)
-                .await;
+            let unchanged =
+                crate::audit::event(actor, subject, AuditAction::ConsentFailed, false, reason);
+            self.journal.record_unchanged(unchanged).await;
         }
         Ok(())
     }

@@ -316,16 +316,26 @@ async fn broker(pool: PgPool, kc: &Keycloak, extra: &[(&'static str, &str)]) -> 
     spawn_with(pool, options).await
 }
 
-/// Consent for `user` (holding `bearer`) through Keycloak's login form; the row's id.
-async fn consent(app: &TestApp, kc: &Keycloak, bearer: &str, user: &str, body: Value) -> Uuid {
-    let response = app.request_consent(bearer, body).await;
+/// A new user of the realm who signed in to the frontend and then consented through Keycloak's
+/// login form: their bearer token, their `sub`, and the row's id.
+struct Consented {
+    bearer: String,
+    sub: String,
+    id: Uuid,
+}
+
+async fn consented(app: &TestApp, kc: &Keycloak, body: Value) -> Consented {
+    let name = kc.new_user("alice").await;
+    let bearer = kc.user_token("frontend", None, &name).await;
+    let sub = claims(&bearer)["sub"].as_str().unwrap().to_owned();
+    let response = app.request_consent(&bearer, body).await;
     assert_eq!(response.status(), 201);
     let consent: Value = response.json().await.unwrap();
     let back = kc
         .sign_in(
             &mut Jar::default(),
             consent["consentUrl"].as_str().unwrap(),
-            user,
+            &name,
         )
         .await;
     assert!(
@@ -335,21 +345,23 @@ async fn consent(app: &TestApp, kc: &Keycloak, bearer: &str, user: &str, body: V
     let path = &back.as_str()[BROKER_URL.len()..];
     let done = app.get(path).await;
     assert_eq!(done.status(), 200, "{}", done.text().await.unwrap());
-    consent["persistentTokenId"]
+    let id = consent["persistentTokenId"]
         .as_str()
         .unwrap()
         .parse()
-        .unwrap()
+        .unwrap();
+    Consented { bearer, sub, id }
 }
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn keycloak_a_consent_through_its_login_form_gives_an_active_row_and_tokens(pool: PgPool) {
     let Some(kc) = keycloak() else { return };
     let app = broker(pool, &kc, &[]).await;
-    let name = kc.new_user("alice").await;
-    let bearer = kc.user_token("frontend", None, &name).await;
-    let alice = claims(&bearer)["sub"].as_str().unwrap().to_owned();
-    let id = consent(&app, &kc, &bearer, &name, json!({ "taskId": "kc-nightly" })).await;
+    let Consented {
+        bearer,
+        sub: alice,
+        id,
+    } = consented(&app, &kc, json!({ "taskId": "kc-nightly" })).await;
     let row = app.row(id).await;
     assert_eq!(
         (row.status.as_str(), row.user_id.as_str()),
@@ -374,10 +386,11 @@ async fn keycloak_a_consent_through_its_login_form_gives_an_active_row_and_token
 async fn keycloak_delete_ends_the_offline_session_at_keycloak(pool: PgPool) {
     let Some(kc) = keycloak() else { return };
     let app = broker(pool, &kc, &[]).await;
-    let name = kc.new_user("alice").await;
-    let bearer = kc.user_token("frontend", None, &name).await;
-    let alice = claims(&bearer)["sub"].as_str().unwrap().to_owned();
-    let id = consent(&app, &kc, &bearer, &name, json!({ "taskId": "kc-revoke" })).await;
+    let Consented {
+        bearer,
+        sub: alice,
+        id,
+    } = consented(&app, &kc, json!({ "taskId": "kc-revoke" })).await;
     let stored = app.stored_refresh_token(id).await;
     assert!(!kc.offline_sessions(&alice, "token-broker").await.is_empty());
     let revoked = app
@@ -404,10 +417,11 @@ async fn keycloak_delete_ends_the_offline_session_at_keycloak(pool: PgPool) {
 async fn keycloak_a_grant_an_admin_ended_answers_410_and_fails_the_row(pool: PgPool) {
     let Some(kc) = keycloak() else { return };
     let app = broker(pool, &kc, &[]).await;
-    let name = kc.new_user("alice").await;
-    let bearer = kc.user_token("frontend", None, &name).await;
-    let alice = claims(&bearer)["sub"].as_str().unwrap().to_owned();
-    let id = consent(&app, &kc, &bearer, &name, json!({ "taskId": "kc-ended" })).await;
+    let Consented {
+        bearer,
+        sub: alice,
+        id,
+    } = consented(&app, &kc, json!({ "taskId": "kc-ended" })).await;
     let stored = app.stored_refresh_token(id).await;
     let status = kc
         .admin_delete(&format!("/users/{alice}/consents/token-broker"))
@@ -435,10 +449,8 @@ async fn keycloak_a_grant_an_admin_ended_answers_410_and_fails_the_row(pool: PgP
 async fn keycloak_only_the_delegates_service_account_redeems_the_row(pool: PgPool) {
     let Some(kc) = keycloak() else { return };
     let app = broker(pool, &kc, &[]).await;
-    let name = kc.new_user("alice").await;
-    let bearer = kc.user_token("frontend", None, &name).await;
     let body = json!({ "taskId": "kc-batch", "delegates": ["job-runner"] });
-    let id = consent(&app, &kc, &bearer, &name, body).await;
+    let Consented { id, .. } = consented(&app, &kc, body).await;
     let runner = kc.service_account_token("job-runner", RUNNER_SECRET).await;
     let account = claims(&runner);
     eprintln!("keycloak service-account token claims: {account}");
@@ -483,9 +495,7 @@ async fn keycloak_only_the_delegates_service_account_redeems_the_row(pool: PgPoo
 async fn keycloak_narrowing_is_checked_against_what_keycloak_answers(pool: PgPool) {
     let Some(kc) = keycloak() else { return };
     let app = broker(pool, &kc, &[]).await;
-    let name = kc.new_user("alice").await;
-    let bearer = kc.user_token("frontend", None, &name).await;
-    let id = consent(&app, &kc, &bearer, &name, json!({ "taskId": "kc-narrow" })).await;
+    let Consented { bearer, id, .. } = consented(&app, &kc, json!({ "taskId": "kc-narrow" })).await;
     let stored = app.stored_refresh_token(id).await;
     let (status, answer) = kc.refresh(&stored, Some("openid")).await;
     eprintln!(
