@@ -541,7 +541,10 @@ async fn keycloak_narrowing_is_checked_against_what_keycloak_answers(pool: PgPoo
     let (status, body) = redeem(defaults).await;
     assert_eq!(status, 200, "{body}");
     let minted = claims(body["accessToken"].as_str().unwrap());
-    assert_eq!(minted["scope"], "openid profile email");
+    // Keycloak writes scopes in no fixed order: compare them as sets.
+    let mut scopes: Vec<&str> = minted["scope"].as_str().unwrap().split(' ').collect();
+    scopes.sort_unstable();
+    assert_eq!(scopes, ["email", "openid", "profile"]);
     let response = app
         .post(
             "/api/auth/manager/access-token",
