@@ -23,6 +23,7 @@ use crate::idp::Idp;
 use crate::task_keys::create_key;
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The realm operators copy; `realm-rotation` (tests/keycloak/) turns rotation on.
 const REALM: &str = "sbo";
 /// What the realm registers for the broker: its public URL and secret.
 const BROKER_URL: &str = "http://localhost:8080";
@@ -46,6 +47,7 @@ fn keycloak() -> Option<Keycloak> {
 
 pub struct Keycloak {
     pub base: String,
+    realm: String,
     pub issuer: String,
     http: reqwest::Client,
 }
@@ -89,9 +91,15 @@ fn form_action(page: &str) -> Option<String> {
 
 impl Keycloak {
     fn new(base: &str) -> Self {
+        Self::in_realm(base, REALM)
+    }
+
+    /// The same Keycloak, another of its realms.
+    fn in_realm(base: &str, realm: &str) -> Self {
         Self {
             base: base.to_owned(),
-            issuer: format!("{base}/realms/{REALM}"),
+            realm: realm.to_owned(),
+            issuer: format!("{base}/realms/{realm}"),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -234,7 +242,7 @@ impl Keycloak {
     /// `GET` on the realm's admin API.
     pub async fn admin_get(&self, path: &str) -> Value {
         self.http
-            .get(format!("{}/admin/realms/{REALM}{path}", self.base))
+            .get(format!("{}/admin/realms/{}{path}", self.base, self.realm))
             .bearer_auth(self.admin_token().await)
             .send()
             .await
@@ -244,10 +252,23 @@ impl Keycloak {
             .unwrap()
     }
 
+    /// `PUT` on the realm's admin API; the status.
+    pub async fn admin_put(&self, path: &str, body: Value) -> u16 {
+        self.http
+            .put(format!("{}/admin/realms/{}{path}", self.base, self.realm))
+            .bearer_auth(self.admin_token().await)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// `DELETE` on the realm's admin API; the status.
     pub async fn admin_delete(&self, path: &str) -> u16 {
         self.http
-            .delete(format!("{}/admin/realms/{REALM}{path}", self.base))
+            .delete(format!("{}/admin/realms/{}{path}", self.base, self.realm))
             .bearer_auth(self.admin_token().await)
             .send()
             .await
@@ -264,7 +285,7 @@ impl Keycloak {
         let name = format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..10]);
         let created = self
             .http
-            .post(format!("{}/admin/realms/{REALM}/users", self.base))
+            .post(format!("{}/admin/realms/{}/users", self.base, self.realm))
             .bearer_auth(self.admin_token().await)
             .json(&json!({
                 "username": name, "enabled": true, "email": format!("{name}@example.org"),
@@ -558,4 +579,126 @@ async fn keycloak_narrowing_is_checked_against_what_keycloak_answers(pool: PgPoo
         (status, body["error"].as_str()),
         (400, Some("invalid_scope"))
     );
+}
+
+/// Rotation on (`revokeRefreshToken`, `refreshTokenMaxReuse` 0: a refresh token works once),
+/// three broker instances on one PostgreSQL database, a burst of concurrent calls: Keycloak
+/// sees exactly one refresh, and its event log no refresh error (no "Stale token", no reuse).
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn keycloak_three_instances_refresh_a_rotating_grant_exactly_once(pool: PgPool) {
+    let Some(kc) = keycloak() else { return };
+    let kc = Keycloak::in_realm(&kc.base, "rotation");
+    let first = broker(pool.clone(), &kc, &[]).await;
+    let second = broker(pool.clone(), &kc, &[]).await;
+    let third = broker(pool, &kc, &[]).await;
+    let Consented { bearer, id, sub } =
+        consented(&first, &kc, json!({ "taskId": "kc-rotating" })).await;
+    let client = kc.client_uuid("token-broker").await;
+    let id_text = id.to_string();
+    let mut calls = Vec::new();
+    for round in 0..30 {
+        let app = [&first, &second, &third][round % 3];
+        calls.push(app.access_token(&bearer, &id_text));
+    }
+    let statuses: Vec<u16> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let events = kc
+        .admin_get(&format!("/events?user={sub}&client=token-broker&max=1000"))
+        .await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    eprintln!("keycloak events for the rotating grant: {kinds:?} (client {client})");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "REFRESH_TOKEN").count(),
+        1,
+        "one refresh for one token lifetime: {kinds:?}"
+    );
+    assert!(!kinds.contains(&"REFRESH_TOKEN_ERROR"), "{events}");
+    // The rotated token is the one stored: it refreshes again, the first one does not.
+    let stored = first.stored_refresh_token(id).await;
+    let (status, _) = kc.refresh(&stored, None).await;
+    assert_eq!(status, 200, "the stored token is the live one");
+}
+
+/// A refresh that cannot be served from what is stored: narrowed to the client's default
+/// scopes, which Keycloak answers exactly (see the narrowing test), so it always asks.
+async fn forced_refresh(app: &TestApp, bearer: &str, id: Uuid) -> reqwest::Response {
+    app.post(
+        "/api/auth/manager/access-token",
+        Some(bearer),
+        json!({ "persistentTokenId": id, "scope": "openid profile email" }),
+    )
+    .await
+}
+
+/// A user disabled at Keycloak: the next refresh is refused as a dead grant (410, row failed),
+/// and one user's ended grant does not trip the breaker for everyone else.
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn keycloak_a_disabled_user_ends_that_grant_and_no_other(pool: PgPool) {
+    let Some(kc) = keycloak() else { return };
+    let app = broker(pool, &kc, &[("PROVIDER_BREAKER_THRESHOLD", "2")]).await;
+    let gone = consented(&app, &kc, json!({ "taskId": "kc-disabled" })).await;
+    let other = consented(&app, &kc, json!({ "taskId": "kc-other" })).await;
+    let stored = app.stored_refresh_token(gone.id).await;
+    let status = kc
+        .admin_put(&format!("/users/{}", gone.sub), json!({ "enabled": false }))
+        .await;
+    assert_eq!(status, 204);
+    let (status, answer) = kc.refresh(&stored, None).await;
+    eprintln!("keycloak refusal, user disabled: {status} {answer}");
+    for _ in 0..3 {
+        let response = forced_refresh(&app, &gone.bearer, gone.id).await;
+        assert_eq!(response.status(), 410);
+    }
+    let row = app.row(gone.id).await;
+    assert_eq!(
+        (row.status.as_str(), row.status_reason.as_deref()),
+        ("failed", Some("revoked_by_provider"))
+    );
+    for _ in 0..3 {
+        let response = forced_refresh(&app, &other.bearer, other.id).await;
+        assert_eq!(response.status(), 200, "the breaker stayed closed");
+    }
+}
+
+/// The broker itself misconfigured (its client secret rotated at Keycloak, the old one still
+/// configured): Keycloak refuses the client, the broker answers 502 and keeps the grant.
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn keycloak_a_wrong_client_secret_is_a_502_and_the_grant_is_kept(pool: PgPool) {
+    let Some(kc) = keycloak() else { return };
+    let app = broker(pool.clone(), &kc, &[]).await;
+    let Consented { bearer, id, .. } = consented(&app, &kc, json!({ "taskId": "kc-secret" })).await;
+    let stale = broker(
+        pool,
+        &kc,
+        &[("OIDC_CLIENT_SECRET", "the-secret-before-rotation")],
+    )
+    .await;
+    let response = forced_refresh(&stale, &bearer, id).await;
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "provider_error");
+    let row = stale.row(id).await;
+    assert_eq!(row.status, "active", "the grant is kept");
+    let (status, answer) = {
+        let response = reqwest::Client::new()
+            .post(kc.endpoint("token"))
+            .basic_auth("token-broker", Some("the-secret-before-rotation"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap_or_default())
+    };
+    eprintln!("keycloak refusal, wrong client secret: {status} {answer}");
+    assert_eq!(answer["error"], "unauthorized_client");
 }
