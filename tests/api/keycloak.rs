@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::access::claims;
 use crate::app::{spawn_with, Options, TestApp};
+use crate::cli::{cli, finish_lines, output_of, spawn_lines, temp_config, text};
 use crate::idp::Idp;
 use crate::task_keys::create_key;
 
@@ -83,6 +84,22 @@ fn pkce() -> (String, String) {
     (verifier, challenge)
 }
 
+/// The `name`/`value` of every hidden input of a page (Keycloak's grant form carries a code).
+fn hidden_inputs(page: &str) -> Vec<(String, String)> {
+    page.split("<input")
+        .skip(1)
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| {
+            let attribute = |name: &str| {
+                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = tag[start..].find('"')? + start;
+                Some(tag[start..end].replace("&amp;", "&"))
+            };
+            Some((attribute("name")?, attribute("value").unwrap_or_default()))
+        })
+        .collect()
+}
+
 fn form_action(page: &str) -> Option<String> {
     let start = page.find("action=\"")? + "action=\"".len();
     let end = page[start..].find('"')? + start;
@@ -111,37 +128,78 @@ impl Keycloak {
         format!("{}/protocol/openid-connect/{name}", self.issuer)
     }
 
-    /// Follows an authorization URL as a browser would: Keycloak's login form (if this browser
-    /// has no session there) with `user`'s password, then its redirect back. Returns where
-    /// Keycloak sent the browser.
-    pub async fn sign_in(&self, jar: &mut Jar, authorization_url: &str, user: &str) -> Url {
-        let mut response = self
-            .http
-            .get(authorization_url)
-            .header(COOKIE, jar.header())
-            .send()
-            .await
-            .unwrap();
-        jar.take(&response);
-        if response.status() == 200 {
+    /// Follows a URL at Keycloak as a browser would: its login form (if this browser has no
+    /// session there) with `user`'s password, its grant page (device flow, or a client with
+    /// "Consent required") accepted, redirects within Keycloak followed. Returns the last
+    /// answer: a redirect out of Keycloak (its `Location`), or a page.
+    async fn browse(&self, jar: &mut Jar, url: &str, user: &str) -> Result<Url, String> {
+        let mut response = self.get_with(jar, url).await;
+        for _ in 0..10 {
+            if response.status().is_redirection() {
+                let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+                let next = Url::parse(&self.base).unwrap().join(&location).unwrap();
+                if !next.as_str().starts_with(&self.base) {
+                    return Ok(next);
+                }
+                response = self.get_with(jar, next.as_str()).await;
+                continue;
+            }
             let page = response.text().await.unwrap();
-            let action = form_action(&page).expect("Keycloak's login form");
+            let Some(action) = form_action(&page) else {
+                return Err(page);
+            };
+            let action = Url::parse(&self.base).unwrap().join(&action).unwrap();
+            let mut fields: Vec<(String, String)> = hidden_inputs(&page);
+            if page.contains("name=\"password\"") {
+                fields.push(("username".into(), user.into()));
+                fields.push(("password".into(), user.into()));
+            } else if page.contains("name=\"accept\"") {
+                fields.push(("accept".into(), "Yes".into()));
+            } else {
+                return Err(page);
+            }
             response = self
                 .http
                 .post(action)
                 .header(COOKIE, jar.header())
-                .form(&[("username", user), ("password", user), ("credentialId", "")])
+                .form(&fields)
                 .send()
                 .await
                 .unwrap();
             jar.take(&response);
         }
-        assert_eq!(
-            response.status(),
-            302,
-            "Keycloak redirects after the sign-in"
-        );
-        Url::parse(response.headers()[LOCATION].to_str().unwrap()).unwrap()
+        Err("too many steps".into())
+    }
+
+    async fn get_with(&self, jar: &mut Jar, url: &str) -> reqwest::Response {
+        let response = self
+            .http
+            .get(url)
+            .header(COOKIE, jar.header())
+            .send()
+            .await
+            .unwrap();
+        jar.take(&response);
+        response
+    }
+
+    /// Signs `user` in through an authorization URL; where Keycloak sent the browser back.
+    pub async fn sign_in(&self, jar: &mut Jar, authorization_url: &str, user: &str) -> Url {
+        match self.browse(jar, authorization_url, user).await {
+            Ok(back) => back,
+            Err(page) => panic!("Keycloak's sign-in ended on a page: {page:.600}"),
+        }
+    }
+
+    /// Approves a device code at Keycloak's device page as `user`; the page it ends on.
+    pub async fn approve_device(&self, verification_url: &str, user: &str) -> String {
+        match self
+            .browse(&mut Jar::default(), verification_url, user)
+            .await
+        {
+            Err(page) => page,
+            Ok(elsewhere) => panic!("the device approval left Keycloak for {elsewhere}"),
+        }
     }
 
     /// `user`'s access token as an app of the realm (`client`, with its secret when it is
@@ -701,4 +759,73 @@ async fn keycloak_a_wrong_client_secret_is_a_502_and_the_grant_is_kept(pool: PgP
     };
     eprintln!("keycloak refusal, wrong client secret: {status} {answer}");
     assert_eq!(answer["error"], "unauthorized_client");
+}
+
+/// The CLI against Keycloak: `login --offline` with the device flow, approved on Keycloak's
+/// device page (sign-in, then its grant page); then `consent --wait`, `token`, and a task
+/// key's `task-token --sink` writing a fresh access token into a file.
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn keycloak_the_cli_logs_in_with_the_device_flow_and_drives_the_broker(pool: PgPool) {
+    let Some(kc) = keycloak() else { return };
+    let app = broker(pool, &kc, &[]).await;
+    let user = kc.new_user("grace").await;
+    let config = temp_config();
+    let login = cli(&config, &["login", "--offline", "--issuer", &kc.issuer]);
+    let (login, mut lines) = spawn_lines(login);
+    let complete = loop {
+        let line = lines.recv().await.expect("login shows the code");
+        if let Some(url) = line.strip_prefix("Or open: ") {
+            break url.to_owned();
+        }
+    };
+    let page = kc.approve_device(&complete, &user).await;
+    assert!(
+        !page.contains("<form"),
+        "approval ended on a form: {page:.600}"
+    );
+    let (done, _) = finish_lines(login, lines).await;
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let run = |args: &[&str]| {
+        let mut command = cli(&config, args);
+        command.env("TOKEN_BROKER_URL", &app.base);
+        output_of(command)
+    };
+    let whoami = run(&["whoami"]).await;
+    assert!(whoami.status.success(), "{}", text(&whoami.stderr));
+
+    let mut waiting = cli(&config, &["consent", "--task", "kc-cli", "--wait"]);
+    waiting.env("TOKEN_BROKER_URL", &app.base);
+    let (waiting, mut lines) = spawn_lines(waiting);
+    let consent_url = lines.recv().await.expect("consent prints the URL first");
+    let back = kc.sign_in(&mut Jar::default(), &consent_url, &user).await;
+    let path = &back.as_str()[BROKER_URL.len()..];
+    assert_eq!(app.get(path).await.status(), 200);
+    let (done, last) = finish_lines(waiting, lines).await;
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let last = last.expect("a final status line");
+    let (id, rest) = last.split_once(' ').unwrap();
+    assert_eq!(rest, "active task=kc-cli");
+
+    let token = run(&["token", id]).await;
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    let minted = claims(text(&token.stdout).trim());
+    assert_eq!(minted["iss"], kc.issuer.as_str());
+    assert_eq!(minted["azp"], "token-broker");
+
+    let key = run(&["task-key", "create", id, "--name", "kc"]).await;
+    assert!(key.status.success(), "{}", text(&key.stderr));
+    let key = text(&key.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("tbk_"))
+        .expect("the key is printed")
+        .to_owned();
+    let sink = config.with_file_name("task-token");
+    let mut helper = cli(&config, &["task-token", "--sink", sink.to_str().unwrap()]);
+    helper
+        .env("TOKEN_BROKER_URL", &app.base)
+        .env("TOKEN_BROKER_TASK_KEY", &key);
+    let written = output_of(helper).await;
+    assert!(written.status.success(), "{}", text(&written.stderr));
+    let file = std::fs::read_to_string(&sink).unwrap();
+    assert_eq!(claims(file.trim())["iss"], kc.issuer.as_str());
 }
