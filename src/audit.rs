@@ -52,7 +52,7 @@ impl Journal {
     pub async fn record_soon(&self, event: AuditEvent) {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = tokio::sync::mpsc::channel(QUEUE);
-            tokio::spawn(write_batches(self.clone(), receiver));
+            tokio::spawn(write_batches(self.vault.clone(), receiver));
             sender
         });
         if let Err(refused) = queue.try_send(event) {
@@ -112,13 +112,7 @@ impl Journal {
     }
 
     async fn write(&self, events: &[AuditEvent]) {
-        let Some(first) = events.first() else {
-            return;
-        };
-        if let Err(e) = self.vault.record_audits(events).await {
-            let action = first.action.as_str();
-            tracing::error!(error = %e, action, count = events.len(), "audit records lost");
-        }
+        write(self.vault.as_ref(), events).await;
     }
 
     fn notify(&self, event: &AuditEvent) {
@@ -156,11 +150,27 @@ impl Journal {
 }
 
 /// The batched writer: each write takes every record that gathered while the last one ran.
-async fn write_batches(journal: Journal, mut queue: tokio::sync::mpsc::Receiver<AuditEvent>) {
+/// It holds the vault only, not the journal (whose queue it drains): once every journal is
+/// dropped the queue closes and the writer ends.
+async fn write_batches(
+    vault: Arc<dyn TokenVault>,
+    mut queue: tokio::sync::mpsc::Receiver<AuditEvent>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        journal.write(&batch).await;
+        write(vault.as_ref(), &batch).await;
         batch.clear();
+    }
+}
+
+/// Stores `events` in one statement. Failures are logged, not returned (see `record`).
+async fn write(vault: &dyn TokenVault, events: &[AuditEvent]) {
+    let Some(first) = events.first() else {
+        return;
+    };
+    if let Err(e) = vault.record_audits(events).await {
+        let action = first.action.as_str();
+        tracing::error!(error = %e, action, count = events.len(), "audit records lost");
     }
 }
 
