@@ -500,20 +500,22 @@ fn parse_cidrs(raw: &[String], proxies: &[IpNet]) -> Result<Vec<String>, TaskKey
                         entry.chars().take(64).collect::<String>()
                     ))
                 })
-                .and_then(|net| {
-                    match proxies
-                        .iter()
-                        .find(|p| p.contains(&net) || net.contains(*p))
-                    {
-                        Some(proxy) => Err(TaskKeyError::Invalid(format!(
-                            "allowedCidrs: {net} overlaps the trusted proxy network {proxy}: \
+                .and_then(|net| match overlapping_proxy(&net, proxies) {
+                    Some(proxy) => Err(TaskKeyError::Invalid(format!(
+                        "allowedCidrs: {net} overlaps the trusted proxy network {proxy}: \
                              a proxy's addresses do not say who the task is"
-                        ))),
-                        None => Ok(net.to_string()),
-                    }
+                    ))),
+                    None => Ok(net.to_string()),
                 })
         })
         .collect()
+}
+
+/// The trusted proxy network `net` shares an address with, if any.
+fn overlapping_proxy<'a>(net: &IpNet, proxies: &'a [IpNet]) -> Option<&'a IpNet> {
+    proxies
+        .iter()
+        .find(|proxy| proxy.contains(net) || net.contains(*proxy))
 }
 
 fn address_allowed(cidrs: &[String], from: Option<IpAddr>) -> bool {
@@ -548,6 +550,21 @@ mod tests {
         assert!(parse_cidrs(&["example.com".into()], &[]).is_err());
         let many: Vec<String> = (0..21).map(|i| format!("10.0.0.{i}")).collect();
         assert!(parse_cidrs(&many, &[]).is_err());
+    }
+
+    #[test]
+    fn networks_that_share_an_address_with_a_proxy_overlap() {
+        let proxies: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.1/32"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        for net in ["10.20.0.0/16", "0.0.0.0/0", "192.0.2.0/24", "10.0.0.1/32"] {
+            assert!(
+                overlapping_proxy(&net.parse().unwrap(), &proxies).is_some(),
+                "{net}"
+            );
+        }
+        assert!(overlapping_proxy(&"198.51.100.0/24".parse().unwrap(), &proxies).is_none());
     }
 
     #[test]
