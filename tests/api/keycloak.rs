@@ -33,7 +33,7 @@ const RUNNER_SECRET: &str = "change-me-job-runner-secret";
 const APP_REDIRECT: &str = "http://localhost:3000/cb";
 
 /// A running Keycloak, or `None` (and a line saying so) when there is none to test against.
-fn keycloak() -> Option<Keycloak> {
+pub(crate) fn keycloak() -> Option<Keycloak> {
     match std::env::var("KEYCLOAK_URL") {
         Ok(url) => Some(Keycloak::new(url.trim_end_matches('/'))),
         Err(_) if std::env::var_os("REQUIRE_KEYCLOAK").is_some() => {
@@ -112,7 +112,7 @@ impl Keycloak {
     }
 
     /// The same Keycloak, another of its realms.
-    fn in_realm(base: &str, realm: &str) -> Self {
+    pub fn in_realm(base: &str, realm: &str) -> Self {
         Self {
             base: base.to_owned(),
             realm: realm.to_owned(),
@@ -376,7 +376,7 @@ impl Keycloak {
 }
 
 /// A broker on `pool` that uses Keycloak's `sbo` realm as the operators' copy configures it.
-async fn broker(pool: PgPool, kc: &Keycloak, extra: &[(&'static str, &str)]) -> TestApp {
+pub(crate) async fn broker(pool: PgPool, kc: &Keycloak, extra: &[(&'static str, &str)]) -> TestApp {
     let mut options = Options::new(Idp::shared());
     options.extra = vec![
         ("OIDC_ISSUER", kc.issuer.clone()),
@@ -397,13 +397,13 @@ async fn broker(pool: PgPool, kc: &Keycloak, extra: &[(&'static str, &str)]) -> 
 
 /// A new user of the realm who signed in to the frontend and then consented through Keycloak's
 /// login form: their bearer token, their `sub`, and the row's id.
-struct Consented {
-    bearer: String,
-    sub: String,
-    id: Uuid,
+pub(crate) struct Consented {
+    pub bearer: String,
+    pub sub: String,
+    pub id: Uuid,
 }
 
-async fn consented(app: &TestApp, kc: &Keycloak, body: Value) -> Consented {
+pub(crate) async fn consented(app: &TestApp, kc: &Keycloak, body: Value) -> Consented {
     let name = kc.new_user("alice").await;
     let bearer = kc.user_token("frontend", None, &name).await;
     let sub = claims(&bearer)["sub"].as_str().unwrap().to_owned();
@@ -513,6 +513,43 @@ async fn keycloak_a_grant_an_admin_ended_answers_410_and_fails_the_row(pool: PgP
         (400, Some("invalid_grant"))
     );
     let response = app.access_token(&bearer, &id.to_string()).await;
+    assert_eq!(response.status(), 410);
+    let row = app.row(id).await;
+    assert_eq!(
+        (row.status.as_str(), row.status_reason.as_deref()),
+        ("failed", Some("revoked_by_provider"))
+    );
+}
+
+/// The user revoking the app in Keycloak's account console (its account REST API, called with
+/// the user's own token, as the console calls it): Keycloak ends the broker's offline tokens,
+/// and the next refresh answers 410 and fails the row.
+#[sqlx::test(migrator = "MIGRATIONS")]
+async fn keycloak_the_user_revoking_the_app_in_the_account_console_ends_the_grant(pool: PgPool) {
+    let Some(kc) = keycloak() else { return };
+    let app = broker(pool, &kc, &[]).await;
+    let Consented { bearer, sub, id } =
+        consented(&app, &kc, json!({ "taskId": "kc-account-revoked" })).await;
+    let stored = app.stored_refresh_token(id).await;
+    let revoked = reqwest::Client::new()
+        .delete(format!(
+            "{}/account/applications/token-broker/consent",
+            kc.issuer
+        ))
+        .bearer_auth(&bearer)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204, "{}", revoked.text().await.unwrap());
+    assert!(kc.offline_sessions(&sub, "token-broker").await.is_empty());
+    let (status, answer) = kc.refresh(&stored, None).await;
+    eprintln!("keycloak refusal, the app revoked by the user: {status} {answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let response = forced_refresh(&app, &bearer, id).await;
     assert_eq!(response.status(), 410);
     let row = app.row(id).await;
     assert_eq!(
@@ -688,7 +725,7 @@ async fn keycloak_three_instances_refresh_a_rotating_grant_exactly_once(pool: Pg
 
 /// A refresh that cannot be served from what is stored: narrowed to the client's default
 /// scopes, which Keycloak answers exactly (see the narrowing test), so it always asks.
-async fn forced_refresh(app: &TestApp, bearer: &str, id: Uuid) -> reqwest::Response {
+pub(crate) async fn forced_refresh(app: &TestApp, bearer: &str, id: Uuid) -> reqwest::Response {
     app.post(
         "/api/auth/manager/access-token",
         Some(bearer),

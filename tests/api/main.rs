@@ -16,6 +16,7 @@ mod edges;
 mod faults;
 mod idp;
 mod keycloak;
+mod keycloak_limits;
 mod lifecycle;
 mod logs;
 mod notifications;

@@ -132,7 +132,7 @@ async fn status_changes_are_posted_signed_retried_and_never_block_requests(pool:
 }
 
 /// A receiver that accepts everything and keeps the events.
-async fn start_collector() -> (Arc<Mutex<Vec<Value>>>, String) {
+pub(crate) async fn start_collector() -> (Arc<Mutex<Vec<Value>>>, String) {
     let events: Arc<Mutex<Vec<Value>>> = Arc::default();
     let store = events.clone();
     let app = Router::new().route(
@@ -154,7 +154,7 @@ async fn start_collector() -> (Arc<Mutex<Vec<Value>>>, String) {
     (events, url)
 }
 
-async fn event_named(events: &Arc<Mutex<Vec<Value>>>, name: &str) -> Value {
+pub(crate) async fn event_named(events: &Arc<Mutex<Vec<Value>>>, name: &str) -> Value {
     for _ in 0..200 {
         let found = events
             .lock()

@@ -66,3 +66,25 @@ fn compose_and_the_docs_name_the_keycloak_the_tests_run() {
         "docs/providers.md does not list Keycloak {version} as tested"
     );
 }
+
+/// Every Keycloak test docs/providers.md names as run against Keycloak exists.
+#[test]
+fn every_keycloak_test_the_providers_page_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/providers.md")).unwrap();
+    let mut code = String::new();
+    sources(&root.join("tests"), &mut code);
+    let named: Vec<&str> = page
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| quoted.starts_with("keycloak_"))
+        .collect();
+    assert!(named.len() >= 14, "{named:?}");
+    for name in named {
+        assert!(
+            code.contains(&format!("fn {name}(")),
+            "docs/providers.md names `{name}`, which no test defines"
+        );
+    }
+}
