@@ -15,8 +15,9 @@ end
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
--- token-broker:broker-secret, the test provider's broker client.
-wrk.headers["Authorization"] = "Basic dG9rZW4tYnJva2VyOmJyb2tlci1zZWNyZXQ="
+-- The broker's client: TB_CLIENT_BASIC (base64 of id:secret), else the test provider's
+-- token-broker:broker-secret.
+wrk.headers["Authorization"] = "Basic " .. (os.getenv("TB_CLIENT_BASIC") or "dG9rZW4tYnJva2VyOmJyb2tlci1zZWNyZXQ=")
 
 request = function()
   n = n + 1
