@@ -65,6 +65,10 @@ fn compose_and_the_docs_name_the_keycloak_the_tests_run() {
         read("docs/providers.md").contains(&format!("Keycloak {version}")),
         "docs/providers.md does not list Keycloak {version} as tested"
     );
+    assert!(
+        read("docs/deploy.md").contains(&format!("Keycloak {version}")),
+        "docs/deploy.md names another Keycloak than {version}"
+    );
 }
 
 /// Every Keycloak test docs/providers.md names as run against Keycloak exists.
