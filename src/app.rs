@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::audit::Journal;
+use crate::cleanup;
 use crate::config::{create_private_dir, Config, Storage};
 use crate::grants::{
     keepalive, AccessTokenCache, Callbacks, ConsentPolicy, Consents, GrantLimits,
@@ -17,7 +18,6 @@ use crate::http::{
     self, AdminSessions, AdminState, ApiDocument, AppState, Cors, DelegateClients, DeploymentRules,
     RateLimit, Services, TrustedProxies,
 };
-use crate::lifecycle;
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier};
 use crate::vault::{self, TokenVault};
 use crate::webhook::Webhooks;
@@ -241,7 +241,7 @@ impl Application {
         let addr = config.bind_addr;
         let metrics_addr = config.http.metrics_addr;
         let interval = config.cleanup_interval;
-        let retention = lifecycle::Retention {
+        let retention = cleanup::Retention {
             rows: config.retention,
             audit: config.audit_retention,
         };
@@ -253,7 +253,7 @@ impl Application {
             keepalive,
             cors,
         } = wire(config, vault).await?;
-        tokio::spawn(lifecycle::run_periodically(
+        tokio::spawn(cleanup::run_periodically(
             services.vault.clone(),
             journal.clone(),
             changes,

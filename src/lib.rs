@@ -11,14 +11,14 @@
 
 pub mod app;
 pub mod audit;
+pub mod cleanup;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod grants;
 pub mod http;
-pub mod keys;
-pub mod lifecycle;
+pub mod key_rotation;
 pub mod oidc;
 pub mod telemetry;
 pub mod vault;

@@ -1,3 +1,5 @@
+//! The `token-broker` binary: parses the command line and hands it to [`token_broker::cli::run`].
+
 use clap::Parser;
 use token_broker::cli::{run, Cli, Command};
 

@@ -10,7 +10,7 @@ use crate::audit::Journal;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::vault::AuditQuery;
-use crate::{keys, lifecycle};
+use crate::{cleanup, key_rotation};
 
 pub fn generate_key(id: Option<&str>) -> Result<(), String> {
     let default_id = Utc::now().format("%Y-%m").to_string();
@@ -23,13 +23,13 @@ pub fn generate_key(id: Option<&str>) -> Result<(), String> {
 /// One clean-up pass. Audit records are written; webhooks are sent only by `serve`.
 pub async fn cleanup(config: Config) -> Result<(), String> {
     announce(&config);
-    let retention = lifecycle::Retention {
+    let retention = cleanup::Retention {
         rows: config.retention,
         audit: config.audit_retention,
     };
     let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
     let journal = Journal::new(vault.clone(), None);
-    let report = lifecycle::clean_up(
+    let report = cleanup::clean_up(
         vault.as_ref(),
         &journal,
         &crate::grants::StatusChanges::default(),
@@ -51,7 +51,7 @@ pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
     announce(&config);
     let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
     let keyring = &config.keyring;
-    let total = keys::remaining(vault.as_ref(), keyring)
+    let total = key_rotation::remaining(vault.as_ref(), keyring)
         .await
         .map_err(|e| e.to_string())?;
     let target = keyring.sealing_key_id().as_str();
@@ -61,11 +61,11 @@ pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
         bar.set_style(style);
     }
     let journal = Journal::new(vault.clone(), None);
-    let report = keys::rotate(vault.as_ref(), keyring, &journal, batch, |n| bar.inc(n))
+    let report = key_rotation::rotate(vault.as_ref(), keyring, &journal, batch, |n| bar.inc(n))
         .await
         .map_err(|e| format!("rotation stopped: {e}; run it again to resume"))?;
     bar.finish_and_clear();
-    let left = keys::remaining(vault.as_ref(), keyring)
+    let left = key_rotation::remaining(vault.as_ref(), keyring)
         .await
         .map_err(|e| e.to_string())?;
     println!(

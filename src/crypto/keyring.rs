@@ -1,3 +1,6 @@
+//! Sealing with AES-256-GCM under named keys: the newest key seals, every listed key opens, and the
+//! row's id is bound in as associated data so a blob cannot be moved to another row.
+
 use std::fmt;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};

@@ -1,3 +1,6 @@
+//! Random values and digests: consent states, PKCE verifiers, nonces, task-key secrets, and the
+//! keyed digests stored in their place.
+
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::OsRng;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,3 +1,6 @@
+//! `POST /api/auth/manager/access-token`: a fresh access token for an owner, a task key or a
+//! delegate, from the sealed offline token.
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

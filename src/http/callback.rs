@@ -1,3 +1,6 @@
+//! `GET /api/auth/manager/offline-callback`: the provider's redirect back after consent, answered
+//! as JSON, a page for a person, or a redirect to the frontend.
+
 use std::sync::Arc;
 
 use axum::extract::State;

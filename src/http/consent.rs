@@ -1,3 +1,5 @@
+//! `POST /api/auth/manager/offline-consent`: a pending row and the provider's consent URL.
+
 use std::sync::Arc;
 
 use axum::extract::State;

@@ -1,3 +1,6 @@
+//! Extractors: the caller (bearer token, task key or delegate), the client's address, and JSON
+//! bodies whose rejections are worded as the API's errors.
+
 use std::net::IpAddr;
 
 use serde::Deserialize;

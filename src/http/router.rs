@@ -11,7 +11,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::error::ApiError;
 use super::state::AppState;
 use super::{
-    access_token, admin_page, callback, consent, frame, middleware, openapi, ops, task_keys,
+    access_token, admin_page, callback, consent, frame, openapi, ops, rate_limit, task_keys,
     token_exchange, tokens,
 };
 
@@ -64,10 +64,10 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
             post(admin_page::revoke_as_admin),
         );
     // Off (RATE_LIMIT_PER_SECOND=0), no layer at all: not even a pass-through per request.
-    if let Some(limit) = Option::<Arc<middleware::RateLimit>>::from_ref(&state) {
+    if let Some(limit) = Option::<Arc<rate_limit::RateLimit>>::from_ref(&state) {
         limited = limited.route_layer(axum::middleware::from_fn_with_state(
             limit,
-            middleware::limit_rate,
+            rate_limit::limit_rate,
         ));
     }
     let mut api = Router::new()

@@ -1,3 +1,5 @@
+//! What every handler can reach ([`AppState`]), and the `FromRef` views extractors take of it.
+
 use std::sync::Arc;
 
 use axum::extract::FromRef;
@@ -5,7 +7,7 @@ use axum::extract::FromRef;
 use super::admin_page::AdminState;
 use super::client_addr::TrustedProxies;
 use super::extract::DelegateClients;
-use super::middleware::RateLimit;
+use super::rate_limit::RateLimit;
 use crate::grants::{Callbacks, Consents, Reads, Refresher, Revoker, TaskKeys};
 use crate::oidc::TokenVerifier;
 use crate::vault::TokenVault;

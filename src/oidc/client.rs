@@ -1,3 +1,7 @@
+//! The broker as an OAuth client of the provider (on the `oauth2` crate): authorization URLs with
+//! PKCE and nonce, the code exchange, refreshes and RFC 7009 revocation, and how the provider's
+//! refusals are classified ([`ProviderError`]).
+
 use std::borrow::Cow;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! OpenID Connect discovery: the parts of `/.well-known/openid-configuration` the broker uses.
+
 use serde::Deserialize;
 use url::Url;
 

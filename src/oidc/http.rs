@@ -1,3 +1,5 @@
+//! The HTTP client the broker talks to the provider with: no redirects, bounded timeouts.
+
 use std::time::Duration;
 
 /// The one HTTP client for talking to the provider.

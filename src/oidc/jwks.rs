@@ -1,3 +1,7 @@
+//! The provider's signing keys (JWKS): fetched from `jwks_uri`, kept in memory, refetched on an
+//! unknown `kid` at most once per cool-down, so a forged `kid` cannot make the broker hammer the
+//! provider.
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};

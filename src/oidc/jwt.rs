@@ -1,3 +1,7 @@
+//! Bearer-token verification: signature by the provider's keys, issuer, audience, expiry and
+//! authorized party, with verified claims cached by the token's digest until it expires. The
+//! result is [`CallerClaims`]: who is calling, never yet what they may do.
+
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;

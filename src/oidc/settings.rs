@@ -1,3 +1,5 @@
+//! What the operator tells the broker about its provider: issuer, client, secret, audiences.
+
 use std::fmt;
 
 use secrecy::SecretString;

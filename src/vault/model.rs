@@ -1,3 +1,5 @@
+//! The vault's types: statuses, rows, claims and the records sqlx reads them into.
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -1,3 +1,10 @@
+//! The production vault: PostgreSQL, safe for several broker instances on one database.
+//!
+//! Atomicity rule: every change of a row is one statement that checks the state it expects
+//! (`WHERE status = …`, the refresh fence, the lease) and takes the row lock, so two instances
+//! racing for one row serialise on that lock and the loser changes nothing. A change that comes
+//! with its audit record writes both in that one statement (a data-modifying CTE).
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -1,3 +1,10 @@
+//! The embedded vault: SQLite through sqlx, for one broker process.
+//!
+//! Atomicity rule: every change of a row is one conditional `UPDATE … WHERE` on the state it
+//! expects (status, fence, lease), so a change that lost a race changes nothing and reports it;
+//! SQLite serialises writers, so one statement is one step. Where a change spans statements (an
+//! audit record with it) it runs in one transaction.
+
 use std::str::FromStr;
 use std::time::Duration;
 

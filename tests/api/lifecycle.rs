@@ -5,7 +5,7 @@ use sqlx::{PgPool, QueryBuilder};
 use token_broker::audit::Journal;
 use token_broker::crypto::{purpose, Binding, Keyring};
 use token_broker::vault::{AuditQuery, PgVault, TokenVault};
-use token_broker::{keys, lifecycle};
+use token_broker::{cleanup, key_rotation};
 use uuid::Uuid;
 
 use crate::app::{spawn_app, unique_user};
@@ -35,11 +35,11 @@ async fn an_expired_consent_is_marked_expired_and_its_state_refused(pool: PgPool
 
     let vault: Arc<dyn TokenVault> = Arc::new(PgVault::new(pool));
     let journal = Journal::new(vault.clone(), None);
-    let report = lifecycle::clean_up(
+    let report = cleanup::clean_up(
         vault.as_ref(),
         &journal,
         &token_broker::grants::StatusChanges::default(),
-        lifecycle::Retention {
+        cleanup::Retention {
             rows: std::time::Duration::from_secs(3600),
             audit: std::time::Duration::from_secs(3600),
         },
@@ -176,12 +176,14 @@ async fn rotating_ten_thousand_rows_loses_none_and_leaves_none_behind(pool: PgPo
     let journal = Journal::new(vault.clone(), None);
     let rotating = Keyring::parse(&format!("{NEW},{OLD}")).unwrap();
     assert_eq!(
-        keys::remaining(vault.as_ref(), &rotating).await.unwrap(),
+        key_rotation::remaining(vault.as_ref(), &rotating)
+            .await
+            .unwrap(),
         10_000
     );
 
     let ticks = std::sync::atomic::AtomicU64::new(0);
-    let report = keys::rotate(vault.as_ref(), &rotating, &journal, 500, |n| {
+    let report = key_rotation::rotate(vault.as_ref(), &rotating, &journal, 500, |n| {
         ticks.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     })
     .await
@@ -190,7 +192,12 @@ async fn rotating_ten_thousand_rows_loses_none_and_leaves_none_behind(pool: PgPo
     assert_eq!(report.changed_meanwhile, 0);
     assert!(report.failed.is_empty());
     assert_eq!(ticks.into_inner(), 10_000);
-    assert_eq!(keys::remaining(vault.as_ref(), &rotating).await.unwrap(), 0);
+    assert_eq!(
+        key_rotation::remaining(vault.as_ref(), &rotating)
+            .await
+            .unwrap(),
+        0
+    );
 
     let count: i64 = sqlx::query_scalar("select count(*) from token_vault")
         .fetch_one(&pool)
@@ -228,7 +235,7 @@ async fn rotating_ten_thousand_rows_loses_none_and_leaves_none_behind(pool: PgPo
         );
     }
     // A second run finds nothing to do.
-    let again = keys::rotate(vault.as_ref(), &rotating, &journal, 500, |_| {})
+    let again = key_rotation::rotate(vault.as_ref(), &rotating, &journal, 500, |_| {})
         .await
         .unwrap();
     assert_eq!(again.resealed, 0);
@@ -244,11 +251,16 @@ async fn a_row_under_an_unknown_key_is_reported_and_the_rest_rotate(pool: PgPool
     let journal = Journal::new(vault.clone(), None);
     let rotating = Keyring::parse(&format!("{NEW},{OLD}")).unwrap();
 
-    let report = keys::rotate(vault.as_ref(), &rotating, &journal, 2, |_| {})
+    let report = key_rotation::rotate(vault.as_ref(), &rotating, &journal, 2, |_| {})
         .await
         .unwrap();
     assert_eq!(report.resealed, 3);
     assert_eq!(report.failed.len(), 1);
     assert!(report.failed[0].1.contains("`lost`"), "{:?}", report.failed);
-    assert_eq!(keys::remaining(vault.as_ref(), &rotating).await.unwrap(), 1);
+    assert_eq!(
+        key_rotation::remaining(vault.as_ref(), &rotating)
+            .await
+            .unwrap(),
+        1
+    );
 }

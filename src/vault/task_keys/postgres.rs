@@ -1,3 +1,5 @@
+//! Task keys in PostgreSQL: the SQL of [`TaskKeyStore`] with `$n` placeholders.
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

@@ -1,3 +1,5 @@
+//! Task keys in SQLite: the SQL of [`TaskKeyStore`] with `?` placeholders.
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
