@@ -11,12 +11,13 @@ use crate::audit::Journal;
 use crate::cleanup;
 use crate::config::{create_private_dir, Config, Storage};
 use crate::grants::{
-    keepalive, AccessTokenCache, Callbacks, ConsentPolicy, Consents, GrantLimits,
-    KeepAliveSettings, Reads, Refresher, Revoker, StatusChanges, TaskKeyError, TaskKeys,
+    keepalive, AccessTokenCache, Authenticator, Callbacks, ConsentPolicy, Consents,
+    DelegateClients, GrantLimits, KeepAliveSettings, Reads, Refresher, Revoker, StatusChanges,
+    TaskKeyError, TaskKeys, TokenIssuer,
 };
 use crate::http::{
-    self, AdminSessions, AdminState, ApiDocument, AppState, Cors, DelegateClients, DeploymentRules,
-    RateLimit, Services, TrustedProxies,
+    self, AdminSessions, AdminState, ApiDocument, AppState, Cors, DeploymentRules, RateLimit,
+    Services, TrustedProxies,
 };
 use crate::oidc::{discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier};
 use crate::vault::{self, TokenVault};
@@ -178,6 +179,15 @@ pub async fn assemble(
         )
         .await?,
     );
+    let authenticator = Arc::new(Authenticator::new(
+        verifier.clone(),
+        DelegateClients {
+            clients: config.delegate_clients.clone(),
+            pinned: config.delegate_subjects,
+        },
+        task_keys.clone(),
+    ));
+    let issuer = Arc::new(TokenIssuer::new(refresher.clone(), task_keys.clone()));
     let proxies = Arc::new(TrustedProxies(config.http.trusted_proxies));
     let rate_limit = config
         .http
@@ -209,10 +219,8 @@ pub async fn assemble(
         revoker,
         reads,
         task_keys,
-        delegates: Arc::new(DelegateClients {
-            clients: config.delegate_clients,
-            pinned: config.delegate_subjects,
-        }),
+        authenticator,
+        issuer,
         proxies,
         rate_limit,
         admin,

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::oidc::CallerClaims;
 use crate::vault::TaskKey;
 
 /// The three kinds of caller the access path serves.
@@ -35,6 +36,33 @@ impl Caller {
             Caller::Delegate { client, .. } => delegates.iter().any(|d| d == client),
             Caller::Task(key) => key.token_id == id && key.user_id == owner,
         }
+    }
+}
+
+/// Client ids whose service accounts may act for users on rows delegated to them
+/// (`DELEGATE_CLIENTS`), with the service account's `sub` where the operator pinned it.
+#[derive(Clone, Debug, Default)]
+pub struct DelegateClients {
+    pub clients: Vec<String>,
+    pub pinned: Vec<(String, String)>,
+}
+
+impl DelegateClients {
+    /// The delegate client whose *service account* presented `claims`. A user's token issued
+    /// to a delegate client is not its service account: it is a user like any other.
+    pub fn delegate(&self, claims: &CallerClaims) -> Option<String> {
+        let client = claims.client()?;
+        if !self.clients.iter().any(|d| d == client) {
+            return None;
+        }
+        let pinned = self
+            .pinned
+            .iter()
+            .find(|(c, _)| c == client)
+            .map(|(_, sub)| sub.as_str());
+        claims
+            .is_service_account_of(client, pinned)
+            .then(|| client.to_owned())
     }
 }
 

@@ -4,6 +4,7 @@
 //! of HTTP.
 
 pub mod access;
+pub mod authenticator;
 pub mod breaker;
 pub mod cache;
 pub mod callback;
@@ -11,6 +12,7 @@ pub mod caller;
 pub mod changes;
 pub mod consent;
 pub mod flight;
+pub mod issue;
 pub mod keepalive;
 pub mod reads;
 pub mod revoke;
@@ -18,14 +20,16 @@ pub mod scope;
 pub mod task_keys;
 
 pub use access::{AccessError, RefreshSettings, Refresher};
+pub use authenticator::{Authenticator, Unidentified};
 pub use breaker::BreakerSettings;
 pub use cache::{AccessTokenCache, Minted};
 pub use callback::{
     CallbackError, Callbacks, Completed, Failure, FailureKind, GrantLimits, ProviderReply,
 };
-pub use caller::Caller;
+pub use caller::{Caller, DelegateClients};
 pub use changes::{ChangeListener, StatusChanges};
 pub use consent::{ConsentError, ConsentPolicy, Consents, StartedConsent};
+pub use issue::TokenIssuer;
 pub use keepalive::KeepAliveSettings;
 pub use reads::{ListQuery, Page, ReadError, Reads};
 pub use revoke::{ProviderRevocation, RevokeError, Revoked, Revoker};

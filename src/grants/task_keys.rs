@@ -87,6 +87,9 @@ impl KeyRefusal {
 pub enum RedeemError {
     #[error(transparent)]
     Refused(KeyRefusal),
+    /// A caller other than a task did not say which row.
+    #[error("persistentTokenId is required")]
+    RowNotNamed,
     #[error(transparent)]
     Access(#[from] AccessError),
     #[error(transparent)]

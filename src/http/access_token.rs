@@ -1,6 +1,8 @@
 //! `POST /api/auth/manager/access-token`: a fresh access token for an owner, a task key or a
 //! delegate, from the sealed offline token.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,8 +13,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AccessCaller, ApiJson};
-use super::state::AppState;
-use crate::grants::{Caller, Minted, Scope};
+use crate::grants::{Minted, Scope, TokenIssuer};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -77,7 +78,7 @@ impl<'a> From<&'a Minted> for AccessTokenResponse<'a> {
     )
 )]
 pub async fn issue_access_token(
-    State(services): State<AppState>,
+    State(issuer): State<Arc<TokenIssuer>>,
     AccessCaller { caller, from }: AccessCaller,
     ApiJson(request): ApiJson<AccessTokenRequest>,
 ) -> Result<Response, ApiError> {
@@ -94,19 +95,6 @@ pub async fn issue_access_token(
         .as_deref()
         .map(|s| Scope::parse(s).map_err(|e| ApiError::invalid_request(e.to_string())))
         .transpose()?;
-    let minted = match caller {
-        Caller::Task(key) => {
-            let refresher = &services.refresher;
-            services
-                .task_keys
-                .redeem(refresher, key, id, scope, from)
-                .await?
-        }
-        caller => {
-            let id =
-                id.ok_or_else(|| ApiError::invalid_request("persistentTokenId is required"))?;
-            services.refresher.access_token(&caller, id, scope).await?
-        }
-    };
+    let minted = issuer.issue(caller, id, scope, from).await?;
     Ok(Json(AccessTokenResponse::from(&minted)).into_response())
 }

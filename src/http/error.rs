@@ -404,6 +404,7 @@ impl From<RedeemError> for ApiError {
     fn from(error: RedeemError) -> Self {
         match error {
             RedeemError::Refused(refusal) => ApiError::KeyRefused(refusal),
+            RedeemError::RowNotNamed => ApiError::invalid_request("persistentTokenId is required"),
             RedeemError::Access(e) => e.into(),
             RedeemError::Vault(e) => e.into(),
         }

@@ -2,19 +2,17 @@
 //! bodies whose rejections are worded as the API's errors.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use axum::extract::{FromRequest, FromRequestParts, Query};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Query};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::client_addr::ClientIp;
+use super::client_addr::{ClientIp, TrustedProxies};
 use super::error::ApiError;
-use super::state::AppState;
-use crate::grants::task_keys::KEY_PREFIX;
-use crate::grants::{Caller, RedeemError};
-use crate::oidc::CallerClaims;
+use crate::grants::{Authenticator, Caller, RedeemError, Unidentified};
 
 /// The JSON body extractor, answering malformed bodies in our own error shape.
 #[derive(FromRequest)]
@@ -66,33 +64,6 @@ pub fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
         .map_err(|e| ApiError::invalid_request(format!("The request body is invalid: {e}")))
 }
 
-/// Client ids whose service accounts may act for users on rows delegated to them
-/// (`DELEGATE_CLIENTS`), with the service account's `sub` where the operator pinned it.
-#[derive(Clone, Debug, Default)]
-pub struct DelegateClients {
-    pub clients: Vec<String>,
-    pub pinned: Vec<(String, String)>,
-}
-
-impl DelegateClients {
-    /// The delegate client whose *service account* presented `claims`. A user's token issued
-    /// to a delegate client is not its service account: it is a user like any other.
-    fn delegate(&self, claims: &CallerClaims) -> Option<String> {
-        let client = claims.client()?;
-        if !self.clients.iter().any(|d| d == client) {
-            return None;
-        }
-        let pinned = self
-            .pinned
-            .iter()
-            .find(|(c, _)| c == client)
-            .map(|(_, sub)| sub.as_str());
-        claims
-            .is_service_account_of(client, pinned)
-            .then(|| client.to_owned())
-    }
-}
-
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     parts
         .headers
@@ -115,28 +86,34 @@ pub struct AuthUser {
     pub subject: String,
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if token.starts_with(KEY_PREFIX) {
-            return Err(ApiError::Forbidden);
-        }
-        let claims = state.verifier.verify_token(token).await.map_err(refused)?;
-        if state.delegates.delegate(&claims).is_some() {
-            return Err(ApiError::Forbidden);
-        }
-        state.verifier.check_user(&claims).map_err(refused)?;
-        Ok(AuthUser {
-            subject: claims.sub.clone(),
-        })
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let credential = bearer(parts)?;
+        let subject = Arc::<Authenticator>::from_ref(state)
+            .identify_user(credential)
+            .await
+            .map_err(refused)?;
+        Ok(AuthUser { subject })
     }
 }
 
-fn refused(reason: crate::oidc::JwtError) -> ApiError {
-    tracing::info!(%reason, "rejected a bearer token");
-    ApiError::Unauthorized
+/// The answer to a credential that names no caller the route serves.
+fn refused(reason: Unidentified) -> ApiError {
+    match reason {
+        Unidentified::Token(reason) => {
+            tracing::info!(%reason, "rejected a bearer token");
+            ApiError::Unauthorized
+        }
+        Unidentified::NotAUser => ApiError::Forbidden,
+        Unidentified::Key(RedeemError::Refused(refusal)) => ApiError::KeyRefused(refusal),
+        Unidentified::Key(other) => ApiError::from(other),
+    }
 }
 
 /// Whoever asks for an access token: a user, a delegated service account, or a task with a
@@ -146,44 +123,21 @@ pub struct AccessCaller {
     pub from: Option<IpAddr>,
 }
 
-// Both extractors borrow the services from the state instead of cloning them out of it: on the
-// cache-hit path every `Arc` clone is a pair of atomic operations on a count that every worker
-// thread shares.
-impl FromRequestParts<AppState> for AccessCaller {
+impl<S> FromRequestParts<S> for AccessCaller
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+    Arc<TrustedProxies>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let from = ClientIp::of(parts, &state.proxies);
-        let token = bearer(parts)?;
-        if token.starts_with(KEY_PREFIX) {
-            let key = state
-                .task_keys
-                .authenticate(token, from)
-                .await
-                .map_err(|e| match e {
-                    RedeemError::Refused(refusal) => ApiError::KeyRefused(refusal),
-                    other => ApiError::from(other),
-                })?;
-            return Ok(AccessCaller {
-                caller: Caller::Task(key),
-                from,
-            });
-        }
-        let claims = state.verifier.verify_token(token).await.map_err(refused)?;
-        if let Some(client) = state.delegates.delegate(&claims) {
-            state.verifier.check_any_caller(&claims).map_err(refused)?;
-            return Ok(AccessCaller {
-                caller: Caller::Delegate {
-                    client,
-                    subject: claims.sub.clone(),
-                },
-                from,
-            });
-        }
-        state.verifier.check_user(&claims).map_err(refused)?;
-        Ok(AccessCaller {
-            caller: Caller::User(claims.sub.clone()),
-            from,
-        })
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let from = ClientIp::of(parts, &Arc::<TrustedProxies>::from_ref(state));
+        let credential = bearer(parts)?;
+        let caller = Arc::<Authenticator>::from_ref(state)
+            .identify(credential, from)
+            .await
+            .map_err(refused)?;
+        Ok(AccessCaller { caller, from })
     }
 }

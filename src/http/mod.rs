@@ -3,6 +3,7 @@
 
 mod access_token;
 mod admin_page;
+mod api_document;
 mod callback;
 mod callback_page;
 mod client_addr;
@@ -20,10 +21,10 @@ mod token_exchange;
 mod tokens;
 
 pub use admin_page::{AdminState, Sessions as AdminSessions};
+pub use api_document::ApiDocument;
 pub use client_addr::TrustedProxies;
 pub use error::ApiError;
-pub use extract::DelegateClients;
-pub use openapi::{ApiDoc, ApiDocument, DeploymentRules};
+pub use openapi::{ApiDoc, DeploymentRules};
 pub use rate_limit::RateLimit;
 pub use router::{metrics_router, router, Cors};
 pub use state::{AppState, Services};

@@ -11,8 +11,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::error::ApiError;
 use super::state::AppState;
 use super::{
-    access_token, admin_page, callback, consent, frame, openapi, ops, rate_limit, task_keys,
-    token_exchange, tokens,
+    access_token, admin_page, api_document, callback, consent, frame, openapi, ops, rate_limit,
+    task_keys, token_exchange, tokens,
 };
 
 /// Origins whose browser pages may call the API (CORS); empty = no CORS headers.
@@ -77,7 +77,7 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
             "/api/auth/manager/offline-tokens/{id}",
             get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
-        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/openapi.json", get(api_document::openapi_json))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     if !metrics_elsewhere {

@@ -6,9 +6,10 @@ use axum::extract::FromRef;
 
 use super::admin_page::AdminState;
 use super::client_addr::TrustedProxies;
-use super::extract::DelegateClients;
 use super::rate_limit::RateLimit;
-use crate::grants::{Callbacks, Consents, Reads, Refresher, Revoker, TaskKeys};
+use crate::grants::{
+    Authenticator, Callbacks, Consents, Reads, Refresher, Revoker, TaskKeys, TokenIssuer,
+};
 use crate::oidc::TokenVerifier;
 use crate::vault::TokenVault;
 
@@ -54,18 +55,19 @@ from_services!(
     revoker: Arc<Revoker>,
     reads: Arc<Reads>,
     task_keys: Arc<TaskKeys>,
-    delegates: Arc<DelegateClients>,
+    authenticator: Arc<Authenticator>,
+    issuer: Arc<TokenIssuer>,
     proxies: Arc<TrustedProxies>,
     rate_limit: Option<Arc<RateLimit>>,
     admin: AdminState,
-    api_document: Arc<super::openapi::ApiDocument>,
+    api_document: Arc<super::api_document::ApiDocument>,
 );
 
 /// The services behind [`AppState`].
 pub struct Services {
     /// Readiness and metrics only; the use cases reach the vault through their services.
     pub vault: Arc<dyn TokenVault>,
-    /// Verifies callers' bearer tokens ([`super::extract::AuthUser`]).
+    /// Verifies bearer tokens (the admin page's sign-in; callers go through `authenticator`).
     pub verifier: Arc<TokenVerifier>,
     pub consents: Arc<Consents>,
     pub callbacks: Arc<Callbacks>,
@@ -73,13 +75,15 @@ pub struct Services {
     pub revoker: Arc<Revoker>,
     pub reads: Arc<Reads>,
     pub task_keys: Arc<TaskKeys>,
-    /// Service accounts that may redeem rows delegated to them.
-    pub delegates: Arc<DelegateClients>,
+    /// Turns credentials into callers ([`super::extract::AccessCaller`], [`super::extract::AuthUser`]).
+    pub authenticator: Arc<Authenticator>,
+    /// Issues access tokens for any caller.
+    pub issuer: Arc<TokenIssuer>,
     /// Whose `X-Forwarded-For` names the client.
     pub proxies: Arc<TrustedProxies>,
     /// None when rate limiting is off.
     pub rate_limit: Option<Arc<RateLimit>>,
     pub admin: AdminState,
     /// The OpenAPI document, with this deployment's rules in it.
-    pub api_document: Arc<super::openapi::ApiDocument>,
+    pub api_document: Arc<super::api_document::ApiDocument>,
 }

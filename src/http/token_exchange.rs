@@ -20,8 +20,10 @@ use serde::Serialize;
 use super::client_addr::ClientIp;
 use super::error::ApiError;
 use super::extract::ApiBody;
-use crate::grants::task_keys::KEY_PREFIX;
-use crate::grants::{AccessError, KeyRefusal, RedeemError, Refresher, Scope, TaskKeys};
+use crate::grants::authenticator::is_task_key;
+use crate::grants::{
+    AccessError, Authenticator, Caller, KeyRefusal, RedeemError, Scope, TokenIssuer, Unidentified,
+};
 
 pub const PATH: &str = "/api/auth/manager/token";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -156,8 +158,8 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     )
 )]
 pub async fn exchange_token(
-    State(refresher): State<Refresher>,
-    State(task_keys): State<Arc<TaskKeys>>,
+    State(authenticator): State<Arc<Authenticator>>,
+    State(issuer): State<Arc<TokenIssuer>>,
     ClientIp(from): ClientIp,
     headers: HeaderMap,
     body: Result<ApiBody, ApiError>,
@@ -214,20 +216,23 @@ pub async fn exchange_token(
         Ok(scope) => scope,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()),
     };
-    if !subject_token.starts_with(KEY_PREFIX) {
+    if !is_task_key(subject_token) {
         return invalid_request("the subject token is not a task key");
     }
     let asked_scope = scope.clone();
-    let redeemed = match task_keys.authenticate(subject_token, from).await {
-        Ok(key) if resource.is_some_and(|id| id != key.token_id) => {
+    let redeemed = match authenticator.identify(subject_token, from).await {
+        Ok(Caller::Task(key)) if resource.is_some_and(|id| id != key.token_id) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_target",
                 "`resource` names a grant this subject token is not for",
             )
         }
-        Ok(key) => task_keys.redeem(&refresher, key, None, scope, from).await,
-        Err(e) => Err(e),
+        Ok(caller @ Caller::Task(_)) => issuer.issue(caller, None, scope, from).await,
+        Ok(_) | Err(Unidentified::Token(_) | Unidentified::NotAUser) => {
+            return invalid_request("the subject token is not a task key")
+        }
+        Err(Unidentified::Key(e)) => Err(e),
     };
     match redeemed {
         Ok(minted) => {

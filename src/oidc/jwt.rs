@@ -231,14 +231,6 @@ impl TokenVerifier {
         }
     }
 
-    /// Verifies a user's bearer access token: signature and claims, then the audience and
-    /// authorized parties the broker is configured to accept.
-    pub async fn verify_caller(&self, token: &str) -> Result<Arc<CallerClaims>, JwtError> {
-        let claims = self.verify_token(token).await?;
-        self.check_user(&claims)?;
-        Ok(claims)
-    }
-
     /// The audience and authorized parties a user's token must have (`OIDC_AUDIENCE`,
     /// `OIDC_AUTHORIZED_PARTIES`).
     /// Tokens the broker itself minted (its own client is their `azp`) are never a user's

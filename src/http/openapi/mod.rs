@@ -85,20 +85,7 @@ impl Modify for BearerScheme {
 
 mod rules;
 
-pub use rules::{ApiDocument, DeploymentRules};
-
-/// `GET /api/openapi.json`
-pub async fn openapi_json(
-    axum::extract::State(document): axum::extract::State<std::sync::Arc<ApiDocument>>,
-) -> impl axum::response::IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        )],
-        document.bytes(),
-    )
-}
+pub use rules::DeploymentRules;
 
 /// `GET /api/docs/`: Swagger UI, served from the binary (vendored by `utoipa-swagger-ui`,
 /// Apache-2.0) so that a reader's browser loads nothing from a third party. Its online validator

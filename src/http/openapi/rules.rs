@@ -16,6 +16,7 @@ use crate::grants::task_keys::{MAX_CIDRS, MAX_NAME_LEN, MAX_USES};
 use crate::http::token_exchange::{ACCESS_TOKEN_TYPE, TASK_KEY_TYPE, TOKEN_EXCHANGE};
 
 use super::ApiDoc;
+use crate::http::api_document::ApiDocument;
 use utoipa::OpenApi;
 
 /// What Rust's `trim` removes (Unicode `White_Space`).
@@ -34,10 +35,7 @@ pub struct DeploymentRules<'a> {
     pub delegates: &'a [String],
 }
 
-/// The OpenAPI document as served, with every rule in it: written once at start-up, served as
-/// the same bytes on every request.
-pub struct ApiDocument(axum::body::Bytes);
-
+/// The OpenAPI document as served, with every rule in it: written once at start-up.
 impl ApiDocument {
     pub fn new(rules: &DeploymentRules<'_>) -> Self {
         let mut doc = Doc(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default());
@@ -102,17 +100,12 @@ impl ApiDocument {
             &format!("{schemas}/ConsentRequest/properties/delegates"),
             delegates(rules.delegates),
         );
-        Self(serde_json::to_vec(&doc.0).unwrap_or_default().into())
-    }
-
-    /// The document's JSON text.
-    pub fn bytes(&self) -> axum::body::Bytes {
-        self.0.clone()
+        Self::from_json(serde_json::to_vec(&doc.0).unwrap_or_default())
     }
 
     #[cfg(test)]
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.0).unwrap_or_default()
+        serde_json::from_slice(&self.bytes()).unwrap_or_default()
     }
 }
 

@@ -1,0 +1,102 @@
+//! Who is calling: the one place a presented credential becomes a [`Caller`].
+//!
+//! A credential is what follows `Bearer` (or an RFC 8693 `subject_token`): a task key when it
+//! carries the key prefix, else a JWT from the provider, verified against its keys. A verified
+//! token is a delegate's when its client is in `DELEGATE_CLIENTS` and it is that client's
+//! *service account* ([`DelegateClients::delegate`]); any other verified token is a user's,
+//! once the user rules hold (audience, authorized party, not the broker's own client).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::caller::{Caller, DelegateClients};
+use super::task_keys::{RedeemError, TaskKeys, KEY_PREFIX};
+use crate::oidc::{JwtError, TokenVerifier};
+
+/// Why a credential names no caller the route serves.
+#[derive(Debug, thiserror::Error)]
+pub enum Unidentified {
+    /// A token that did not verify, or that no rule admits (401).
+    #[error("the bearer token was refused: {0}")]
+    Token(#[from] JwtError),
+    /// A task key or a delegate on a route only a signed-in user may use (403).
+    #[error("only a signed-in user may do this")]
+    NotAUser,
+    /// A task key that is unknown, revoked, expired, used up or used from elsewhere, or whose
+    /// row has ended; or the vault failing while it was looked up.
+    #[error(transparent)]
+    Key(RedeemError),
+}
+
+/// Turns credentials into callers: JWT verification, delegates and task-key authentication.
+pub struct Authenticator {
+    verifier: Arc<TokenVerifier>,
+    delegates: DelegateClients,
+    task_keys: Arc<TaskKeys>,
+}
+
+impl Authenticator {
+    pub fn new(
+        verifier: Arc<TokenVerifier>,
+        delegates: DelegateClients,
+        task_keys: Arc<TaskKeys>,
+    ) -> Self {
+        Self {
+            verifier,
+            delegates,
+            task_keys,
+        }
+    }
+
+    /// Any caller the token paths serve: a user, a delegate's service account, or a task with
+    /// its key (checked: known, live, within its uses, from an address it allows).
+    pub async fn identify(
+        &self,
+        credential: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Caller, Unidentified> {
+        if is_task_key(credential) {
+            let key = self
+                .task_keys
+                .authenticate(credential, from)
+                .await
+                .map_err(Unidentified::Key)?;
+            return Ok(Caller::Task(key));
+        }
+        let claims = self.verifier.verify_token(credential).await?;
+        if let Some(client) = self.delegates.delegate(&claims) {
+            self.verifier.check_any_caller(&claims)?;
+            return Ok(Caller::Delegate {
+                client,
+                subject: claims.sub.clone(),
+            });
+        }
+        self.verifier.check_user(&claims)?;
+        Ok(Caller::User(claims.sub.clone()))
+    }
+
+    /// A signed-in user, for the routes that manage grants: task keys and delegates are
+    /// refused without a lookup. The user's `sub`.
+    pub async fn identify_user(&self, credential: &str) -> Result<String, Unidentified> {
+        if is_task_key(credential) {
+            return Err(Unidentified::NotAUser);
+        }
+        let claims = self.verifier.verify_token(credential).await?;
+        if self.delegates.delegate(&claims).is_some() {
+            return Err(Unidentified::NotAUser);
+        }
+        self.verifier.check_user(&claims)?;
+        Ok(claims.sub.clone())
+    }
+
+    /// The task keys this authenticator checks (their redemption issues the tokens).
+    pub fn task_keys(&self) -> &TaskKeys {
+        &self.task_keys
+    }
+}
+
+/// Whether a credential is presented as a task key (by its prefix; authenticity is checked
+/// against the vault).
+pub fn is_task_key(credential: &str) -> bool {
+    credential.starts_with(KEY_PREFIX)
+}
