@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::vault::{AuditAction, AuditEvent, Status, StatusChange, TokenVault};
+use crate::vault::{AuditAction, AuditEvent, Status, StatusChange, StatusReason, TokenVault};
 pub use crate::webhook::Health;
 use crate::webhook::{WebhookEvent, Webhooks};
 
@@ -96,7 +96,7 @@ impl Journal {
                     user_id: &change.user_id,
                     task_id: &change.task_id,
                 };
-                let reason = (!change.reason.is_empty()).then_some(change.reason.as_str());
+                let reason = change.reason.as_ref().map(StatusReason::as_str);
                 event(SYSTEM, subject, action, true, reason)
             })
             .collect();

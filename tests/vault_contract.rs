@@ -11,7 +11,7 @@ use token_broker::crypto::Sealed;
 use token_broker::vault::{
     Activation, AuditAction, AuditEvent, AuditQuery, Claim, Ended, ListFilter, ListPosition,
     NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure, RefreshWrite, Reseal,
-    SqliteVault, Status, StoredAccess, TokenVault, VaultRow,
+    SqliteVault, Status, StatusReason, StoredAccess, TokenVault, Transition, VaultRow,
 };
 use uuid::Uuid;
 
@@ -80,6 +80,7 @@ async fn activate(vault: &Vault, id: Uuid, sealed: &Sealed) -> bool {
         .activate(id, Status::Pending, &activation(sealed))
         .await
         .unwrap()
+        .is_some()
 }
 
 async fn activated(vault: &Vault) -> Uuid {
@@ -210,13 +211,21 @@ async fn activation_stores_the_sealed_token_once(vault: Vault) {
 async fn a_pending_consent_fails_with_a_reason_once(vault: Vault) {
     let id = stored_pending(&vault, b"s").await;
     assert!(vault
-        .fail_pending(id, "subject_mismatch", Utc::now())
+        .fail_pending(id, &"subject_mismatch".parse().unwrap(), Utc::now())
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Failed);
-    assert_eq!(row.status_reason.as_deref(), Some("subject_mismatch"));
-    assert!(!vault.fail_pending(id, "other", Utc::now()).await.unwrap());
+    assert_eq!(
+        row.status_reason.as_ref().map(|r| r.as_str()),
+        Some("subject_mismatch")
+    );
+    assert!(vault
+        .fail_pending(id, &"other".parse().unwrap(), Utc::now())
+        .await
+        .unwrap()
+        .is_none());
     assert!(!activate(&vault, id, &sealed(1)).await);
     assert!(vault
         .claim_consent(b"s", Utc::now())
@@ -273,12 +282,21 @@ async fn a_claim_can_fail_the_row_and_wipe_its_secrets(vault: Vault) {
         .unwrap();
     let row = claimed(&vault, id, LEASE).await;
     assert!(vault
-        .fail_refresh(id, row.fence, "revoked_by_provider", Utc::now())
+        .fail_refresh(
+            id,
+            row.fence,
+            &"revoked_by_provider".parse().unwrap(),
+            Utc::now()
+        )
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Failed);
-    assert_eq!(row.status_reason.as_deref(), Some("revoked_by_provider"));
+    assert_eq!(
+        row.status_reason.as_ref().map(|r| r.as_str()),
+        Some("revoked_by_provider")
+    );
     assert!(row.sealed.is_none(), "a dead token is not kept");
     assert!(row.access.is_none(), "nor the access token minted from it");
     assert_eq!(
@@ -325,10 +343,16 @@ async fn a_write_back_from_an_older_claim_is_refused(vault: Vault) {
         .finish_refresh(id, stale.fence, &write(Some(&sealed(4)), &older))
         .await
         .unwrap());
-    assert!(!vault
-        .fail_refresh(id, stale.fence, "revoked_by_provider", Utc::now())
+    assert!(vault
+        .fail_refresh(
+            id,
+            stale.fence,
+            &"revoked_by_provider".parse().unwrap(),
+            Utc::now()
+        )
         .await
-        .unwrap());
+        .unwrap()
+        .is_none());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Active);
     assert_eq!(row.sealed, Some(sealed(3)), "the newer claim's token stays");
@@ -421,7 +445,7 @@ async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault)
                 id,
                 Some("mallory"),
                 Status::Revoked,
-                "revoked_by_user",
+                &"revoked_by_user".parse().unwrap(),
                 Utc::now()
             )
             .await
@@ -433,7 +457,7 @@ async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault)
             id,
             Some("alice|with|bars"),
             Status::Revoked,
-            "revoked_by_user",
+            &"revoked_by_user".parse().unwrap(),
             Utc::now(),
         )
         .await
@@ -449,7 +473,10 @@ async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault)
     );
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Revoked);
-    assert_eq!(row.status_reason.as_deref(), Some("revoked_by_user"));
+    assert_eq!(
+        row.status_reason.as_ref().map(|r| r.as_str()),
+        Some("revoked_by_user")
+    );
     assert!(row.sealed.is_none());
     let minted = access(2);
     assert!(
@@ -462,7 +489,13 @@ async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault)
     assert!(vault.find(id).await.unwrap().unwrap().sealed.is_none());
     assert!(matches!(
         vault
-            .end_grant(id, None, Status::Revoked, "again", Utc::now())
+            .end_grant(
+                id,
+                None,
+                Status::Revoked,
+                &"again".parse().unwrap(),
+                Utc::now()
+            )
             .await
             .unwrap(),
         Ended::Unchanged(_)
@@ -474,7 +507,7 @@ async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault)
             pending,
             None,
             Status::Revoked,
-            "revoked_by_user",
+            &"revoked_by_user".parse().unwrap(),
             Utc::now(),
         )
         .await
@@ -517,7 +550,8 @@ async fn a_reconsent_reseals_the_same_row(vault: Vault) {
     assert!(vault
         .activate(id, claim.status, &activation(&sealed(9)))
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Active);
     assert_eq!(row.sealed, Some(sealed(9)));
@@ -534,7 +568,13 @@ async fn a_reconsent_reseals_the_same_row(vault: Vault) {
     foreign.user_id = "mallory".into();
     assert!(!vault.start_reconsent(&foreign).await.unwrap());
     vault
-        .end_grant(id, None, Status::Revoked, "revoked_by_user", Utc::now())
+        .end_grant(
+            id,
+            None,
+            Status::Revoked,
+            &"revoked_by_user".parse().unwrap(),
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert!(!vault.start_reconsent(&reconsent(b"y")).await.unwrap());
@@ -593,7 +633,11 @@ async fn rows_near_their_hard_end_are_announced_once(vault: Vault) {
     let token = sealed(1);
     let mut act = activation(&token);
     act.expires_at = Utc::now() + chrono::Duration::days(2);
-    assert!(vault.activate(near, Status::Pending, &act).await.unwrap());
+    assert!(vault
+        .activate(near, Status::Pending, &act)
+        .await
+        .unwrap()
+        .is_some());
     activated(&vault).await;
     let before = Utc::now() + chrono::Duration::days(7);
     let announced = vault.mark_expiring(before, Utc::now(), 10).await.unwrap();
@@ -747,11 +791,17 @@ async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
     for id in &timed_out {
         let row = vault.find(*id).await.unwrap().unwrap();
         assert_eq!(row.status, Status::Expired);
-        assert_eq!(row.status_reason.as_deref(), Some("consent_timeout"));
+        assert_eq!(
+            row.status_reason.as_ref().map(|r| r.as_str()),
+            Some("consent_timeout")
+        );
     }
     let aged_row = vault.find(aged.id).await.unwrap().unwrap();
     assert_eq!(aged_row.status, Status::Expired);
-    assert_eq!(aged_row.status_reason.as_deref(), Some("max_age_reached"));
+    assert_eq!(
+        aged_row.status_reason.as_ref().map(|r| r.as_str()),
+        Some("max_age_reached")
+    );
     assert!(aged_row.sealed.is_none());
     assert!(first
         .iter()
@@ -800,7 +850,11 @@ async fn age(vault: &Vault, id: Uuid) {
     let token = sealed(1);
     let mut aged = activation(&token);
     aged.expires_at = Utc::now() - chrono::Duration::seconds(1);
-    assert!(vault.activate(id, Status::Active, &aged).await.unwrap());
+    assert!(vault
+        .activate(id, Status::Active, &aged)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 async fn finished_rows_are_purged_after_retention_in_batches(vault: Vault) {
@@ -809,14 +863,14 @@ async fn finished_rows_are_purged_after_retention_in_batches(vault: Vault) {
     for i in 0..3u8 {
         let id = stored_pending(&vault, &[b'o', i]).await;
         vault
-            .fail_pending(id, "access_denied", long_ago)
+            .fail_pending(id, &"access_denied".parse().unwrap(), long_ago)
             .await
             .unwrap();
         old.push(id);
     }
     let recent = stored_pending(&vault, b"recent").await;
     vault
-        .fail_pending(recent, "access_denied", Utc::now())
+        .fail_pending(recent, &"access_denied".parse().unwrap(), Utc::now())
         .await
         .unwrap();
     let active = activated(&vault).await;
@@ -1007,7 +1061,13 @@ async fn a_task_key_needs_a_live_row_of_its_owner_and_room(vault: Vault) {
         .await
         .unwrap());
     vault
-        .end_grant(row, None, Status::Revoked, "revoked_by_user", Utc::now())
+        .end_grant(
+            row,
+            None,
+            Status::Revoked,
+            &"revoked_by_user".parse().unwrap(),
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert!(!vault
@@ -1059,7 +1119,13 @@ async fn a_purged_row_takes_its_task_keys_with_it(vault: Vault) {
         .await
         .unwrap();
     vault
-        .end_grant(row, None, Status::Revoked, "revoked_by_user", Utc::now())
+        .end_grant(
+            row,
+            None,
+            Status::Revoked,
+            &"revoked_by_user".parse().unwrap(),
+            Utc::now(),
+        )
         .await
         .unwrap();
     let purged = vault
@@ -1204,9 +1270,15 @@ async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
         .unwrap();
     let row = claimed(&vault, failed, LEASE).await;
     assert!(vault
-        .fail_refresh(failed, row.fence, "revoked_by_provider", Utc::now())
+        .fail_refresh(
+            failed,
+            row.fence,
+            &"revoked_by_provider".parse().unwrap(),
+            Utc::now()
+        )
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     assert!(
         key_revoked(&vault, b"f").await,
         "failing a row ends its keys"
@@ -1222,7 +1294,7 @@ async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
             revoked,
             None,
             Status::Revoked,
-            "revoked_by_user",
+            &"revoked_by_user".parse().unwrap(),
             Utc::now(),
         )
         .await
@@ -1271,9 +1343,10 @@ async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
         .await
         .unwrap();
     assert!(vault
-        .fail_pending(declined, "access_denied", Utc::now())
+        .fail_pending(declined, &"access_denied".parse().unwrap(), Utc::now())
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     assert!(
         key_revoked(&vault, b"d").await,
         "a failed consent's keys end"
@@ -1298,7 +1371,8 @@ async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
     assert!(vault
         .activate(failed, claim.status, &activation(&token))
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     assert_eq!(
         vault.find(failed).await.unwrap().unwrap().status,
         Status::Active
@@ -1370,6 +1444,127 @@ async fn sqlite() -> Vault {
     Arc::new(vault)
 }
 
+/// Every vault method that changes a status says which transition it made, and each one is
+/// in the lifecycle's table (`vault::TRANSITIONS`); revoked is final.
+async fn every_status_change_is_a_listed_transition_and_says_so(vault: Vault) {
+    let listed = |t: &Transition| {
+        assert!(t.from.may_become(t.to), "{t:?} is not in TRANSITIONS");
+        t.clone()
+    };
+    let id = stored_pending(&vault, b"t1").await;
+    let made = vault
+        .activate(id, Status::Pending, &activation(&sealed(1)))
+        .await
+        .unwrap()
+        .expect("pending -> active");
+    assert_eq!(
+        listed(&made),
+        Transition {
+            from: Status::Pending,
+            to: Status::Active,
+            reason: None
+        }
+    );
+
+    let declined = stored_pending(&vault, b"t2").await;
+    let made = vault
+        .fail_pending(declined, &StatusReason::SubjectMismatch, Utc::now())
+        .await
+        .unwrap()
+        .expect("pending -> failed");
+    assert_eq!(
+        listed(&made),
+        Transition {
+            from: Status::Pending,
+            to: Status::Failed,
+            reason: Some(StatusReason::SubjectMismatch),
+        }
+    );
+
+    let claim = claimed(&vault, id, LEASE).await;
+    let made = vault
+        .fail_refresh(
+            id,
+            claim.fence,
+            &StatusReason::RevokedByProvider,
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .expect("active -> failed");
+    assert_eq!(
+        listed(&made),
+        Transition {
+            from: Status::Active,
+            to: Status::Failed,
+            reason: Some(StatusReason::RevokedByProvider),
+        }
+    );
+
+    // A re-consent brings the failed row back, and says from what.
+    assert!(vault
+        .start_reconsent(&NewReconsent {
+            id,
+            user_id: "alice|with|bars".into(),
+            state_hash: b"t3".to_vec(),
+            state_expires_at: in_ten_minutes(),
+            pkce_verifier: b"verifier-3".to_vec(),
+            nonce_hash: b"nonce-3".to_vec(),
+            redirect_uri: None,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap());
+    let claim = vault
+        .claim_consent(b"t3", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.status, Status::Failed);
+    let made = vault
+        .activate(id, claim.status, &activation(&sealed(2)))
+        .await
+        .unwrap()
+        .expect("failed -> active");
+    assert_eq!(
+        listed(&made),
+        Transition {
+            from: Status::Failed,
+            to: Status::Active,
+            reason: None
+        }
+    );
+
+    // Revoked is final: neither a re-consent's activation nor a failure moves it.
+    let Ended::Ended(before) = vault
+        .end_grant(
+            id,
+            None,
+            Status::Revoked,
+            &StatusReason::RevokedByUser,
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the row was live")
+    };
+    assert!(before.status.may_become(Status::Revoked));
+    assert_eq!(
+        vault
+            .activate(id, Status::Active, &activation(&sealed(3)))
+            .await
+            .unwrap(),
+        None
+    );
+    let row = vault.find(id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.status_reason),
+        (Status::Revoked, Some(StatusReason::RevokedByUser))
+    );
+    assert!(!Status::Revoked.may_become(Status::Active));
+}
+
 macro_rules! contract {
     ($($behaviour:ident),* $(,)?) => {
         mod on_postgres {
@@ -1423,4 +1618,5 @@ contract!(
     audit_records_are_read_by_token_and_by_user,
     every_way_a_row_ends_ends_its_keys_for_good,
     keys_made_within_a_day_count_and_ended_ones_are_purged,
+    every_status_change_is_a_listed_transition_and_says_so,
 );

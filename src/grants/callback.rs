@@ -16,7 +16,9 @@ use super::changes::StatusChanges;
 use crate::audit::{Journal, Subject};
 use crate::crypto::{purpose, sha256, Binding, Keyring, Sealed};
 use crate::oidc::{peek_expiry, CodeGrant, JwtError, OidcClient, ProviderError, TokenVerifier};
-use crate::vault::{Activation, AuditAction, ClaimedConsent, Status, TokenVault, VaultError};
+use crate::vault::{
+    Activation, AuditAction, ClaimedConsent, Status, StatusReason, TokenVault, VaultError,
+};
 
 pub const MAX_STATE_LEN: usize = 512;
 
@@ -57,29 +59,29 @@ pub enum FailureKind {
 #[derive(Clone, Debug)]
 pub struct Failure {
     pub kind: FailureKind,
-    /// Stored as the row's `status_reason` (a short code).
-    pub reason: String,
+    /// Stored as the row's `status_reason`.
+    pub reason: StatusReason,
     /// For people.
     pub message: &'static str,
 }
 
 impl Failure {
-    fn new(kind: FailureKind, reason: &str, message: &'static str) -> Self {
+    fn new(kind: FailureKind, reason: StatusReason, message: &'static str) -> Self {
         Self {
             kind,
-            reason: reason.to_owned(),
+            reason,
             message,
         }
     }
 
-    fn refused(reason: &str, message: &'static str) -> Self {
+    fn refused(reason: StatusReason, message: &'static str) -> Self {
         Self::new(FailureKind::Refused, reason, message)
     }
 
     fn internal() -> Self {
         Self::new(
             FailureKind::Internal,
-            "internal_error",
+            StatusReason::InternalError,
             "Internal server error",
         )
     }
@@ -181,10 +183,11 @@ impl Callbacks {
             granted_scope: obtained.granted_scope,
             now,
         };
-        if !self
+        if self
             .vault
             .activate(consent.id, consent.status, &activation)
             .await?
+            .is_none()
         {
             // Revoked or cleaned up since the claim: the grant the provider just issued would
             // be orphaned there, so end it.
@@ -200,7 +203,7 @@ impl Callbacks {
             }
             return Ok(Err(Failure::new(
                 FailureKind::RowGone,
-                "row_ended",
+                StatusReason::RowEnded,
                 "This consent was revoked or expired while it completed; start a new one",
             )));
         }
@@ -261,7 +264,8 @@ impl Callbacks {
             && self
                 .vault
                 .fail_pending(consent.id, &failure.reason, Utc::now())
-                .await?;
+                .await?
+                .is_some();
         tracing::warn!(id = %consent.id, reason = %failure.reason, "consent failed");
         let (actor, subject) = (&consent.user_id, subject(consent));
         let reason = Some(failure.reason.as_str());
@@ -285,13 +289,13 @@ impl Callbacks {
     ) -> Result<Obtained, Failure> {
         if let Some(error) = &reply.error {
             return Err(Failure::refused(
-                &provider_error_reason(error),
+                StatusReason::from_provider(error),
                 "The identity provider did not grant consent",
             ));
         }
         if self.oidc.response_issuer_ok(reply.iss.as_deref()).is_err() {
             return Err(Failure::refused(
-                "issuer_mismatch",
+                StatusReason::IssuerMismatch,
                 "The response came from another identity provider",
             ));
         }
@@ -300,7 +304,10 @@ impl Callbacks {
             .as_ref()
             .filter(|c| !c.expose_secret().is_empty())
             .ok_or_else(|| {
-                Failure::refused("missing_code", "The provider sent no authorization code")
+                Failure::refused(
+                    StatusReason::MissingCode,
+                    "The provider sent no authorization code",
+                )
             })?;
         let verifier = self.open_verifier(consent)?;
         let grant = self
@@ -312,11 +319,11 @@ impl Callbacks {
                 match error {
                     ProviderError::Unavailable { .. } => Failure::new(
                         FailureKind::ProviderUnavailable,
-                        "provider_unavailable",
+                        StatusReason::ProviderUnavailable,
                         "The identity provider cannot be reached; start the consent again later",
                     ),
                     _ => Failure::refused(
-                        "code_exchange_failed",
+                        StatusReason::CodeExchangeFailed,
                         "The identity provider refused the authorization code",
                     ),
                 }
@@ -324,7 +331,7 @@ impl Callbacks {
         self.check_identity(consent, &grant).await?;
         let refresh_token = grant.refresh_token.ok_or_else(|| {
             Failure::refused(
-                "missing_refresh_token",
+                StatusReason::MissingRefreshToken,
                 "The provider returned no refresh token",
             )
         })?;
@@ -379,7 +386,10 @@ impl Callbacks {
         grant: &CodeGrant,
     ) -> Result<(), Failure> {
         let id_token = grant.id_token.as_ref().ok_or_else(|| {
-            Failure::refused("missing_id_token", "The provider returned no ID token")
+            Failure::refused(
+                StatusReason::MissingIdToken,
+                "The provider returned no ID token",
+            )
         })?;
         let nonce_hash = consent.nonce_hash.as_deref().unwrap_or_default();
         let claims = self
@@ -390,10 +400,13 @@ impl Callbacks {
                 tracing::warn!(id = %consent.id, %error, "ID token rejected");
                 match error {
                     JwtError::NonceMismatch => Failure::refused(
-                        "nonce_mismatch",
+                        StatusReason::NonceMismatch,
                         "The ID token belongs to another request",
                     ),
-                    _ => Failure::refused("invalid_id_token", "The ID token did not verify"),
+                    _ => Failure::refused(
+                        StatusReason::InvalidIdToken,
+                        "The ID token did not verify",
+                    ),
                 }
             })?;
         // The consent was requested by one user; the provider may have been signed into by
@@ -411,14 +424,14 @@ impl Callbacks {
             }
             return Err(Failure::new(
                 FailureKind::SubjectMismatch,
-                "subject_mismatch",
+                StatusReason::SubjectMismatch,
                 "Consent was given by a different user than the one who requested it",
             ));
         }
         if let Some(scopes) = &grant.scopes {
             if !scopes.iter().any(|s| s == "offline_access") {
                 return Err(Failure::refused(
-                    "offline_access_not_granted",
+                    StatusReason::OfflineAccessNotGranted,
                     "The provider did not grant offline_access",
                 ));
             }
@@ -450,18 +463,6 @@ fn subject(consent: &ClaimedConsent) -> Subject<'_> {
         token_id: consent.id,
         user_id: &consent.user_id,
         task_id: &consent.task_id,
-    }
-}
-
-/// Provider error codes are ASCII words (RFC 6749 §4.1.2.1); anything else is not stored as-is.
-fn provider_error_reason(error: &str) -> String {
-    let well_formed = !error.is_empty()
-        && error.len() <= 64
-        && error.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if well_formed {
-        error.to_owned()
-    } else {
-        "provider_error".to_owned()
     }
 }
 

@@ -14,10 +14,7 @@ use super::changes::StatusChanges;
 use crate::audit::{Journal, Subject};
 use crate::crypto::{purpose, Binding, Keyring};
 use crate::oidc::OidcClient;
-use crate::vault::{AuditAction, Ended, Status, TokenVault, VaultError, VaultRow};
-
-pub const REVOKED_BY_USER: &str = "revoked_by_user";
-pub const REVOKED_BY_ADMIN: &str = "revoked_by_admin";
+use crate::vault::{AuditAction, Ended, Status, StatusReason, TokenVault, VaultError, VaultRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeError {
@@ -92,7 +89,7 @@ impl Revoker {
         id: Uuid,
         owner: Option<&str>,
         actor: &str,
-        why: &str,
+        why: &StatusReason,
     ) -> Result<Revoked, RevokeError> {
         let before = match self
             .vault

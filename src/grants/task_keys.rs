@@ -22,7 +22,9 @@ use super::caller::Caller;
 use super::scope::Scope;
 use crate::audit::{Journal, Subject};
 use crate::crypto::{keyed_hash, purpose, random_token, Binding, CryptoError, Keyring};
-use crate::vault::{AuditAction, NewTaskKey, Status, TaskKey, TokenVault, VaultError};
+use crate::vault::{
+    AuditAction, NewTaskKey, Status, StatusReason, TaskKey, TokenVault, VaultError,
+};
 
 pub const KEY_PREFIX: &str = "tbk_";
 /// Live (unrevoked, unexpired) keys a row may have at once.
@@ -45,7 +47,7 @@ pub enum TaskKeyError {
     #[error("the token is {status}")]
     Gone {
         status: Status,
-        reason: Option<String>,
+        reason: Option<StatusReason>,
     },
     #[error("this token already has {MAX_LIVE_KEYS} live task keys")]
     TooMany,

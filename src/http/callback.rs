@@ -104,7 +104,7 @@ fn respond_success(consent: &ClaimedConsent, html: bool) -> Response {
 }
 
 fn respond_failure(consent: &ClaimedConsent, failure: Failure, html: bool) -> Response {
-    if let Some(response) = redirect_back(consent, "failed", Some(&failure.reason)) {
+    if let Some(response) = redirect_back(consent, "failed", Some(failure.reason.as_str())) {
         return response;
     }
     respond_error(ApiError::from(failure), Some(&consent.task_id), html)

@@ -19,7 +19,7 @@ use crate::grants::{
     AccessError, CallbackError, ConsentError, Failure, FailureKind, KeyRefusal, ReadError,
     RedeemError, RevokeError, TaskKeyError,
 };
-use crate::vault::{Status, VaultError};
+use crate::vault::{Status, StatusReason, VaultError};
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,13 +53,13 @@ pub enum ApiError {
     /// Failed, revoked or expired (410).
     TokenGone {
         status: Status,
-        reason: Option<String>,
+        reason: Option<StatusReason>,
     },
     /// A revoked token cannot be consented to again (409).
     ReconsentRevoked,
     /// A consent the provider refused or answered unusably; `reason` is stored in the row.
     ConsentFailed {
-        reason: String,
+        reason: StatusReason,
         message: &'static str,
     },
     SubjectMismatch,
@@ -386,7 +386,9 @@ impl From<Failure> for ApiError {
                 retry_after: Duration::from_secs(1),
             },
             FailureKind::RowGone => ApiError::ConsentOvertaken,
-            FailureKind::Internal => ApiError::internal("a consent failed", failure.reason),
+            FailureKind::Internal => {
+                ApiError::internal("a consent failed", failure.reason.to_string())
+            }
         }
     }
 }

@@ -11,9 +11,8 @@ use uuid::Uuid;
 use super::consent::ConsentResponse;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiBody, ApiQuery, AuthUser};
-use crate::grants::revoke::REVOKED_BY_USER;
 use crate::grants::{Consents, ListQuery as ReadQuery, Page, Reads, Revoked, Revoker};
-use crate::vault::{Status, VaultRow};
+use crate::vault::{Status, StatusReason, VaultRow};
 
 /// A row as its owner may see it: no secrets.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -48,7 +47,7 @@ impl From<&VaultRow> for TokenView {
             persistent_token_id: row.id,
             task_id: row.task_id.clone(),
             status: row.status,
-            status_reason: row.status_reason.clone(),
+            status_reason: row.status_reason.as_ref().map(ToString::to_string),
             created_at: row.created_at,
             updated_at: row.updated_at,
             last_used_at: row.last_used_at,
@@ -202,7 +201,7 @@ pub async fn revoke_token(
             parse_id(&id)?,
             Some(&user.subject),
             &user.subject,
-            REVOKED_BY_USER,
+            &StatusReason::RevokedByUser,
         )
         .await?;
     Ok(Json(revoked.into()))

@@ -3,6 +3,7 @@
 //! One interface, [`TokenVault`], so the HTTP layer never sees SQL. Every statement that touches
 //! a secret column lives in the backend module, in one place each.
 
+mod lifecycle;
 mod model;
 mod postgres;
 mod sqlite;
@@ -15,14 +16,47 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use lifecycle::{Status, StatusReason, Transition, TRANSITIONS};
 pub use model::{
     Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent, Ended,
     ExpiringRow, GrantHealth, ListFilter, ListPosition, NewConsent, NewReconsent, RefreshFailure,
-    RefreshWrite, Reseal, SealedBlob, SealedRow, Status, StatusChange, StoredAccess, VaultRow,
+    RefreshWrite, Reseal, SealedBlob, SealedRow, StatusChange, StoredAccess, VaultRow,
 };
 pub use postgres::PgVault;
 pub use sqlite::SqliteVault;
 pub use task_keys::{NewTaskKey, TaskKey, TaskKeyStore};
+
+/// The transition a conditional update made: `from` to `to` when it changed its one row, else
+/// none (the row was not in `from`, or its fence moved on).
+fn made(
+    rows_affected: u64,
+    from: Status,
+    to: Status,
+    reason: Option<&StatusReason>,
+) -> Option<Transition> {
+    (rows_affected == 1).then(|| Transition {
+        from,
+        to,
+        reason: reason.cloned(),
+    })
+}
+
+/// The transition an activation made, from the status it replaced (`None`: it changed nothing).
+fn activated(id: Uuid, replaced: Option<String>) -> Result<Option<Transition>, VaultError> {
+    replaced
+        .map(|status| {
+            let from = status.parse().map_err(|_| VaultError::Corrupt {
+                id,
+                problem: "unknown status",
+            })?;
+            Ok(Transition {
+                from,
+                to: Status::Active,
+                reason: None,
+            })
+        })
+        .transpose()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -148,21 +182,21 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
     /// Stores a freshly consented offline token and marks the row active, if the row still has
     /// the status `from` had when its state was claimed (a pending consent), or, for a
     /// re-consent, is still neither pending nor revoked. Any refresh in flight loses its claim.
-    /// False if the row changed meanwhile (revoked, cleaned up).
+    /// The transition made; `None` if the row changed meanwhile (revoked, cleaned up).
     async fn activate(
         &self,
         id: Uuid,
         from: Status,
         activation: &Activation<'_>,
-    ) -> Result<bool, VaultError>;
+    ) -> Result<Option<Transition>, VaultError>;
 
-    /// Marks a pending row failed with a reason. False if the row is no longer pending.
+    /// Marks a pending row failed with a reason. `None` if the row is no longer pending.
     async fn fail_pending(
         &self,
         id: Uuid,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, VaultError>;
+    ) -> Result<Option<Transition>, VaultError>;
 
     async fn find(&self, id: Uuid) -> Result<Option<VaultRow>, VaultError>;
 
@@ -183,14 +217,15 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
     ) -> Result<bool, VaultError>;
 
     /// Marks the row failed (the provider ended the grant) and wipes its secrets, if its fence
-    /// is still `fence`: only the claim that presented the current token may fail it.
+    /// is still `fence`: only the claim that presented the current token may fail it. The
+    /// transition made, or `None`.
     async fn fail_refresh(
         &self,
         id: Uuid,
         fence: i64,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, VaultError>;
+    ) -> Result<Option<Transition>, VaultError>;
 
     /// Ends a claim without a new token: the lease is released; with a failure, the row's
     /// failure count, last error and back-off are recorded. False if the fence moved on.
@@ -209,7 +244,7 @@ pub trait TokenVault: TaskKeyStore + Send + Sync + 'static {
         id: Uuid,
         owner: Option<&str>,
         status: Status,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
     ) -> Result<Ended, VaultError>;
 

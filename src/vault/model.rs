@@ -1,55 +1,10 @@
-//! The vault's types: statuses, rows, claims and the records sqlx reads them into.
-
-use std::fmt;
-use std::str::FromStr;
+//! The vault's types: rows, claims and the records sqlx reads them into.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::lifecycle::{Status, StatusReason};
 use crate::crypto::Sealed;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pending,
-    Active,
-    Failed,
-    Revoked,
-    Expired,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Active => "active",
-            Status::Failed => "failed",
-            Status::Revoked => "revoked",
-            Status::Expired => "expired",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(Status::Pending),
-            "active" => Ok(Status::Active),
-            "failed" => Ok(Status::Failed),
-            "revoked" => Ok(Status::Revoked),
-            "expired" => Ok(Status::Expired),
-            _ => Err(()),
-        }
-    }
-}
 
 /// A consent about to be stored as a pending row. Holds digests and sealed values only.
 #[derive(Debug)]
@@ -142,7 +97,7 @@ pub struct VaultRow {
     pub user_id: String,
     pub task_id: String,
     pub status: Status,
-    pub status_reason: Option<String>,
+    pub status_reason: Option<StatusReason>,
     pub sealed: Option<Sealed>,
     pub access: Option<StoredAccess>,
     pub expires_at: DateTime<Utc>,
@@ -265,7 +220,10 @@ impl TryFrom<RowRecord> for VaultRow {
             user_id: r.user_id,
             task_id: r.task_id,
             status,
-            status_reason: r.status_reason,
+            status_reason: r.status_reason.map(|code| match code.parse() {
+                Ok(reason) => reason,
+                Err(never) => match never {},
+            }),
             sealed,
             access,
             expires_at: r.expires_at,
@@ -387,7 +345,7 @@ pub struct StatusChange {
     pub user_id: String,
     pub task_id: String,
     pub status: Status,
-    pub reason: String,
+    pub reason: Option<StatusReason>,
 }
 
 /// A sealed value kept as one blob (`Sealed::to_bytes`), as key rotation sees it.
@@ -515,7 +473,7 @@ impl TryFrom<ChangeRecord> for StatusChange {
             id: r.id,
             user_id: r.user_id,
             task_id: r.task_id,
-            reason: r.status_reason.unwrap_or_default(),
+            reason: r.status_reason.and_then(|code| code.parse().ok()),
         })
     }
 }

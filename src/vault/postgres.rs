@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
-    db_error, Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, ChangeSink, Claim,
-    ClaimedConsent, Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure,
-    RefreshWrite, Reseal, ResetSink, SealedBlob, SealedRow, Status, StatusChange, TokenVault,
-    VaultError, VaultRow,
+    activated, db_error, made, Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord,
+    ChangeSink, Claim, ClaimedConsent, Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent,
+    RefreshFailure, RefreshWrite, Reseal, ResetSink, SealedBlob, SealedRow, Status, StatusChange,
+    StatusReason, TokenVault, Transition, VaultError, VaultRow,
 };
 
 /// Every secret a row can hold, set to null: a row that ends keeps none of them.
@@ -166,20 +166,23 @@ impl TokenVault for PgVault {
         id: Uuid,
         from: Status,
         activation: &Activation<'_>,
-    ) -> Result<bool, VaultError> {
-        let result = sqlx::query(
-            "update token_vault set status = 'active', status_reason = null, \
+    ) -> Result<Option<Transition>, VaultError> {
+        // The CTE reads the status being replaced under the row lock the update then uses.
+        let replaced: Option<(String,)> = sqlx::query_as(
+            "with old as (select id, status from token_vault where id = $1 for update) \
+             update token_vault t set status = 'active', status_reason = null, \
              encrypted_token = $3, iv = $4, key_id = $5, \
              access_token = null, access_token_expires_at = null, access_token_type = null, \
-             access_token_scope = null, refresh_fence = refresh_fence + 1, \
+             access_token_scope = null, refresh_fence = t.refresh_fence + 1, \
              refresh_lease_until = null, refresh_expires_at = $6, last_refresh_at = $7, \
              consecutive_failures = 0, last_error = null, next_refresh_at = null, \
              expiring_notified_at = null, expires_at = $8, updated_at = $7, \
-             granted_scope = coalesce($9, granted_scope), \
-             pkce_verifier = case when status = 'pending' then null else pkce_verifier end, \
-             state_hash = case when status = 'pending' then null else state_hash end \
-             where id = $1 and (($2 = 'pending' and status = 'pending') \
-                or ($2 <> 'pending' and status in ('active', 'failed', 'expired')))",
+             granted_scope = coalesce($9, t.granted_scope), \
+             pkce_verifier = case when t.status = 'pending' then null else t.pkce_verifier end, \
+             state_hash = case when t.status = 'pending' then null else t.state_hash end \
+             from old where t.id = old.id and (($2 = 'pending' and t.status = 'pending') \
+                or ($2 <> 'pending' and t.status in ('active', 'failed', 'expired'))) \
+             returning old.status",
         )
         .bind(id)
         .bind(from.as_str())
@@ -190,31 +193,36 @@ impl TokenVault for PgVault {
         .bind(activation.now)
         .bind(activation.expires_at)
         .bind(&activation.granted_scope)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db_error("activate a consent"))?;
-        Ok(result.rows_affected() == 1)
+        activated(id, replaced.map(|(status,)| status))
     }
 
     #[tracing::instrument(skip_all, fields(%id, reason))]
     async fn fail_pending(
         &self,
         id: Uuid,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, VaultError> {
+    ) -> Result<Option<Transition>, VaultError> {
         let result = sqlx::query(
             "update token_vault set status = 'failed', status_reason = $2, state_hash = null, \
              pkce_verifier = null, nonce_hash = null, updated_at = $3 \
              where id = $1 and status = 'pending'",
         )
         .bind(id)
-        .bind(reason)
+        .bind(reason.as_str())
         .bind(now)
         .execute(&self.pool)
         .await
         .map_err(db_error("mark a consent failed"))?;
-        Ok(result.rows_affected() == 1)
+        Ok(made(
+            result.rows_affected(),
+            Status::Pending,
+            Status::Failed,
+            Some(reason),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
@@ -305,9 +313,9 @@ impl TokenVault for PgVault {
         &self,
         id: Uuid,
         fence: i64,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, VaultError> {
+    ) -> Result<Option<Transition>, VaultError> {
         let result = sqlx::query(&format!(
             "update token_vault set status = 'failed', status_reason = $3, updated_at = $4, \
              last_error = $3, consecutive_failures = consecutive_failures + 1, \
@@ -316,12 +324,17 @@ impl TokenVault for PgVault {
         ))
         .bind(id)
         .bind(fence)
-        .bind(reason)
+        .bind(reason.as_str())
         .bind(now)
         .execute(&self.pool)
         .await
         .map_err(db_error("mark a grant failed"))?;
-        Ok(result.rows_affected() == 1)
+        Ok(made(
+            result.rows_affected(),
+            Status::Active,
+            Status::Failed,
+            Some(reason),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
@@ -356,7 +369,7 @@ impl TokenVault for PgVault {
         id: Uuid,
         owner: Option<&str>,
         status: Status,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
     ) -> Result<Ended, VaultError> {
         // The CTE reads the row as it was (under its row lock); the update ends it. Both in
@@ -375,7 +388,7 @@ impl TokenVault for PgVault {
         .bind(id)
         .bind(owner)
         .bind(status.as_str())
-        .bind(reason)
+        .bind(reason.as_str())
         .bind(now)
         .fetch_optional(&self.pool)
         .await

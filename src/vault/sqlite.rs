@@ -16,9 +16,10 @@ use uuid::Uuid;
 
 use super::model::{row_columns, ChangeRecord, ClaimRecord, RowRecord, SealedRecord};
 use super::{
-    db_error, Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim, ClaimedConsent,
-    Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure, RefreshWrite, Reseal,
-    SealedBlob, SealedRow, Status, StatusChange, TokenVault, VaultError, VaultRow,
+    activated, db_error, made, Activation, AuditAction, AuditEvent, AuditQuery, AuditRecord, Claim,
+    ClaimedConsent, Ended, ExpiringRow, ListFilter, NewConsent, NewReconsent, RefreshFailure,
+    RefreshWrite, Reseal, SealedBlob, SealedRow, Status, StatusChange, StatusReason, TokenVault,
+    Transition, VaultError, VaultRow,
 };
 
 /// Every secret a row can hold, set to null (see the PostgreSQL backend).
@@ -163,7 +164,20 @@ impl TokenVault for SqliteVault {
         id: Uuid,
         from: Status,
         activation: &Activation<'_>,
-    ) -> Result<bool, VaultError> {
+    ) -> Result<Option<Transition>, VaultError> {
+        let failed = || db_error("activate a consent");
+        // BEGIN IMMEDIATE: the status read is the status replaced.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed())?;
+        let replaced: Option<(String,)> =
+            sqlx::query_as("select status from token_vault where id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(failed())?;
         let result = sqlx::query(
             "update token_vault set status = 'active', status_reason = null, \
              encrypted_token = ?3, iv = ?4, key_id = ?5, \
@@ -187,31 +201,42 @@ impl TokenVault for SqliteVault {
         .bind(activation.now)
         .bind(activation.expires_at)
         .bind(&activation.granted_scope)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db_error("activate a consent"))?;
-        Ok(result.rows_affected() == 1)
+        .map_err(failed())?;
+        tx.commit().await.map_err(failed())?;
+        activated(
+            id,
+            replaced
+                .filter(|_| result.rows_affected() == 1)
+                .map(|(status,)| status),
+        )
     }
 
     #[tracing::instrument(skip_all, fields(%id, reason))]
     async fn fail_pending(
         &self,
         id: Uuid,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, VaultError> {
+    ) -> Result<Option<Transition>, VaultError> {
         let result = sqlx::query(
             "update token_vault set status = 'failed', status_reason = ?2, state_hash = null, \
              pkce_verifier = null, nonce_hash = null, updated_at = ?3 \
              where id = ?1 and status = 'pending'",
         )
         .bind(id)
-        .bind(reason)
+        .bind(reason.as_str())
         .bind(now)
         .execute(&self.pool)
         .await
         .map_err(db_error("mark a consent failed"))?;
-        Ok(result.rows_affected() == 1)
+        Ok(made(
+            result.rows_affected(),
+            Status::Pending,
+            Status::Failed,
+            Some(reason),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
@@ -316,9 +341,9 @@ impl TokenVault for SqliteVault {
         &self,
         id: Uuid,
         fence: i64,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, VaultError> {
+    ) -> Result<Option<Transition>, VaultError> {
         let result = sqlx::query(&format!(
             "update token_vault set status = 'failed', status_reason = ?3, updated_at = ?4, \
              last_error = ?3, consecutive_failures = consecutive_failures + 1, \
@@ -327,12 +352,17 @@ impl TokenVault for SqliteVault {
         ))
         .bind(id)
         .bind(fence)
-        .bind(reason)
+        .bind(reason.as_str())
         .bind(now)
         .execute(&self.pool)
         .await
         .map_err(db_error("mark a grant failed"))?;
-        Ok(result.rows_affected() == 1)
+        Ok(made(
+            result.rows_affected(),
+            Status::Active,
+            Status::Failed,
+            Some(reason),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
@@ -367,7 +397,7 @@ impl TokenVault for SqliteVault {
         id: Uuid,
         owner: Option<&str>,
         status: Status,
-        reason: &str,
+        reason: &StatusReason,
         now: DateTime<Utc>,
     ) -> Result<Ended, VaultError> {
         // BEGIN IMMEDIATE takes the write lock before reading, so the row read is the row
@@ -400,7 +430,7 @@ impl TokenVault for SqliteVault {
         ))
         .bind(id)
         .bind(status.as_str())
-        .bind(reason)
+        .bind(reason.as_str())
         .bind(now)
         .execute(&mut *tx)
         .await

@@ -26,7 +26,7 @@ async fn consent(h: &Harness) -> (String, Uuid, String) {
 async fn expect_failed(h: &Harness, id: Uuid, reason: &str) {
     let row = h.vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status.as_str(), "failed");
-    assert_eq!(row.status_reason.as_deref(), Some(reason));
+    assert_eq!(row.status_reason.as_ref().map(|r| r.as_str()), Some(reason));
     assert!(row.sealed.is_none());
 }
 

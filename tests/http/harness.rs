@@ -333,7 +333,8 @@ impl Harness {
             .vault
             .activate(id, Status::Pending, &activation)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         id
     }
 

@@ -1037,7 +1037,8 @@ async fn a_reconsented_row_comes_back_without_its_old_keys() {
         .vault
         .activate(id, claimed.status, &activation)
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     assert_eq!(h.status_of(id).await, "active");
     h.seed_stored_access(id, &user, "fresh").await;
     let answer = redeem(&h, &key, json!({})).await;

@@ -32,7 +32,7 @@ use crate::audit::{Journal, Subject, SYSTEM};
 use crate::crypto::{Binding, CryptoError, Keyring};
 use crate::oidc::{OidcClient, ProviderError, RefreshGrant};
 use crate::telemetry;
-use crate::vault::{Claim, Status, TokenVault, VaultError, VaultRow};
+use crate::vault::{Claim, Status, StatusReason, TokenVault, VaultError, VaultRow};
 
 /// A waiting instance re-reads the row this often at first, backing off to the maximum.
 const FIRST_POLL: Duration = Duration::from_millis(20);
@@ -49,7 +49,7 @@ pub enum AccessError {
     #[error("token is {status}")]
     Gone {
         status: Status,
-        reason: Option<String>,
+        reason: Option<StatusReason>,
     },
     #[error("provider unavailable")]
     ProviderUnavailable { retry_after: Option<Duration> },
@@ -531,7 +531,7 @@ fn refuse_unusable(row: &VaultRow) -> Result<(), AccessError> {
     match row.status {
         Status::Active if row.expires_at <= Utc::now() => Err(AccessError::Gone {
             status: Status::Expired,
-            reason: Some("max_age_reached".into()),
+            reason: Some(StatusReason::MaxAgeReached),
         }),
         Status::Active => Ok(()),
         _ => Err(refusal(row)),

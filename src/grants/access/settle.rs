@@ -13,12 +13,12 @@ use crate::audit::Health;
 use crate::crypto::{purpose, Sealed};
 use crate::oidc::{peek_expiry, peek_scope, RefreshGrant, MAX_LIFETIME_SECS};
 use crate::vault::{
-    AuditAction, RefreshFailure, RefreshWrite, Status, StoredAccess, VaultError, VaultRow,
+    AuditAction, RefreshFailure, RefreshWrite, Status, StatusReason, StoredAccess, VaultError,
+    VaultRow,
 };
 
 /// Used when the provider omits `expires_in`: short, so callers come back early, not late.
 const DEFAULT_EXPIRES_IN_SECS: u64 = 60;
-const REVOKED_BY_PROVIDER: &str = "revoked_by_provider";
 /// How long a write-back keeps trying through a database outage: the provider may have rotated
 /// the refresh token, and the new one exists only in this process until it is stored.
 const WRITE_BACK_PATIENCE: Duration = Duration::from_secs(60);
@@ -237,11 +237,11 @@ impl Inner {
         let now = Utc::now();
         match self
             .vault
-            .fail_refresh(row.id, row.fence, REVOKED_BY_PROVIDER, now)
+            .fail_refresh(row.id, row.fence, &StatusReason::RevokedByProvider, now)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => return Settled::ClaimLost,
+            Ok(Some(_)) => {}
+            Ok(None) => return Settled::ClaimLost,
             Err(e) => return Settled::Done(Err(e.into())),
         }
         self.changes.changed(row.id);
@@ -253,7 +253,7 @@ impl Inner {
                 subject,
                 AuditAction::TokenRefreshFailed,
                 false,
-                Some(REVOKED_BY_PROVIDER),
+                Some(StatusReason::RevokedByProvider.as_str()),
             )
             .await;
         self.journal.health(
@@ -261,12 +261,12 @@ impl Inner {
             Health::RefreshFailed {
                 status: Status::Failed,
                 consecutive_failures: row.health.consecutive_failures + 1,
-                error: REVOKED_BY_PROVIDER.into(),
+                error: StatusReason::RevokedByProvider.to_string(),
             },
         );
         Settled::Done(Err(AccessError::Gone {
             status: Status::Failed,
-            reason: Some(REVOKED_BY_PROVIDER.into()),
+            reason: Some(StatusReason::RevokedByProvider),
         }))
     }
 

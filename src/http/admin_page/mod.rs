@@ -20,9 +20,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::crypto::{constant_time_eq, random_token, sha256};
-use crate::grants::revoke::REVOKED_BY_ADMIN;
 use crate::grants::{ListQuery, ReadError, Reads, RevokeError, Revoker};
 use crate::oidc::{OidcClient, TokenVerifier};
+use crate::vault::StatusReason;
 pub use history::show_history;
 use render::{message_page, passes_health_filter, tokens_page, Filters};
 use sessions::PendingSignIn;
@@ -259,7 +259,7 @@ pub async fn revoke_as_admin(
     };
     match admin
         .revoker
-        .revoke(id, None, &session.subject, REVOKED_BY_ADMIN)
+        .revoke(id, None, &session.subject, &StatusReason::RevokedByAdmin)
         .await
     {
         Ok(_) => Redirect::to("/admin").into_response(),

@@ -5,7 +5,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use chrono::{DateTime, Utc};
 
-use crate::vault::{Status, VaultRow};
+use crate::vault::{Status, StatusReason, VaultRow};
 
 /// The filters as the operator typed them.
 pub struct Filters {
@@ -159,7 +159,7 @@ pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultR
             user = escape(&row.user_id),
             task = escape(&row.task_id),
             status = row.status,
-            reason = escape(row.status_reason.as_deref().unwrap_or("")),
+            reason = escape(row.status_reason.as_ref().map_or("", StatusReason::as_str)),
             health = escape(&health_text(row, now)),
             refreshed = time(row.health.last_refresh_at),
             created = time(Some(row.created_at)),
