@@ -7,7 +7,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::vault::{AuditAction, AuditEvent, Status, StatusChange, StatusReason, TokenVault};
+use crate::vault::{
+    AuditAction, AuditEvent, Status, StatusChange, StatusReason, TokenVault, Transition,
+};
 pub use crate::webhook::Health;
 use crate::webhook::{WebhookEvent, Webhooks};
 
@@ -76,14 +78,29 @@ impl Journal {
     ) {
         let event = event(actor, subject, action, success, reason);
         self.write(std::slice::from_ref(&event)).await;
-        self.notify(&event);
     }
 
-    /// Records an event that left the row's status as it was: audited, but no webhook, since
-    /// a webhook event describes what changed in the row, not what was attempted (a declined
-    /// re-consent leaves an active row active).
-    pub async fn record_unchanged(&self, event: AuditEvent) {
+    /// Records a change of a row's status and posts it to the webhook, built from where the
+    /// row went (`transition.to`): the audit action and outcome come from the transition, the
+    /// reason from `detail` or else the transition's own. Only a transition reaches the
+    /// webhook's `token.status_changed`: an attempt that changed nothing is [`Journal::record`]ed.
+    pub async fn record_transition(
+        &self,
+        transition: &Transition,
+        actor: &str,
+        subject: Subject<'_>,
+        detail: Option<&str>,
+    ) {
+        let reason = detail.or(transition.reason.as_ref().map(StatusReason::as_str));
+        let event = event(
+            actor,
+            subject,
+            action_of(transition),
+            transition.succeeded(),
+            reason,
+        );
         self.write(std::slice::from_ref(&event)).await;
+        self.notify(&event, transition.to);
     }
 
     /// Records the changes a background job made to a batch of rows, in one write.
@@ -101,8 +118,8 @@ impl Journal {
             })
             .collect();
         self.write(&events).await;
-        for event in &events {
-            self.notify(event);
+        for (event, change) in events.iter().zip(changes) {
+            self.notify(event, change.status);
         }
     }
 
@@ -115,10 +132,8 @@ impl Journal {
         write(self.vault.as_ref(), events).await;
     }
 
-    fn notify(&self, event: &AuditEvent) {
-        let (Some(webhooks), Some(status)) =
-            (&self.webhooks, status_after(event.action, event.success))
-        else {
+    fn notify(&self, event: &AuditEvent, status: Status) {
+        let Some(webhooks) = &self.webhooks else {
             return;
         };
         let (Some(token_id), Some(user_id), Some(task_id)) =
@@ -194,14 +209,15 @@ pub fn event(
     }
 }
 
-/// The status a row has after `action`, when the action changes it.
-fn status_after(action: AuditAction, success: bool) -> Option<Status> {
-    match (action, success) {
-        (AuditAction::ConsentCompleted, true) => Some(Status::Active),
-        (AuditAction::ConsentFailed, _) => Some(Status::Failed),
-        (AuditAction::TokenRefreshFailed, false) => Some(Status::Failed),
-        (AuditAction::TokenRevoked, true) => Some(Status::Revoked),
-        (AuditAction::TokenExpired, true) => Some(Status::Expired),
-        _ => None,
+/// The audit record a transition is written as.
+fn action_of(transition: &Transition) -> AuditAction {
+    match (transition.from, transition.to) {
+        (_, Status::Active) => AuditAction::ConsentCompleted,
+        (Status::Pending, Status::Failed) => AuditAction::ConsentFailed,
+        (_, Status::Failed) => AuditAction::TokenRefreshFailed,
+        (_, Status::Revoked) => AuditAction::TokenRevoked,
+        (_, Status::Expired) => AuditAction::TokenExpired,
+        // Nothing returns to pending (vault::TRANSITIONS): a consent is created, not moved.
+        (_, Status::Pending) => AuditAction::ConsentRequested,
     }
 }

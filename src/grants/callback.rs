@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::changes::StatusChanges;
+use super::changes::{announce, StatusChanges};
 use crate::audit::{Journal, Subject};
 use crate::crypto::{purpose, sha256, Binding, Keyring, Sealed};
 use crate::oidc::{peek_expiry, CodeGrant, JwtError, OidcClient, ProviderError, TokenVerifier};
@@ -183,12 +183,11 @@ impl Callbacks {
             granted_scope: obtained.granted_scope,
             now,
         };
-        if self
+        let Some(transition) = self
             .vault
             .activate(consent.id, consent.status, &activation)
             .await?
-            .is_none()
-        {
+        else {
             // Revoked or cleaned up since the claim: the grant the provider just issued would
             // be orphaned there, so end it.
             tracing::warn!(id = %consent.id, "row ended while its consent completed");
@@ -206,8 +205,18 @@ impl Callbacks {
                 StatusReason::RowEnded,
                 "This consent was revoked or expired while it completed; start a new one",
             )));
-        }
-        self.changes.changed(consent.id);
+        };
+        let reconsent = consent.status != Status::Pending;
+        tracing::info!(id = %consent.id, user = %consent.user_id, reconsent, "offline token stored");
+        announce(
+            &self.journal,
+            &self.changes,
+            &transition,
+            &consent.user_id,
+            subject(consent),
+            reconsent.then_some("reconsent"),
+        )
+        .await;
         if let Some(old) = replaced {
             if old.expose_secret() != obtained.refresh_token.expose_secret() {
                 match self.oidc.revoke_refresh_token(&old).await {
@@ -218,17 +227,6 @@ impl Callbacks {
                 }
             }
         }
-        let reconsent = consent.status != Status::Pending;
-        tracing::info!(id = %consent.id, user = %consent.user_id, reconsent, "offline token stored");
-        self.journal
-            .record(
-                &consent.user_id,
-                subject(consent),
-                AuditAction::ConsentCompleted,
-                true,
-                reconsent.then_some("reconsent"),
-            )
-            .await;
         Ok(Ok(()))
     }
 
@@ -259,25 +257,34 @@ impl Callbacks {
     ) -> Result<(), VaultError> {
         // Only a first consent still pending becomes `failed`; a re-consent leaves its row as
         // it was, and a row revoked meanwhile stays revoked.
-        let failed_the_row = consent.status == Status::Pending
-            && failure.kind != FailureKind::RowGone
-            && self
-                .vault
-                .fail_pending(consent.id, &failure.reason, Utc::now())
-                .await?
-                .is_some();
+        let failed_the_row =
+            if consent.status == Status::Pending && failure.kind != FailureKind::RowGone {
+                self.vault
+                    .fail_pending(consent.id, &failure.reason, Utc::now())
+                    .await?
+            } else {
+                None
+            };
         tracing::warn!(id = %consent.id, reason = %failure.reason, "consent failed");
         let (actor, subject) = (&consent.user_id, subject(consent));
-        let reason = Some(failure.reason.as_str());
-        if failed_the_row {
-            self.changes.changed(consent.id);
-            self.journal
-                .record(actor, subject, AuditAction::ConsentFailed, false, reason)
-                .await;
-        } else {
-            let unchanged =
-                crate::audit::event(actor, subject, AuditAction::ConsentFailed, false, reason);
-            self.journal.record_unchanged(unchanged).await;
+        match failed_the_row {
+            Some(transition) => {
+                announce(
+                    &self.journal,
+                    &self.changes,
+                    &transition,
+                    actor,
+                    subject,
+                    None,
+                )
+                .await
+            }
+            None => {
+                let reason = Some(failure.reason.as_str());
+                self.journal
+                    .record(actor, subject, AuditAction::ConsentFailed, false, reason)
+                    .await
+            }
         }
         Ok(())
     }

@@ -9,6 +9,27 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use uuid::Uuid;
 
+use crate::audit::{Journal, Subject};
+use crate::vault::Transition;
+
+/// Tells everyone a row changed status, in one call: its cached tokens are dropped (here and,
+/// through the vault's feed, on other instances), the transition is audited and the webhook
+/// hears where the row went. `detail` is the audit reason when it says more than the
+/// transition's own (e.g. what the provider said to a revocation).
+pub async fn announce(
+    journal: &Journal,
+    changes: &StatusChanges,
+    transition: &Transition,
+    actor: &str,
+    subject: Subject<'_>,
+    detail: Option<&str>,
+) {
+    changes.changed(subject.token_id);
+    journal
+        .record_transition(transition, actor, subject, detail)
+        .await;
+}
+
 pub trait ChangeListener: Send + Sync {
     /// The row's status changed, or the row is gone.
     fn changed(&self, id: Uuid);

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::changes::announce;
 use super::changes::StatusChanges;
 use crate::audit::{Journal, Subject};
 use crate::crypto::{purpose, Binding, Keyring};
 use crate::oidc::OidcClient;
-use crate::vault::{AuditAction, Ended, Status, StatusReason, TokenVault, VaultError, VaultRow};
+use crate::vault::{Ended, Status, StatusReason, TokenVault, Transition, VaultError, VaultRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeError {
@@ -105,6 +106,11 @@ impl Revoker {
             }
             Ended::Ended(before) => before,
         };
+        let transition = Transition {
+            from: before.status,
+            to: Status::Revoked,
+            reason: Some(why.clone()),
+        };
         self.changes.changed(id);
         let provider = self.revoke_at_provider(&before).await;
         let subject = Subject {
@@ -114,15 +120,15 @@ impl Revoker {
         };
         // e.g. "revoked_by_user:provider_revoked": what happened here and at the provider.
         let reason = format!("{why}:provider_{}", provider.as_str());
-        self.journal
-            .record(
-                actor,
-                subject,
-                AuditAction::TokenRevoked,
-                true,
-                Some(&reason),
-            )
-            .await;
+        announce(
+            &self.journal,
+            &self.changes,
+            &transition,
+            actor,
+            subject,
+            Some(&reason),
+        )
+        .await;
         let row = self.vault.find(id).await?.ok_or(RevokeError::NotFound)?;
         Ok(Revoked { row, provider })
     }

@@ -233,6 +233,13 @@ pub struct Transition {
     pub reason: Option<StatusReason>,
 }
 
+impl Transition {
+    /// Whether the change is a success for whoever made it (a failure is not).
+    pub fn succeeded(&self) -> bool {
+        self.to != Status::Failed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 use super::super::cache::Minted;
+use super::super::changes::announce;
 use super::super::scope::Scope;
 use super::{binding, refusal, subject, AccessError, Call, Inner, Purpose, Settled};
 use crate::audit::Health;
@@ -235,27 +236,26 @@ impl Inner {
     pub(super) async fn end_dead_grant(&self, call: Call<'_>) -> Settled {
         let row = call.row;
         let now = Utc::now();
-        match self
+        let transition = match self
             .vault
             .fail_refresh(row.id, row.fence, &StatusReason::RevokedByProvider, now)
             .await
         {
-            Ok(Some(_)) => {}
+            Ok(Some(transition)) => transition,
             Ok(None) => return Settled::ClaimLost,
             Err(e) => return Settled::Done(Err(e.into())),
-        }
-        self.changes.changed(row.id);
+        };
         tracing::warn!(id = %row.id, "provider refused the offline token; row failed");
         let subject = subject(row);
-        self.journal
-            .record(
-                call.actor,
-                subject,
-                AuditAction::TokenRefreshFailed,
-                false,
-                Some(StatusReason::RevokedByProvider.as_str()),
-            )
-            .await;
+        announce(
+            &self.journal,
+            &self.changes,
+            &transition,
+            call.actor,
+            subject,
+            None,
+        )
+        .await;
         self.journal.health(
             subject,
             Health::RefreshFailed {
