@@ -117,7 +117,8 @@ fn respond_error(error: ApiError, task_id: Option<&str>, html: bool) -> Response
     if !html {
         return error.into_response();
     }
-    let (code, message) = (error.code(), error.message().into_owned());
+    let answer = error.answer();
+    let (code, message) = (answer.code, answer.message.into_owned());
     let json = error.into_response();
     let mut page = callback_page::refused(json.status(), code, task_id, &message);
     if let Some(retry) = json.headers().get(header::RETRY_AFTER) {

@@ -11,6 +11,7 @@ use base64::Engine;
 use uuid::Uuid;
 
 use super::admin_page::render::escape;
+use super::error::Code;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;\
     padding:0 1rem;line-height:1.5;color:#222}h1{font-size:1.5rem}.ok{color:#1a7f37}\
@@ -55,7 +56,7 @@ pub fn granted(task_id: &str, id: Uuid) -> Response {
 }
 
 /// The reason in plain words and what to do next; the code for whoever helps them.
-pub fn refused(status: StatusCode, code: &str, task_id: Option<&str>, fallback: &str) -> Response {
+pub fn refused(status: StatusCode, code: Code, task_id: Option<&str>, fallback: &str) -> Response {
     let (reason, next) = plain_words(code, fallback);
     let task = task_id
         .map(|t| format!(" for task <strong>{}</strong>", escape(t)))
@@ -69,33 +70,36 @@ pub fn refused(status: StatusCode, code: &str, task_id: Option<&str>, fallback: 
              <p><small>Error code: <code>{}</code></small></p>",
             escape(&reason),
             escape(next),
-            escape(code)
+            escape(code.as_str())
         ),
     )
 }
 
-fn plain_words(code: &str, fallback: &str) -> (String, &'static str) {
+fn plain_words(code: Code, fallback: &str) -> (String, &'static str) {
     const AGAIN: &str = "Start the consent again from the application that sent you here.";
     let (reason, next) = match code {
-        "subject_mismatch" => (
+        Code::SubjectMismatch => (
             "you signed in at the identity provider as a different user than the one who asked \
              for this access.",
             "Sign out at the identity provider, then start the consent again from the \
              application and sign in as yourself.",
         ),
-        "consent_failed" => (
+        Code::ConsentFailed => (
             "the identity provider did not grant offline access (it was declined, or the \
              provider refused the request).",
             "Start the consent again from the application and allow offline access when asked.",
         ),
-        "invalid_state" | "invalid_request" => {
+        Code::InvalidState | Code::InvalidRequest => {
             ("this consent link has expired or was already used.", AGAIN)
         }
-        "token_revoked" | "token_expired" | "token_failed" => (
+        Code::TokenRevoked | Code::TokenExpired | Code::TokenFailed => (
             "the token was revoked or ended while you were consenting.",
             AGAIN,
         ),
-        "provider_unavailable" | "provider_busy" | "provider_error" | "database_unavailable" => (
+        Code::ProviderUnavailable
+        | Code::ProviderBusy
+        | Code::ProviderError
+        | Code::DatabaseUnavailable => (
             "the service could not complete the consent just now.",
             "Wait a few minutes, then start the consent again from the application.",
         ),

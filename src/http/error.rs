@@ -85,6 +85,80 @@ pub enum ApiError {
     },
 }
 
+/// How one error is answered (see [`ApiError::answer`]).
+pub struct Answer<'a> {
+    pub status: StatusCode,
+    pub code: Code,
+    pub message: Cow<'a, str>,
+    pub retry_after: Option<Duration>,
+}
+
+/// The stable codes clients branch on: the `error` of every JSON error body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Unauthorized,
+    Forbidden,
+    InvalidScope,
+    TaskKeyNotFound,
+    TooManyTaskKeys,
+    TooManyPending,
+    InvalidJson,
+    InvalidRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    InvalidRedirectUri,
+    InvalidState,
+    NotFound,
+    TokenNotFound,
+    TokenPending,
+    TokenRevoked,
+    TokenExpired,
+    TokenFailed,
+    ConsentFailed,
+    SubjectMismatch,
+    ProviderUnavailable,
+    ProviderBusy,
+    ProviderError,
+    ScopeNotNarrowed,
+    DatabaseUnavailable,
+    RateLimited,
+    InternalError,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::InvalidScope => "invalid_scope",
+            Code::TaskKeyNotFound => "task_key_not_found",
+            Code::TooManyTaskKeys => "too_many_task_keys",
+            Code::TooManyPending => "too_many_pending",
+            Code::InvalidJson => "invalid_json",
+            Code::InvalidRequest => "invalid_request",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::InvalidRedirectUri => "invalid_redirect_uri",
+            Code::InvalidState => "invalid_state",
+            Code::NotFound => "not_found",
+            Code::TokenNotFound => "token_not_found",
+            Code::TokenPending => "token_pending",
+            Code::TokenRevoked => "token_revoked",
+            Code::TokenExpired => "token_expired",
+            Code::TokenFailed => "token_failed",
+            Code::ConsentFailed => "consent_failed",
+            Code::SubjectMismatch => "subject_mismatch",
+            Code::ProviderUnavailable => "provider_unavailable",
+            Code::ProviderBusy => "provider_busy",
+            Code::ProviderError => "provider_error",
+            Code::ScopeNotNarrowed => "scope_not_narrowed",
+            Code::DatabaseUnavailable => "database_unavailable",
+            Code::RateLimited => "rate_limited",
+            Code::InternalError => "internal_error",
+        }
+    }
+}
+
 /// The error shape, for the API description.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -113,170 +187,207 @@ impl ApiError {
         ApiError::InvalidRequest(message.into())
     }
 
-    pub fn status_code(&self) -> StatusCode {
+    /// The one table: each case's status, code, message and `Retry-After`. The JSON body,
+    /// the token exchange's OAuth body and the callback's page all read it.
+    pub fn answer(&self) -> Answer<'_> {
+        use StatusCode as S;
+        let fixed = |status, code, message: &'static str| Answer {
+            status,
+            code,
+            message: Cow::Borrowed(message),
+            retry_after: None,
+        };
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::KeyRefused(KeyRefusal::Address) | ApiError::Forbidden => {
-                StatusCode::FORBIDDEN
-            }
-            ApiError::KeyRefused(_) => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidScope => StatusCode::BAD_REQUEST,
-            ApiError::TaskKeyNotFound => StatusCode::NOT_FOUND,
-            ApiError::TooManyTaskKeys => StatusCode::CONFLICT,
-            ApiError::InvalidJson
-            | ApiError::InvalidRequest(_)
-            | ApiError::InvalidRedirectUri
-            | ApiError::InvalidState
-            | ApiError::ConsentFailed { .. } => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RouteNotFound | ApiError::TokenNotFound => StatusCode::NOT_FOUND,
-            ApiError::TokenPending | ApiError::ReconsentRevoked => StatusCode::CONFLICT,
-            ApiError::TokenGone { .. } | ApiError::ConsentOvertaken => StatusCode::GONE,
-            ApiError::SubjectMismatch => StatusCode::FORBIDDEN,
-            ApiError::ProviderRefused { .. } | ApiError::ScopeNotNarrowed => {
-                StatusCode::BAD_GATEWAY
-            }
-            ApiError::ProviderUnavailable { .. }
-            | ApiError::ProviderBusy
-            | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } | ApiError::TooManyPending => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The stable code clients branch on.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden | ApiError::KeyRefused(KeyRefusal::Address) => "forbidden",
-            ApiError::KeyRefused(_) => "unauthorized",
-            ApiError::InvalidScope => "invalid_scope",
-            ApiError::TaskKeyNotFound => "task_key_not_found",
-            ApiError::TooManyTaskKeys => "too_many_task_keys",
-            ApiError::InvalidJson => "invalid_json",
-            ApiError::InvalidRequest(_) => "invalid_request",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::InvalidRedirectUri => "invalid_redirect_uri",
-            ApiError::InvalidState => "invalid_state",
-            ApiError::RouteNotFound => "not_found",
-            ApiError::TokenNotFound => "token_not_found",
-            ApiError::TokenPending => "token_pending",
-            ApiError::TokenGone { status, .. } => match status {
-                Status::Revoked => "token_revoked",
-                Status::Expired => "token_expired",
-                _ => "token_failed",
+            ApiError::Unauthorized => fixed(
+                S::UNAUTHORIZED,
+                Code::Unauthorized,
+                "A valid bearer access token is required",
+            ),
+            ApiError::Forbidden => fixed(
+                S::FORBIDDEN,
+                Code::Forbidden,
+                "This credential may not be used here",
+            ),
+            ApiError::KeyRefused(refusal) => match refusal {
+                KeyRefusal::Unknown => fixed(
+                    S::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    "Unknown or malformed task key",
+                ),
+                KeyRefusal::Revoked => fixed(
+                    S::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    "This task key was revoked",
+                ),
+                KeyRefusal::Expired => fixed(
+                    S::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    "This task key has expired",
+                ),
+                KeyRefusal::Exhausted => fixed(
+                    S::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    "This task key has been used as often as it may",
+                ),
+                KeyRefusal::Address => fixed(
+                    S::FORBIDDEN,
+                    Code::Forbidden,
+                    "This task key may not be used from this address",
+                ),
             },
-            ApiError::ReconsentRevoked | ApiError::ConsentOvertaken => "token_revoked",
-            ApiError::ConsentFailed { .. } => "consent_failed",
-            ApiError::SubjectMismatch => "subject_mismatch",
-            ApiError::ProviderUnavailable { .. } => "provider_unavailable",
-            ApiError::ProviderBusy => "provider_busy",
-            ApiError::ProviderRefused { .. } => "provider_error",
-            ApiError::ScopeNotNarrowed => "scope_not_narrowed",
-            ApiError::DatabaseUnavailable(_) => "database_unavailable",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::TooManyPending => "too_many_pending",
-            ApiError::Internal { .. } => "internal_error",
-        }
-    }
-
-    pub(crate) fn message(&self) -> Cow<'_, str> {
-        Cow::Borrowed(match self {
-            ApiError::Unauthorized => "A valid bearer access token is required",
-            ApiError::Forbidden => "This credential may not be used here",
-            ApiError::KeyRefused(KeyRefusal::Unknown) => "Unknown or malformed task key",
-            ApiError::KeyRefused(KeyRefusal::Revoked) => "This task key was revoked",
-            ApiError::KeyRefused(KeyRefusal::Expired) => "This task key has expired",
-            ApiError::KeyRefused(KeyRefusal::Exhausted) => {
-                "This task key has been used as often as it may"
+            ApiError::InvalidScope => fixed(
+                S::BAD_REQUEST,
+                Code::InvalidScope,
+                "The scope asked for is broader than the grant or the task key allows",
+            ),
+            ApiError::TaskKeyNotFound => {
+                fixed(S::NOT_FOUND, Code::TaskKeyNotFound, "No such task key")
             }
-            ApiError::KeyRefused(KeyRefusal::Address) => {
-                "This task key may not be used from this address"
-            }
-            ApiError::InvalidScope => {
-                "The scope asked for is broader than the grant or the task key allows"
-            }
-            ApiError::TaskKeyNotFound => "No such task key",
-            ApiError::TooManyTaskKeys => {
-                "This token has too many live task keys; revoke some first"
-            }
-            ApiError::InvalidJson => "The request body is not valid JSON",
-            ApiError::InvalidRequest(message) => return Cow::Borrowed(message.as_ref()),
-            ApiError::UnsupportedMediaType => "Send the request body as application/json",
-            ApiError::PayloadTooLarge => "The request body is too large",
-            ApiError::InvalidRedirectUri => {
-                "redirectUri must be an absolute http(s) URL on an allowed origin"
-            }
-            ApiError::InvalidState => {
-                "The consent state is unknown, already used, or expired; start the consent again"
-            }
-            ApiError::RouteNotFound => "No such route",
-            ApiError::TokenNotFound => "No such persistent token",
-            ApiError::TokenPending => "Consent has not been completed yet",
-            ApiError::TokenGone { status, reason } => {
-                return Cow::Owned(match reason {
+            ApiError::TooManyTaskKeys => fixed(
+                S::CONFLICT,
+                Code::TooManyTaskKeys,
+                "This token has too many live task keys; revoke some first",
+            ),
+            ApiError::TooManyPending => fixed(
+                S::TOO_MANY_REQUESTS,
+                Code::TooManyPending,
+                "Too many consents are waiting for you; complete or revoke some, or wait until \
+                 their links expire",
+            ),
+            ApiError::InvalidJson => fixed(
+                S::BAD_REQUEST,
+                Code::InvalidJson,
+                "The request body is not valid JSON",
+            ),
+            ApiError::InvalidRequest(message) => Answer {
+                message: Cow::Borrowed(message.as_ref()),
+                ..fixed(S::BAD_REQUEST, Code::InvalidRequest, "")
+            },
+            ApiError::UnsupportedMediaType => fixed(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                Code::UnsupportedMediaType,
+                "Send the request body as application/json",
+            ),
+            ApiError::PayloadTooLarge => fixed(
+                S::PAYLOAD_TOO_LARGE,
+                Code::PayloadTooLarge,
+                "The request body is too large",
+            ),
+            ApiError::InvalidRedirectUri => fixed(
+                S::BAD_REQUEST,
+                Code::InvalidRedirectUri,
+                "redirectUri must be an absolute http(s) URL on an allowed origin",
+            ),
+            ApiError::InvalidState => fixed(
+                S::BAD_REQUEST,
+                Code::InvalidState,
+                "The consent state is unknown, already used, or expired; start the consent again",
+            ),
+            ApiError::RouteNotFound => fixed(S::NOT_FOUND, Code::NotFound, "No such route"),
+            ApiError::TokenNotFound => fixed(
+                S::NOT_FOUND,
+                Code::TokenNotFound,
+                "No such persistent token",
+            ),
+            ApiError::TokenPending => fixed(
+                S::CONFLICT,
+                Code::TokenPending,
+                "Consent has not been completed yet",
+            ),
+            ApiError::TokenGone { status, reason } => Answer {
+                message: Cow::Owned(match reason {
                     Some(reason) => format!("This persistent token is {status}: {reason}"),
                     None => format!("This persistent token is {status}"),
-                })
-            }
-            ApiError::ReconsentRevoked => {
-                "A revoked token cannot be consented to again; start a new consent"
-            }
-            ApiError::ConsentFailed { reason, message } => {
-                return Cow::Owned(format!("{message} ({reason})"))
-            }
-            ApiError::SubjectMismatch => {
-                "Consent was given by a different user than the one who requested it"
-            }
-            ApiError::ConsentOvertaken => {
-                "This consent was revoked or expired while it completed; start a new one"
-            }
-            ApiError::ProviderUnavailable { .. } => {
-                "The identity provider cannot be reached; try again later"
-            }
-            ApiError::ProviderBusy => {
-                "Too many refreshes are in flight; retry after the time in Retry-After"
-            }
-            ApiError::ProviderRefused { .. } => {
-                "The identity provider rejected the broker's request"
-            }
-            ApiError::ScopeNotNarrowed => {
+                }),
+                ..fixed(
+                    S::GONE,
+                    match status {
+                        Status::Revoked => Code::TokenRevoked,
+                        Status::Expired => Code::TokenExpired,
+                        _ => Code::TokenFailed,
+                    },
+                    "",
+                )
+            },
+            ApiError::ReconsentRevoked => fixed(
+                S::CONFLICT,
+                Code::TokenRevoked,
+                "A revoked token cannot be consented to again; start a new consent",
+            ),
+            ApiError::ConsentFailed { reason, message } => Answer {
+                message: Cow::Owned(format!("{message} ({reason})")),
+                ..fixed(S::BAD_REQUEST, Code::ConsentFailed, "")
+            },
+            ApiError::SubjectMismatch => fixed(
+                S::FORBIDDEN,
+                Code::SubjectMismatch,
+                "Consent was given by a different user than the one who requested it",
+            ),
+            ApiError::ConsentOvertaken => fixed(
+                S::GONE,
+                Code::TokenRevoked,
+                "This consent was revoked or expired while it completed; start a new one",
+            ),
+            ApiError::ProviderUnavailable { retry_after } => Answer {
+                retry_after: Some(*retry_after),
+                ..fixed(
+                    S::SERVICE_UNAVAILABLE,
+                    Code::ProviderUnavailable,
+                    "The identity provider cannot be reached; try again later",
+                )
+            },
+            ApiError::ProviderBusy => Answer {
+                retry_after: Some(Duration::from_secs(1)),
+                ..fixed(
+                    S::SERVICE_UNAVAILABLE,
+                    Code::ProviderBusy,
+                    "Too many refreshes are in flight; retry after the time in Retry-After",
+                )
+            },
+            ApiError::ScopeNotNarrowed => fixed(
+                S::BAD_GATEWAY,
+                Code::ScopeNotNarrowed,
                 "The identity provider did not narrow the token to the scope asked for (or did \
                  not say what it granted), so it is not served; ask without a scope, or use a \
-                 provider that honours scope on a refresh"
-            }
-            ApiError::DatabaseUnavailable(_) => "The token store is unavailable; try again shortly",
-            ApiError::RateLimited { .. } => {
-                "Too many requests; retry after the time in Retry-After"
-            }
-            ApiError::TooManyPending => {
-                "Too many consents are waiting for you; complete or revoke some, or wait until \
-                 their links expire"
-            }
-            ApiError::Internal { .. } => "Internal server error",
-        })
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ApiError::ProviderUnavailable { retry_after }
-            | ApiError::RateLimited { retry_after } => Some(*retry_after),
-            ApiError::ProviderRefused { retry_after } => *retry_after,
-            ApiError::ProviderBusy => Some(Duration::from_secs(1)),
-            ApiError::DatabaseUnavailable(_) => Some(Duration::from_secs(2)),
-            _ => None,
+                 provider that honours scope on a refresh",
+            ),
+            ApiError::ProviderRefused { retry_after } => Answer {
+                retry_after: *retry_after,
+                ..fixed(
+                    S::BAD_GATEWAY,
+                    Code::ProviderError,
+                    "The identity provider rejected the broker's request",
+                )
+            },
+            ApiError::DatabaseUnavailable(_) => Answer {
+                retry_after: Some(Duration::from_secs(2)),
+                ..fixed(
+                    S::SERVICE_UNAVAILABLE,
+                    Code::DatabaseUnavailable,
+                    "The token store is unavailable; try again shortly",
+                )
+            },
+            ApiError::RateLimited { retry_after } => Answer {
+                retry_after: Some(*retry_after),
+                ..fixed(
+                    S::TOO_MANY_REQUESTS,
+                    Code::RateLimited,
+                    "Too many requests; retry after the time in Retry-After",
+                )
+            },
+            ApiError::Internal { .. } => fixed(
+                S::INTERNAL_SERVER_ERROR,
+                Code::InternalError,
+                "Internal server error",
+            ),
         }
     }
 }
 
-impl ApiError {
+impl Answer<'_> {
     /// `Retry-After` in whole seconds, at least 1, when this error has a wait.
     pub(crate) fn retry_after_header(&self) -> Option<HeaderValue> {
-        self.retry_after().map(|wait| {
+        self.retry_after.map(|wait| {
             HeaderValue::from((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
         })
     }
@@ -292,16 +403,16 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        let message = self.message();
+        let answer = self.answer();
         let body = Json(Body {
-            error: self.code(),
-            message: &message,
+            error: answer.code.as_str(),
+            message: &answer.message,
         });
-        let mut response = (self.status_code(), body).into_response();
-        if let Some(wait) = self.retry_after_header() {
+        let mut response = (answer.status, body).into_response();
+        if let Some(wait) = answer.retry_after_header() {
             response.headers_mut().insert(header::RETRY_AFTER, wait);
         }
-        if self.status_code() == StatusCode::UNAUTHORIZED {
+        if answer.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
@@ -485,17 +596,23 @@ mod tests {
             status,
             reason: None,
         };
-        assert_eq!(gone(Status::Revoked).code(), "token_revoked");
-        assert_eq!(gone(Status::Expired).code(), "token_expired");
-        assert_eq!(gone(Status::Failed).code(), "token_failed");
-        assert_eq!(gone(Status::Failed).status_code(), StatusCode::GONE);
+        assert_eq!(
+            gone(Status::Revoked).answer().code.as_str(),
+            "token_revoked"
+        );
+        assert_eq!(
+            gone(Status::Expired).answer().code.as_str(),
+            "token_expired"
+        );
+        assert_eq!(gone(Status::Failed).answer().code.as_str(), "token_failed");
+        assert_eq!(gone(Status::Failed).answer().status, StatusCode::GONE);
     }
 
     #[test]
     fn internal_errors_say_nothing_of_their_cause() {
         let error = ApiError::internal("reading a row", "table token_vault on db.internal:5432");
-        assert_eq!(error.message(), "Internal server error");
-        assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.answer().message, "Internal server error");
+        assert_eq!(error.answer().status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -88,14 +88,15 @@ fn oauth_error(
 /// An [`ApiError`] raised before the handler ran (body too large, rate limited), in OAuth's
 /// shape: same status and `Retry-After`, RFC 6749 §5.2 body.
 pub(super) fn oauth_refusal(refused: &ApiError) -> Response {
-    let error = match refused.status_code() {
+    let answer = refused.answer();
+    let error = match answer.status {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             "temporarily_unavailable"
         }
         _ => "invalid_request",
     };
-    let mut response = oauth_error(refused.status_code(), error, refused.message().into_owned());
-    if let Some(wait) = refused.retry_after_header() {
+    let mut response = oauth_error(answer.status, error, answer.message.as_ref());
+    if let Some(wait) = answer.retry_after_header() {
         response.headers_mut().insert(header::RETRY_AFTER, wait);
     }
     response
