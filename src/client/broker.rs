@@ -5,6 +5,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use url::Url;
 
+use crate::api::paths;
+
 pub struct BrokerApi {
     http: reqwest::Client,
     base: Url,
@@ -27,62 +29,41 @@ impl BrokerApi {
     pub async fn consent(&self, task_id: &str) -> Result<Value, String> {
         self.call(
             Method::POST,
-            "/api/auth/manager/offline-consent",
+            paths::OFFLINE_CONSENT,
             Some(json!({ "taskId": task_id })),
         )
         .await
     }
 
     pub async fn reconsent(&self, id: &str) -> Result<Value, String> {
-        self.call(
-            Method::POST,
-            &format!("/api/auth/manager/offline-tokens/{id}/reconsent"),
-            Some(json!({})),
-        )
-        .await
+        self.call(Method::POST, &paths::reconsent(id), Some(json!({})))
+            .await
     }
 
     pub async fn create_task_key(&self, id: &str, request: Value) -> Result<Value, String> {
-        self.call(
-            Method::POST,
-            &format!("/api/auth/manager/offline-tokens/{id}/task-keys"),
-            Some(request),
-        )
-        .await
+        self.call(Method::POST, &paths::task_keys(id), Some(request))
+            .await
     }
 
     pub async fn task_keys(&self, id: &str) -> Result<Value, String> {
-        self.call(
-            Method::GET,
-            &format!("/api/auth/manager/offline-tokens/{id}/task-keys"),
-            None,
-        )
-        .await
+        self.call(Method::GET, &paths::task_keys(id), None).await
     }
 
     pub async fn revoke_task_key(&self, id: &str, key_id: &str) -> Result<Value, String> {
-        self.call(
-            Method::DELETE,
-            &format!("/api/auth/manager/offline-tokens/{id}/task-keys/{key_id}"),
-            None,
-        )
-        .await
+        self.call(Method::DELETE, &paths::task_key(id, key_id), None)
+            .await
     }
 
     pub async fn status(&self, id: &str) -> Result<Value, String> {
-        self.call(
-            Method::GET,
-            &format!("/api/auth/manager/offline-tokens/{id}"),
-            None,
-        )
-        .await
+        self.call(Method::GET, &paths::offline_token(id), None)
+            .await
     }
 
     pub async fn list(&self, task_id: Option<&str>) -> Result<Vec<Value>, String> {
         let mut items = Vec::new();
         let mut offset = 0u64;
         loop {
-            let mut url = self.url("/api/auth/manager/offline-tokens")?;
+            let mut url = self.url(paths::OFFLINE_TOKENS)?;
             url.query_pairs_mut()
                 .append_pair("limit", "200")
                 .append_pair("offset", &offset.to_string());
@@ -102,7 +83,7 @@ impl BrokerApi {
         let body = self
             .call(
                 Method::POST,
-                "/api/auth/manager/access-token",
+                paths::ACCESS_TOKEN,
                 Some(json!({ "persistentTokenId": id })),
             )
             .await?;
@@ -113,12 +94,8 @@ impl BrokerApi {
     }
 
     pub async fn revoke(&self, id: &str) -> Result<Value, String> {
-        self.call(
-            Method::DELETE,
-            &format!("/api/auth/manager/offline-tokens/{id}"),
-            None,
-        )
-        .await
+        self.call(Method::DELETE, &paths::offline_token(id), None)
+            .await
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {

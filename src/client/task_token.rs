@@ -53,7 +53,7 @@ pub async fn fetch(
     scope: Option<&str>,
 ) -> Result<Token, String> {
     let url = broker
-        .join("/api/auth/manager/access-token")
+        .join(crate::api::paths::ACCESS_TOKEN)
         .map_err(|e| e.to_string())?;
     let body = match scope {
         Some(scope) => json!({ "scope": scope }),

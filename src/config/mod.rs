@@ -27,7 +27,7 @@ use parse::{
 };
 
 /// Where the callback lives below `PUBLIC_BASE_URL`; it must be registered at the provider.
-pub const CALLBACK_PATH: &str = "/api/auth/manager/offline-callback";
+pub use crate::api::paths::OFFLINE_CALLBACK as CALLBACK_PATH;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {problem}")]

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AccessCaller, ApiJson};
+use crate::api::paths;
 use crate::grants::{Minted, Scope, TokenIssuer};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -58,7 +59,7 @@ impl<'a> From<&'a Minted> for AccessTokenResponse<'a> {
 /// the row's owner, a service account it was delegated to, or a task holding a key for it.
 #[utoipa::path(
     post,
-    path = "/api/auth/manager/access-token",
+    path = paths::ACCESS_TOKEN,
     tag = "tokens",
     request_body = AccessTokenRequest,
     security(("bearer" = []), ("taskKey" = [])),

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::callback_page;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
+use crate::api::paths;
 use crate::grants::{Callbacks, Failure, ProviderReply};
 use crate::vault::ClaimedConsent;
 
@@ -48,7 +49,7 @@ pub struct CallbackSuccess {
 /// `GET /api/auth/manager/offline-callback`: where the provider sends the browser back.
 #[utoipa::path(
     get,
-    path = "/api/auth/manager/offline-callback",
+    path = paths::OFFLINE_CALLBACK,
     tag = "consent",
     params(CallbackQuery),
     responses(

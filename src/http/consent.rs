@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
+use crate::api::paths;
 use crate::grants::{Consents, StartedConsent};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -56,7 +57,7 @@ impl From<StartedConsent> for ConsentResponse {
 /// `POST /api/auth/manager/offline-consent`: starts a consent for the calling user.
 #[utoipa::path(
     post,
-    path = "/api/auth/manager/offline-consent",
+    path = paths::OFFLINE_CONSENT,
     tag = "consent",
     request_body = ConsentRequest,
     security(("bearer" = [])),

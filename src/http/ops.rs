@@ -8,18 +8,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::api::paths;
 use crate::telemetry;
 use crate::vault::TokenVault;
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
+#[utoipa::path(get, path = paths::HEALTHZ, tag = "operations", responses((status = 200, description = "Up")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The process can serve: the database answers and the provider's metadata and keys were
 /// loaded at start-up (the broker does not start without them).
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, path = paths::READYZ, tag = "operations", responses(
     (status = 200, description = "Ready"), (status = 503, description = "Database unreachable")))]
 pub async fn readyz(State(vault): State<Arc<dyn TokenVault>>) -> Response {
     match vault.ping().await {

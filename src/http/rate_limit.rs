@@ -92,7 +92,7 @@ pub async fn limit_rate(
                 .map_or("unmatched", |p| p.as_str());
             telemetry::record_rate_limited(route);
             let refused = ApiError::RateLimited { retry_after: wait };
-            if route == super::token_exchange::PATH {
+            if route == crate::api::paths::TOKEN {
                 // OAuth clients on the token endpoint read RFC 6749's error shape.
                 return super::token_exchange::oauth_refusal(&refused);
             }

@@ -14,6 +14,7 @@ use super::{
     access_token, admin_page, api_document, callback, consent, frame, openapi, ops, rate_limit,
     task_keys, token_exchange, tokens,
 };
+use crate::api::paths;
 
 /// Origins whose browser pages may call the API (CORS); empty = no CORS headers.
 #[derive(Clone, Debug, Default)]
@@ -27,42 +28,27 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
     // The routes a client drives are rate limited per client.
     let mut limited = Router::new()
         .route(
-            "/api/auth/manager/offline-consent",
+            paths::OFFLINE_CONSENT,
             post(consent::request_offline_consent),
         )
         .route(
-            "/api/auth/manager/offline-callback",
+            paths::OFFLINE_CALLBACK,
             get(callback::complete_offline_consent),
         )
-        .route(
-            "/api/auth/manager/access-token",
-            post(access_token::issue_access_token),
-        )
-        .route(
-            "/api/auth/manager/token",
-            post(token_exchange::exchange_token),
-        )
+        .route(paths::ACCESS_TOKEN, post(access_token::issue_access_token))
+        .route(paths::TOKEN, post(token_exchange::exchange_token))
         // The routes that write rows a signed-in user could otherwise grow without bound
         // (task keys, re-consents and their audit records), and the admin page's sign-in.
+        .route(paths::RECONSENT, post(tokens::reconsent_token))
         .route(
-            "/api/auth/manager/offline-tokens/{id}/reconsent",
-            post(tokens::reconsent_token),
-        )
-        .route(
-            "/api/auth/manager/offline-tokens/{id}/task-keys",
+            paths::TASK_KEYS,
             post(task_keys::create_task_key).get(task_keys::list_task_keys),
         )
-        .route(
-            "/api/auth/manager/offline-tokens/{id}/task-keys/{task_key_id}",
-            delete(task_keys::revoke_task_key),
-        )
-        .route("/admin", get(admin_page::show_admin_page))
-        .route("/admin/callback", get(admin_page::finish_admin_sign_in))
-        .route("/admin/tokens/{id}/history", get(admin_page::show_history))
-        .route(
-            "/admin/tokens/{id}/revoke",
-            post(admin_page::revoke_as_admin),
-        );
+        .route(paths::TASK_KEY, delete(task_keys::revoke_task_key))
+        .route(paths::ADMIN, get(admin_page::show_admin_page))
+        .route(paths::ADMIN_CALLBACK, get(admin_page::finish_admin_sign_in))
+        .route(paths::ADMIN_HISTORY, get(admin_page::show_history))
+        .route(paths::ADMIN_REVOKE, post(admin_page::revoke_as_admin));
     // Off (RATE_LIMIT_PER_SECOND=0), no layer at all: not even a pass-through per request.
     if let Some(limit) = Option::<Arc<rate_limit::RateLimit>>::from_ref(&state) {
         limited = limited.route_layer(axum::middleware::from_fn_with_state(
@@ -72,16 +58,16 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
     }
     let mut api = Router::new()
         .merge(limited)
-        .route("/api/auth/manager/offline-tokens", get(tokens::list_tokens))
+        .route(paths::OFFLINE_TOKENS, get(tokens::list_tokens))
         .route(
-            "/api/auth/manager/offline-tokens/{id}",
+            paths::OFFLINE_TOKEN,
             get(tokens::get_token_status).merge(delete(tokens::revoke_token)),
         )
-        .route("/api/openapi.json", get(api_document::openapi_json))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz));
+        .route(paths::OPENAPI, get(api_document::openapi_json))
+        .route(paths::HEALTHZ, get(ops::healthz))
+        .route(paths::READYZ, get(ops::readyz));
     if !metrics_elsewhere {
-        api = api.route("/metrics", get(ops::metrics));
+        api = api.route(paths::METRICS, get(ops::metrics));
     }
     api = api.merge(openapi::docs_viewer());
     let cors = cors_layer(&cors.0);
@@ -102,7 +88,7 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
 /// `/metrics` alone, for a separate listen address (`METRICS_ADDR`).
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", get(ops::metrics))
+        .route(paths::METRICS, get(ops::metrics))
         .with_state(state)
 }
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{optional_body, ApiBody, AuthUser};
+use crate::api::paths;
 use crate::grants::{KeyRequest, TaskKeys};
 use crate::vault::TaskKey;
 
@@ -107,7 +108,7 @@ fn parse(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
 /// `POST /api/auth/manager/offline-tokens/{id}/task-keys`
 #[utoipa::path(
     post,
-    path = "/api/auth/manager/offline-tokens/{id}/task-keys",
+    path = paths::TASK_KEYS,
     tag = "task keys",
     params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
     request_body(content = Option<CreateTaskKey>, description = "Optional; `{}` or no body will do"),
@@ -156,7 +157,7 @@ pub async fn create_task_key(
 /// `GET /api/auth/manager/offline-tokens/{id}/task-keys`
 #[utoipa::path(
     get,
-    path = "/api/auth/manager/offline-tokens/{id}/task-keys",
+    path = paths::TASK_KEYS,
     tag = "task keys",
     params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
     security(("bearer" = [])),
@@ -183,7 +184,7 @@ pub async fn list_task_keys(
 /// `DELETE /api/auth/manager/offline-tokens/{id}/task-keys/{taskKeyId}` (idempotent)
 #[utoipa::path(
     delete,
-    path = "/api/auth/manager/offline-tokens/{id}/task-keys/{taskKeyId}",
+    path = paths::TASK_KEY,
     tag = "task keys",
     params(
         ("id" = uuid::Uuid, Path, description = "persistentTokenId"),

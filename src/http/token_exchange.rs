@@ -20,12 +20,12 @@ use serde::Serialize;
 use super::client_addr::ClientIp;
 use super::error::ApiError;
 use super::extract::ApiBody;
+use crate::api::paths;
 use crate::grants::authenticator::is_task_key;
 use crate::grants::{
     AccessError, Authenticator, Caller, KeyRefusal, RedeemError, Scope, TokenIssuer, Unidentified,
 };
 
-pub const PATH: &str = "/api/auth/manager/token";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TASK_KEY_TYPE: &str = "urn:token-broker:params:oauth:token-type:task-key";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -147,7 +147,7 @@ fn parameters(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
 /// `POST /api/auth/manager/token` (form-encoded)
 #[utoipa::path(
     post,
-    path = "/api/auth/manager/token",
+    path = paths::TOKEN,
     tag = "task keys",
     request_body(content = ExchangeRequest, content_type = "application/x-www-form-urlencoded", description = "RFC 8693 token exchange with a task key as the subject token"),
     responses(

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::consent::ConsentResponse;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiBody, ApiQuery, AuthUser};
+use crate::api::paths;
 use crate::grants::{Consents, ListQuery as ReadQuery, Page, Reads, Revoked, Revoker};
 use crate::vault::{Status, StatusReason, VaultRow};
 
@@ -115,7 +116,7 @@ pub struct RevokeResponse {
 /// `GET /api/auth/manager/offline-tokens/{id}`
 #[utoipa::path(
     get,
-    path = "/api/auth/manager/offline-tokens/{id}",
+    path = paths::OFFLINE_TOKEN,
     tag = "tokens",
     params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
     security(("bearer" = [])),
@@ -138,7 +139,7 @@ pub async fn get_token_status(
 /// `GET /api/auth/manager/offline-tokens?taskId=&status=&limit=&offset=|cursor=`
 #[utoipa::path(
     get,
-    path = "/api/auth/manager/offline-tokens",
+    path = paths::OFFLINE_TOKENS,
     tag = "tokens",
     params(ListQuery),
     security(("bearer" = [])),
@@ -180,7 +181,7 @@ impl From<Page> for TokenPage {
 /// `PROVIDER_REVOCATION=none`), wipes the sealed token and marks the row revoked. Idempotent.
 #[utoipa::path(
     delete,
-    path = "/api/auth/manager/offline-tokens/{id}",
+    path = paths::OFFLINE_TOKEN,
     tag = "tokens",
     params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
     security(("bearer" = [])),
@@ -229,7 +230,7 @@ pub struct ReconsentRequest {
 /// hold the id carry on without being redeployed.
 #[utoipa::path(
     post,
-    path = "/api/auth/manager/offline-tokens/{id}/reconsent",
+    path = paths::RECONSENT,
     tag = "tokens",
     params(("id" = uuid::Uuid, Path, description = "persistentTokenId")),
     request_body(content = Option<ReconsentRequest>, description = "Optional; `{}` or no body will do"),

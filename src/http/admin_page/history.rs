@@ -58,12 +58,13 @@ fn history_page(row: &VaultRow, records: &[AuditRecord]) -> Response {
     let body = format!(
         "<h1>History of {id}</h1><p>Task <b>{task}</b> of <b>{user}</b>, now \
          <b id=\"status\">{status}</b>. {count} record(s), oldest first (at most \
-         {HISTORY_LIMIT}). <a href=\"/admin\">Back to all tokens</a></p>{table}",
+         {HISTORY_LIMIT}). <a href=\"{admin}\">Back to all tokens</a></p>{table}",
         id = row.id,
         task = escape(&row.task_id),
         user = escape(&row.user_id),
         status = row.status,
         count = records.len(),
+        admin = crate::api::paths::ADMIN,
     );
     protected(Html(page("token-broker admin: history", &body)).into_response())
 }

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::api::paths;
 use crate::crypto::{constant_time_eq, random_token, sha256};
 use crate::grants::{ListQuery, ReadError, Reads, RevokeError, Revoker};
 use crate::oidc::{OidcClient, TokenVerifier};
@@ -183,7 +184,7 @@ async fn finish_sign_in(
             "Too many operator sessions are open. Try again later.",
         );
     };
-    let mut response = Redirect::to("/admin").into_response();
+    let mut response = Redirect::to(paths::ADMIN).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -262,7 +263,7 @@ pub async fn revoke_as_admin(
         .revoke(id, None, &session.subject, &StatusReason::RevokedByAdmin)
         .await
     {
-        Ok(_) => Redirect::to("/admin").into_response(),
+        Ok(_) => Redirect::to(paths::ADMIN).into_response(),
         Err(RevokeError::NotFound) => message_page(StatusCode::NOT_FOUND, "No such token."),
         Err(RevokeError::Vault(e)) => internal("revoke failed", e),
     }

@@ -5,6 +5,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use chrono::{DateTime, Utc};
 
+use crate::api::paths;
 use crate::vault::{Status, StatusReason, VaultRow};
 
 /// The filters as the operator typed them.
@@ -143,10 +144,11 @@ pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultR
             String::new()
         } else {
             format!(
-                "<form method=\"post\" action=\"/admin/tokens/{id}/revoke\">\
+                "<form method=\"post\" action=\"{action}\">\
                  <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
                  <button type=\"submit\" data-token=\"{id}\">Revoke</button></form>",
                 id = row.id,
+                action = paths::admin_revoke(row.id),
                 csrf = escape(csrf)
             )
         };
@@ -154,8 +156,9 @@ pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultR
             "<tr data-token=\"{id}\" class=\"{status}\"><td>{id}</td><td>{user}</td><td>{task}</td>\
              <td class=\"status\">{status}</td><td>{reason}</td><td class=\"health\">{health}</td>\
              <td>{refreshed}</td><td>{created}</td><td>{used}</td>\
-             <td><a href=\"/admin/tokens/{id}/history\">history</a></td><td>{revoke}</td></tr>",
+             <td><a href=\"{history}\">history</a></td><td>{revoke}</td></tr>",
             id = row.id,
+            history = paths::admin_history(row.id),
             user = escape(&row.user_id),
             task = escape(&row.task_id),
             status = row.status,
@@ -170,12 +173,13 @@ pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultR
     let body = format!(
         "<h1>token-broker admin</h1><p>Signed in as <b id=\"operator\">{operator}</b>. \
          Showing {count} row(s), newest first (at most 200).</p>\
-         <form class=\"filters\" method=\"get\" action=\"/admin\">\
+         <form class=\"filters\" method=\"get\" action=\"{admin}\">\
          <input name=\"user\" placeholder=\"user\" value=\"{user}\"> \
          <input name=\"task\" placeholder=\"task\" value=\"{task}\"> \
          <select name=\"status\">{options}</select> <select name=\"health\">{health_options}</select> \
          <button type=\"submit\">Filter</button></form>{table}",
         operator = escape(operator),
+        admin = paths::ADMIN,
         count = rows.len(),
         user = value(&filters.user),
         task = value(&filters.task),

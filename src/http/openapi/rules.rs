@@ -16,6 +16,7 @@ use crate::grants::task_keys::{MAX_CIDRS, MAX_NAME_LEN, MAX_USES};
 use crate::http::token_exchange::{ACCESS_TOKEN_TYPE, TASK_KEY_TYPE, TOKEN_EXCHANGE};
 
 use super::ApiDoc;
+use crate::api::paths;
 use crate::http::api_document::ApiDocument;
 use utoipa::OpenApi;
 
@@ -45,12 +46,7 @@ impl ApiDocument {
             &format!("{schemas}/ConsentRequest/properties/taskId"),
             &task_id,
         );
-        doc.patch_parameter(
-            "/api/auth/manager/offline-tokens",
-            "get",
-            "taskId",
-            &task_id,
-        );
+        doc.patch_parameter(paths::OFFLINE_TOKENS, "get", "taskId", &task_id);
         doc.patch(
             &format!("{schemas}/CreateTaskKey/properties/name"),
             &printable(MAX_NAME_LEN),
@@ -84,7 +80,7 @@ impl ApiDocument {
             &json!({ "enum": [ACCESS_TOKEN_TYPE, null] }),
         );
         doc.patch_parameter(
-            "/api/auth/manager/offline-callback",
+            paths::OFFLINE_CALLBACK,
             "get",
             "state",
             &json!({ "minLength": 1, "maxLength": MAX_STATE_LEN }),
