@@ -92,3 +92,75 @@ fn every_keycloak_test_the_providers_page_names_exists() {
         );
     }
 }
+
+/// docs/architecture.md stays true: every source path it names exists, every name it gives in
+/// parentheses after a file is defined in that file, and every `Type::function` it names is
+/// defined somewhere in `src/`.
+#[test]
+fn every_path_and_function_the_architecture_page_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let mut code = String::new();
+    sources(&root.join("src"), &mut code);
+    let defines = |text: &str, name: &str| {
+        ["fn", "struct", "enum", "const", "trait", "type", "static"]
+            .iter()
+            .any(|kind| {
+                text.contains(&format!("{kind} {name}("))
+                    || text.contains(&format!("{kind} {name}<"))
+                    || text.contains(&format!("{kind} {name} "))
+                    || text.contains(&format!("{kind} {name}:"))
+                    || text.contains(&format!("{kind} {name};"))
+            })
+            || text.contains(&format!("trigger {name}"))
+    };
+    let (mut paths, mut names) = (0, 0);
+    let quoted: Vec<(usize, &str)> = page
+        .match_indices('`')
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [(start, _), (end, _)] => Some((*end + 1, &page[start + 1..*end])),
+            _ => None,
+        })
+        .collect();
+    for (after, name) in &quoted {
+        if name.starts_with("src/") || name.starts_with("migrations/") {
+            let path = root.join(name);
+            assert!(
+                path.exists(),
+                "docs/architecture.md names {name}, which does not exist"
+            );
+            paths += 1;
+            // `path` (`a`, `b`): each named item is defined in that file.
+            let rest = &page[*after..];
+            if path.is_file() && rest.starts_with(" (`") {
+                let inside = &rest[2..rest.find(')').unwrap_or(2)];
+                let text = std::fs::read_to_string(&path).unwrap();
+                for item in inside.split('`').skip(1).step_by(2) {
+                    let item = item.rsplit("::").next().unwrap_or(item);
+                    if item.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        assert!(defines(&text, item), "{name} does not define `{item}`");
+                        names += 1;
+                    }
+                }
+            }
+        } else if let Some((_, function)) = name.split_once("::") {
+            let function = function.rsplit("::").next().unwrap_or(function);
+            if function
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                assert!(
+                    defines(&code, function),
+                    "no `{name}` in src/ (docs/architecture.md)"
+                );
+                names += 1;
+            }
+        }
+    }
+    assert!(
+        paths > 40 && names > 15,
+        "{paths} paths, {names} names checked"
+    );
+}
