@@ -3,6 +3,7 @@
 
 mod postgres;
 mod sqlite;
+mod store;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
