@@ -5,7 +5,8 @@ use uuid::Uuid;
 use crate::oidc::CallerClaims;
 use crate::vault::TaskKey;
 
-/// The three kinds of caller the access path serves.
+/// Everyone who calls the broker. The access path serves the first three; an operator signs in
+/// to the admin page and manages anyone's rows but redeems none.
 #[derive(Clone, Debug)]
 pub enum Caller {
     /// A signed-in user (bearer `sub`): their own rows only.
@@ -15,6 +16,19 @@ pub enum Caller {
     Delegate { client: String, subject: String },
     /// A task holding a key: the key's row only.
     Task(TaskKey),
+    /// An operator signed in to the admin page with the admin role (their `sub`).
+    Operator(String),
+}
+
+/// Which rows a caller may manage (revoke, re-consent, give keys to), as the vault filters them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manages<'a> {
+    /// The rows of this owner.
+    Own(&'a str),
+    /// Every row (an operator).
+    Any,
+    /// None (task keys and delegates only redeem).
+    Nothing,
 }
 
 impl Caller {
@@ -24,6 +38,26 @@ impl Caller {
             Caller::User(sub) => sub.clone(),
             Caller::Delegate { client, .. } => format!("client:{client}"),
             Caller::Task(key) => format!("task-key:{}", key.id),
+            Caller::Operator(sub) => sub.clone(),
+        }
+    }
+
+    /// Which rows this caller may manage. The one rule; the vault applies it in the statement
+    /// that changes the row.
+    pub fn manages(&self) -> Manages<'_> {
+        match self {
+            Caller::User(sub) => Manages::Own(sub),
+            Caller::Operator(_) => Manages::Any,
+            Caller::Delegate { .. } | Caller::Task(_) => Manages::Nothing,
+        }
+    }
+
+    /// Whether this caller may manage a row owned by `owner`.
+    pub fn may_manage(&self, owner: &str) -> bool {
+        match self.manages() {
+            Manages::Own(sub) => sub == owner,
+            Manages::Any => true,
+            Manages::Nothing => false,
         }
     }
 
@@ -35,6 +69,8 @@ impl Caller {
             Caller::User(sub) => sub == owner,
             Caller::Delegate { client, .. } => delegates.iter().any(|d| d == client),
             Caller::Task(key) => key.token_id == id && key.user_id == owner,
+            // Operators manage rows on the admin page; they never hold a user's token.
+            Caller::Operator(_) => false,
         }
     }
 }
@@ -104,5 +140,20 @@ mod tests {
         assert!(Caller::Task(key(row, "alice")).may_use(row, "alice", &[]));
         assert!(!Caller::Task(key(other, "alice")).may_use(row, "alice", &[]));
         assert!(!Caller::Task(key(row, "bob")).may_use(row, "alice", &[]));
+        assert!(!Caller::Operator("olga".into()).may_use(row, "alice", &delegates));
+    }
+
+    #[test]
+    fn only_owners_and_operators_manage_rows() {
+        let row = Uuid::new_v4();
+        assert!(Caller::User("alice".into()).may_manage("alice"));
+        assert!(!Caller::User("bob".into()).may_manage("alice"));
+        assert!(Caller::Operator("olga".into()).may_manage("alice"));
+        let delegate = Caller::Delegate {
+            client: "job-runner".into(),
+            subject: "service-account-job-runner".into(),
+        };
+        assert!(!delegate.may_manage("alice"));
+        assert!(!Caller::Task(key(row, "alice")).may_manage("alice"));
     }
 }

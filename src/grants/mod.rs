@@ -26,7 +26,7 @@ pub use cache::{AccessTokenCache, Minted};
 pub use callback::{
     CallbackError, Callbacks, Completed, Failure, FailureKind, GrantLimits, ProviderReply,
 };
-pub use caller::{Caller, DelegateClients};
+pub use caller::{Caller, DelegateClients, Manages};
 pub use changes::{ChangeListener, StatusChanges};
 pub use consent::{ConsentError, ConsentPolicy, Consents, StartedConsent};
 pub use issue::TokenIssuer;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::caller::{Caller, Manages};
 use super::changes::announce;
 use super::changes::StatusChanges;
 use crate::audit::{Journal, Subject};
@@ -83,15 +84,16 @@ impl Revoker {
         }
     }
 
-    /// Revokes row `id`, of `owner` when one is given (anyone else's row is `NotFound`), as
-    /// `actor`, for reason `why`. Revoking a revoked row changes nothing.
-    pub async fn revoke(
-        &self,
-        id: Uuid,
-        owner: Option<&str>,
-        actor: &str,
-        why: &StatusReason,
-    ) -> Result<Revoked, RevokeError> {
+    /// Revokes row `id` for `caller`: its owner (`revoked_by_user`) or an operator
+    /// (`revoked_by_admin`). A row the caller may not manage is `NotFound`, checked in the
+    /// statement that ends it. Revoking a revoked row changes nothing.
+    pub async fn revoke(&self, id: Uuid, caller: &Caller) -> Result<Revoked, RevokeError> {
+        let (owner, why) = match caller.manages() {
+            Manages::Own(owner) => (Some(owner), StatusReason::RevokedByUser),
+            Manages::Any => (None, StatusReason::RevokedByAdmin),
+            Manages::Nothing => return Err(RevokeError::NotFound),
+        };
+        let (actor, why) = (caller.actor(), &why);
         let before = match self
             .vault
             .end_grant(id, owner, Status::Revoked, why, Utc::now())
@@ -124,7 +126,7 @@ impl Revoker {
             &self.journal,
             &self.changes,
             &transition,
-            actor,
+            &actor,
             subject,
             Some(&reason),
         )

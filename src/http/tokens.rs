@@ -12,8 +12,8 @@ use super::consent::ConsentResponse;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiBody, ApiQuery, AuthUser};
 use crate::api::paths;
-use crate::grants::{Consents, ListQuery as ReadQuery, Page, Reads, Revoked, Revoker};
-use crate::vault::{Status, StatusReason, VaultRow};
+use crate::grants::{Caller, Consents, ListQuery as ReadQuery, Page, Reads, Revoked, Revoker};
+use crate::vault::{Status, VaultRow};
 
 /// A row as its owner may see it: no secrets.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -198,12 +198,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     let revoked = revoker
-        .revoke(
-            parse_id(&id)?,
-            Some(&user.subject),
-            &user.subject,
-            &StatusReason::RevokedByUser,
-        )
+        .revoke(parse_id(&id)?, &Caller::User(user.subject))
         .await?;
     Ok(Json(revoked.into()))
 }

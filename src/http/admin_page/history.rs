@@ -1,12 +1,12 @@
 //! `GET /admin/tokens/{id}/history`: one grant's audit trail, for an operator.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use uuid::Uuid;
 
 use super::render::{escape, message_page, page, protected};
-use super::{internal, not_enabled, AdminState};
+use super::{internal, AdminState, Operator};
 use crate::grants::ReadError;
 use crate::vault::{AuditRecord, VaultRow};
 
@@ -15,15 +15,9 @@ const HISTORY_LIMIT: u32 = 500;
 
 pub async fn show_history(
     State(admin): State<AdminState>,
-    headers: HeaderMap,
+    _operator: Operator,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(sessions) = admin.sessions.as_deref() else {
-        return not_enabled();
-    };
-    if sessions.current(&headers).is_none() {
-        return message_page(StatusCode::UNAUTHORIZED, "Sign in at /admin first.");
-    }
     let Ok(id) = id.parse::<Uuid>() else {
         return message_page(StatusCode::BAD_REQUEST, "That is not a token id.");
     };

@@ -6,6 +6,7 @@
 //! revoke anything. Listing and revoking call the same domain functions as the API.
 
 mod history;
+mod operator;
 pub(super) mod render;
 mod sessions;
 
@@ -23,8 +24,9 @@ use crate::api::paths;
 use crate::crypto::{constant_time_eq, random_token, sha256};
 use crate::grants::{ListQuery, ReadError, Reads, RevokeError, Revoker};
 use crate::oidc::{OidcClient, TokenVerifier};
-use crate::vault::StatusReason;
+
 pub use history::show_history;
+pub use operator::Operator;
 use render::{message_page, passes_health_filter, tokens_page, Filters};
 use sessions::PendingSignIn;
 pub use sessions::Sessions;
@@ -236,20 +238,11 @@ async fn verify_operator(
 /// `POST /admin/tokens/{id}/revoke`
 pub async fn revoke_as_admin(
     State(admin): State<AdminState>,
-    headers: HeaderMap,
+    operator: Operator,
     Path(id): Path<String>,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let Some(sessions) = admin.sessions.as_deref() else {
-        return not_enabled();
-    };
-    let Some(session) = sessions.current(&headers) else {
-        return message_page(
-            StatusCode::UNAUTHORIZED,
-            "Your session has ended. Open /admin again.",
-        );
-    };
-    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !constant_time_eq(form.csrf.as_bytes(), operator.csrf.as_bytes()) {
         return message_page(
             StatusCode::FORBIDDEN,
             "The form is stale. Reload /admin and try again.",
@@ -258,11 +251,7 @@ pub async fn revoke_as_admin(
     let Ok(id) = Uuid::parse_str(&id) else {
         return message_page(StatusCode::BAD_REQUEST, "Not a token id.");
     };
-    match admin
-        .revoker
-        .revoke(id, None, &session.subject, &StatusReason::RevokedByAdmin)
-        .await
-    {
+    match admin.revoker.revoke(id, &operator.caller()).await {
         Ok(_) => Redirect::to(paths::ADMIN).into_response(),
         Err(RevokeError::NotFound) => message_page(StatusCode::NOT_FOUND, "No such token."),
         Err(RevokeError::Vault(e)) => internal("revoke failed", e),
