@@ -176,9 +176,18 @@ impl Callbacks {
             None
         };
         let now = Utc::now();
+        // The hard end counts from the sign-in, as the provider's session maximum does
+        // (Keycloak's Offline Session Max): counted from the callback instead, the row would
+        // outlive the provider's session by the seconds the consent took, and a refresh in
+        // that window would fail the row instead of letting it expire.
+        let started = obtained
+            .authenticated_at
+            .filter(|t| *t <= now)
+            .unwrap_or(now);
         let activation = Activation {
             sealed: &obtained.sealed,
-            expires_at: now + chrono::Duration::from_std(self.limits.max_age).unwrap_or_default(),
+            expires_at: started
+                + chrono::Duration::from_std(self.limits.max_age).unwrap_or_default(),
             refresh_expires_at: Some(obtained.refresh_expires_at),
             granted_scope: obtained.granted_scope,
             now,
@@ -335,7 +344,7 @@ impl Callbacks {
                     ),
                 }
             })?;
-        self.check_identity(consent, &grant).await?;
+        let authenticated_at = self.check_identity(consent, &grant).await?;
         let refresh_token = grant.refresh_token.ok_or_else(|| {
             Failure::refused(
                 StatusReason::MissingRefreshToken,
@@ -365,6 +374,7 @@ impl Callbacks {
             refresh_token,
             refresh_expires_at,
             granted_scope: grant.scopes.map(|s| s.join(" ")),
+            authenticated_at,
         })
     }
 
@@ -386,12 +396,12 @@ impl Callbacks {
     }
 
     /// The ID token must verify and carry this consent's nonce, name the user who asked, and
-    /// the grant must include `offline_access`.
+    /// the grant must include `offline_access`. When the user signed in, if the token says.
     async fn check_identity(
         &self,
         consent: &ClaimedConsent,
         grant: &CodeGrant,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<DateTime<Utc>>, Failure> {
         let id_token = grant.id_token.as_ref().ok_or_else(|| {
             Failure::refused(
                 StatusReason::MissingIdToken,
@@ -443,7 +453,9 @@ impl Callbacks {
                 ));
             }
         }
-        Ok(())
+        Ok(claims
+            .auth_time
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)))
     }
 }
 
@@ -455,6 +467,8 @@ struct Obtained {
     refresh_expires_at: DateTime<Utc>,
     /// As the provider said; `None` = as requested.
     granted_scope: Option<String>,
+    /// When the user signed in at the provider (the ID token's `auth_time`).
+    authenticated_at: Option<DateTime<Utc>>,
 }
 
 fn binding<'a>(purpose: &'static str, consent: &'a ClaimedConsent) -> Binding<'a> {

@@ -190,6 +190,9 @@ impl CallerClaims {
 #[derive(Debug, Deserialize)]
 pub struct IdTokenClaims {
     pub sub: String,
+    /// When the user authenticated at the provider (seconds since the epoch), if it says.
+    #[serde(default)]
+    pub auth_time: Option<i64>,
     #[serde(default)]
     nonce: Option<String>,
     #[serde(default)]
