@@ -375,6 +375,27 @@ impl Keycloak {
     }
 }
 
+/// Keycloak refuses `stored` as a dead grant (`400 invalid_grant`); its answer is printed under
+/// `situation` for the refusal table in docs/providers.md.
+pub(crate) async fn keycloak_refuses(kc: &Keycloak, stored: &str, situation: &str) {
+    let (status, answer) = kc.refresh(stored, None).await;
+    eprintln!("keycloak refusal, {situation}: {status} {answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{answer}"
+    );
+}
+
+/// The row failed because the provider ended its grant.
+pub(crate) async fn assert_failed_by_provider(app: &TestApp, id: Uuid) {
+    let row = app.row(id).await;
+    assert_eq!(
+        (row.status.as_str(), row.status_reason.as_deref()),
+        ("failed", Some("revoked_by_provider"))
+    );
+}
+
 /// A broker on `pool` that uses Keycloak's `sbo` realm as the operators' copy configures it.
 pub(crate) async fn broker(pool: PgPool, kc: &Keycloak, extra: &[(&'static str, &str)]) -> TestApp {
     let mut options = Options::new(Idp::shared());
@@ -480,13 +501,7 @@ async fn keycloak_delete_ends_the_offline_session_at_keycloak(pool: PgPool) {
     assert_eq!(body["providerRevocation"], "revoked");
     let left = kc.offline_sessions(&alice, "token-broker").await;
     assert!(left.is_empty(), "{left:?}");
-    let (status, answer) = kc.refresh(&stored, None).await;
-    eprintln!("keycloak refusal, a token revoked through RFC 7009: {status} {answer}");
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{answer}"
-    );
+    keycloak_refuses(&kc, &stored, "a token revoked through RFC 7009").await;
 }
 
 /// The grant ended at Keycloak by an administrator (the user's consent to the broker
@@ -506,19 +521,10 @@ async fn keycloak_a_grant_an_admin_ended_answers_410_and_fails_the_row(pool: PgP
         .admin_delete(&format!("/users/{alice}/consents/token-broker"))
         .await;
     assert_eq!(status, 204);
-    let (status, answer) = kc.refresh(&stored, None).await;
-    eprintln!("keycloak refusal, grant ended by an admin: {status} {answer}");
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    keycloak_refuses(&kc, &stored, "grant ended by an admin").await;
     let response = app.access_token(&bearer, &id.to_string()).await;
     assert_eq!(response.status(), 410);
-    let row = app.row(id).await;
-    assert_eq!(
-        (row.status.as_str(), row.status_reason.as_deref()),
-        ("failed", Some("revoked_by_provider"))
-    );
+    assert_failed_by_provider(&app, id).await;
 }
 
 /// The user revoking the app in Keycloak's account console (its account REST API, called with
@@ -543,19 +549,10 @@ async fn keycloak_the_user_revoking_the_app_in_the_account_console_ends_the_gran
         .unwrap();
     assert_eq!(revoked.status(), 204, "{}", revoked.text().await.unwrap());
     assert!(kc.offline_sessions(&sub, "token-broker").await.is_empty());
-    let (status, answer) = kc.refresh(&stored, None).await;
-    eprintln!("keycloak refusal, the app revoked by the user: {status} {answer}");
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    keycloak_refuses(&kc, &stored, "the app revoked by the user").await;
     let response = forced_refresh(&app, &bearer, id).await;
     assert_eq!(response.status(), 410);
-    let row = app.row(id).await;
-    assert_eq!(
-        (row.status.as_str(), row.status_reason.as_deref()),
-        ("failed", Some("revoked_by_provider"))
-    );
+    assert_failed_by_provider(&app, id).await;
 }
 
 /// Delegation with a real service account: Keycloak writes `client_id` = `azp` into a
@@ -747,17 +744,12 @@ async fn keycloak_a_disabled_user_ends_that_grant_and_no_other(pool: PgPool) {
         .admin_put(&format!("/users/{}", gone.sub), json!({ "enabled": false }))
         .await;
     assert_eq!(status, 204);
-    let (status, answer) = kc.refresh(&stored, None).await;
-    eprintln!("keycloak refusal, user disabled: {status} {answer}");
+    keycloak_refuses(&kc, &stored, "user disabled").await;
     for _ in 0..3 {
         let response = forced_refresh(&app, &gone.bearer, gone.id).await;
         assert_eq!(response.status(), 410);
     }
-    let row = app.row(gone.id).await;
-    assert_eq!(
-        (row.status.as_str(), row.status_reason.as_deref()),
-        ("failed", Some("revoked_by_provider"))
-    );
+    assert_failed_by_provider(&app, gone.id).await;
     for _ in 0..3 {
         let response = forced_refresh(&app, &other.bearer, other.id).await;
         assert_eq!(response.status(), 200, "the breaker stayed closed");

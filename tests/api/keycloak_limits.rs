@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use crate::access::claims;
 use crate::app::TestApp;
-use crate::keycloak::{broker, consented, forced_refresh, keycloak, Consented, Keycloak};
+use crate::keycloak::{
+    assert_failed_by_provider, broker, consented, forced_refresh, keycloak, keycloak_refuses,
+    Consented, Keycloak,
+};
 use crate::task_keys::create_key;
 use crate::webhooks::{event_named, start_collector};
 
@@ -97,19 +100,10 @@ async fn keycloak_without_keep_alive_a_grant_dies_at_offline_session_idle(pool: 
     let Consented { bearer, id, .. } = consented(&app, &kc, json!({ "taskId": "kc-idle" })).await;
     let stored = app.stored_refresh_token(id).await;
     tokio::time::sleep(Duration::from_secs(27)).await;
-    let (status, answer) = kc.refresh(&stored, None).await;
-    eprintln!("keycloak refusal, offline session idle passed: {status} {answer}");
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    keycloak_refuses(&kc, &stored, "offline session idle passed").await;
     let response = forced_refresh(&app, &bearer, id).await;
     assert_eq!(response.status(), 410);
-    let row = app.row(id).await;
-    assert_eq!(
-        (row.status.as_str(), row.status_reason.as_deref()),
-        ("failed", Some("revoked_by_provider"))
-    );
+    assert_failed_by_provider(&app, id).await;
 }
 
 /// Offline Session Max, declared to the broker (`OFFLINE_SESSION_MAX_SECS`): the webhook hears
@@ -152,12 +146,7 @@ async fn keycloak_offline_session_max_is_announced_and_ends_the_row(pool: PgPool
     let body: Value = response.json().await.unwrap();
     assert_eq!(status, 410, "{body}");
     assert_eq!(body["error"], "token_expired");
-    let (status, answer) = kc.refresh(&stored, None).await;
-    eprintln!("keycloak refusal, offline session max passed: {status} {answer}");
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    keycloak_refuses(&kc, &stored, "offline session max passed").await;
 }
 
 /// Narrowing that Keycloak really does: with `profile` and `email` optional for the broker's
