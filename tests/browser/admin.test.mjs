@@ -7,44 +7,14 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { artifacts, freePort, launchChromium, root, start, stopAll } from './harness.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-// Screenshots are kept as test artifacts here.
-const artifacts = join(root, 'target', 'test-artifacts');
-mkdirSync(artifacts, { recursive: true });
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const children = [];
 let issuer;
 let base;
 let browser;
-
-const freePort = () => new Promise((resolve) => {
-  const server = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = server.address();
-    server.close(() => resolve(port));
-  });
-});
-
-// Starts a process and resolves with the first stdout line matching `pattern`.
-const start = (command, args, options, pattern) => new Promise((resolve, reject) => {
-  const child = spawn(command, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(child);
-  let seen = '';
-  child.stdout.on('data', (chunk) => {
-    seen += chunk;
-    const match = seen.match(pattern);
-    if (match) resolve(match);
-  });
-  child.stderr.on('data', (chunk) => { seen += chunk; });
-  child.on('exit', (code) => reject(new Error(`${command} exited with ${code}: ${seen}`)));
-});
 
 before(async () => {
   const port = await freePort();
@@ -69,17 +39,12 @@ before(async () => {
       ADMIN_ROLE: 'token-broker-admin',
     },
   }, /token-broker listening/);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  for (const child of children) child.kill();
+  stopAll();
 });
 
 const userToken = async (sub) => {

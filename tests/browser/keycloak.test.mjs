@@ -9,19 +9,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { artifacts, freePort, launchChromium, root, start, stopAll } from './harness.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const artifacts = join(root, 'target', 'test-artifacts');
-mkdirSync(artifacts, { recursive: true });
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const KEYCLOAK = process.env.KEYCLOAK_URL?.replace(/\/$/, '');
 if (!KEYCLOAK && process.env.REQUIRE_KEYCLOAK) {
   throw new Error('REQUIRE_KEYCLOAK is set but KEYCLOAK_URL is not: run scripts/keycloak start');
@@ -32,30 +25,10 @@ const REALM = `${KEYCLOAK}/realms/sbo`;
 const APP_REDIRECT = 'http://localhost:3000/cb';
 const ADMIN_ROLE = 'token-broker-admin';
 
-const children = [];
 let base;
 let browser;
 let client; // the token-broker client's representation before the tests changed it
 let changed = {}; // what the tests changed in it
-
-const freePort = () => new Promise((resolve) => {
-  const server = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = server.address();
-    server.close(() => resolve(port));
-  });
-});
-
-const start = (command, args, options, pattern) => new Promise((resolve, reject) => {
-  const child = spawn(command, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(child);
-  let seen = '';
-  child.stdout.on('data', (chunk) => {
-    seen += chunk;
-    if (pattern.test(seen)) resolve();
-  });
-  child.stderr.on('data', (chunk) => { seen += chunk; });
-  child.on('exit', (code) => reject(new Error(`${command} exited with ${code}: ${seen}`)));
-});
 
 // Keycloak's admin API, as the master realm's admin.
 const admin = async (method, path, body) => {
@@ -157,18 +130,13 @@ before(async () => {
       ADMIN_ROLE,
     },
   }, /token-broker listening/);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   if (skip) return;
   await browser?.close();
-  for (const child of children) child.kill();
+  stopAll();
   if (client) await admin('PUT', `/clients/${client.id}`, client);
 });
 
