@@ -88,11 +88,6 @@ impl Authenticator {
         self.verifier.check_user(&claims)?;
         Ok(claims.sub.clone())
     }
-
-    /// The task keys this authenticator checks (their redemption issues the tokens).
-    pub fn task_keys(&self) -> &TaskKeys {
-        &self.task_keys
-    }
 }
 
 /// Whether a credential is presented as a task key (by its prefix; authenticity is checked

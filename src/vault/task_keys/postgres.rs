@@ -11,4 +11,4 @@ use super::{
 use crate::crypto::Sealed;
 use crate::vault::{db_error, PgVault, VaultError};
 
-task_key_store!(PgVault, |sql: &str| sql.to_owned());
+task_key_store!(PgVault, std::borrow::Cow::Borrowed);

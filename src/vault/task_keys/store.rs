@@ -2,8 +2,10 @@
 //! the SQLite backend rewrites to its `?n` (`sqlite_placeholders`). The two backends differ in
 //! nothing else here, so [`task_key_store`] writes the one implementation for each.
 
+use std::borrow::Cow;
+
 /// `$n` placeholders (PostgreSQL) as `?n` (SQLite's numbered parameters).
-pub(super) fn sqlite_placeholders(sql: &str) -> String {
+pub(super) fn sqlite_placeholders(sql: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(sql.len());
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {
@@ -13,11 +15,11 @@ pub(super) fn sqlite_placeholders(sql: &str) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// `TaskKeyStore` for a vault whose `pool()` runs `sqlx` queries, with `$sql` turning the
-/// statements into that backend's placeholders.
+/// statements into that backend's placeholders (`Cow::Borrowed` for PostgreSQL: no copy).
 macro_rules! task_key_store {
     ($vault:ty, $sql:expr) => {
         #[async_trait]
