@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
-    Activation, AuditAction, AuditEvent, AuditQuery, Claim, Ended, ListFilter, ListPosition,
-    NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure, RefreshWrite, Reseal,
-    SqliteVault, Status, StatusReason, StoredAccess, TokenVault, Transition, VaultRow,
+    Activation, AuditAction, AuditEvent, AuditQuery, Claim, ClaimedConsent, Ended, Lease,
+    ListFilter, ListPosition, NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure,
+    RefreshWrite, Reseal, SqliteVault, Status, StatusReason, StoredAccess, TokenVault, Transition,
+    VaultRow,
 };
 use uuid::Uuid;
 
@@ -75,25 +76,56 @@ fn activation(sealed: &Sealed) -> Activation<'_> {
     }
 }
 
-async fn activate(vault: &Vault, id: Uuid, sealed: &Sealed) -> bool {
+/// Completes the consent holding `state` as the callback does: claims the state, then
+/// activates the row with `sealed`. False if either step changed nothing.
+async fn activate(vault: &Vault, state: &[u8], sealed: &Sealed) -> bool {
+    let Some(claim) = vault.claim_consent(state, Utc::now()).await.unwrap() else {
+        return false;
+    };
     vault
-        .activate(id, Status::Pending, &activation(sealed))
+        .activate(claim, &activation(sealed))
         .await
         .unwrap()
         .is_some()
 }
 
+/// Claims the consent holding `state`, as the callback does.
+async fn claim(vault: &Vault, state: &[u8]) -> ClaimedConsent {
+    vault
+        .claim_consent(state, Utc::now())
+        .await
+        .unwrap()
+        .expect("a claimable state")
+}
+
+/// Starts a re-consent of `id` under `state` and claims it, as a completed re-consent would.
+async fn reconsent(vault: &Vault, id: Uuid, state: &[u8]) -> ClaimedConsent {
+    let again = NewReconsent {
+        id,
+        user_id: "alice|with|bars".into(),
+        state_hash: state.to_vec(),
+        state_expires_at: in_ten_minutes(),
+        pkce_verifier: b"v".to_vec(),
+        nonce_hash: b"n".to_vec(),
+        redirect_uri: None,
+        now: Utc::now(),
+    };
+    assert!(vault.start_reconsent(&again).await.unwrap());
+    claim(vault, state).await
+}
+
 async fn activated(vault: &Vault) -> Uuid {
-    let id = stored_pending(vault, &Uuid::new_v4().into_bytes()).await;
-    assert!(activate(vault, id, &sealed(1)).await);
+    let state = Uuid::new_v4().into_bytes();
+    let id = stored_pending(vault, &state).await;
+    assert!(activate(vault, &state, &sealed(1)).await);
     id
 }
 
 const LEASE: Duration = Duration::from_secs(30);
 
-async fn claimed(vault: &Vault, id: Uuid, lease: Duration) -> VaultRow {
+async fn claimed(vault: &Vault, id: Uuid, lease: Duration) -> (Lease, VaultRow) {
     match vault.claim_refresh(id, lease).await.unwrap() {
-        Claim::Claimed(row) => row,
+        Claim::Claimed(lease, row) => (lease, row),
         other => panic!("expected a claim, got {other:?}"),
     }
 }
@@ -131,11 +163,8 @@ async fn a_state_is_claimed_once(vault: Vault) {
         .unwrap();
     assert_eq!(claimed.id, id);
     assert_eq!(claimed.user_id, "alice|with|bars");
-    assert_eq!(
-        claimed.pkce_verifier.as_deref(),
-        Some(&b"sealed-verifier"[..])
-    );
-    assert_eq!(claimed.nonce_hash.as_deref(), Some(&b"nonce-digest"[..]));
+    assert_eq!(claimed.pkce_verifier(), Some(&b"sealed-verifier"[..]));
+    assert_eq!(claimed.nonce_hash(), Some(&b"nonce-digest"[..]));
     assert_eq!(
         claimed.redirect_uri.as_deref(),
         Some("http://app.test/done")
@@ -192,14 +221,14 @@ async fn concurrent_claims_of_one_state_succeed_once(vault: Vault) {
 
 async fn activation_stores_the_sealed_token_once(vault: Vault) {
     let id = stored_pending(&vault, b"s").await;
-    assert!(activate(&vault, id, &sealed(7)).await);
+    assert!(activate(&vault, b"s", &sealed(7)).await);
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Active);
     assert_eq!(row.sealed, Some(sealed(7)));
     assert!(row.health.refresh_expires_at.is_some());
     assert!(row.health.last_refresh_at.is_some());
     assert!(
-        !activate(&vault, id, &sealed(8)).await,
+        !activate(&vault, b"s", &sealed(8)).await,
         "a pending activation happens once"
     );
     assert_eq!(
@@ -226,7 +255,7 @@ async fn a_pending_consent_fails_with_a_reason_once(vault: Vault) {
         .await
         .unwrap()
         .is_none());
-    assert!(!activate(&vault, id, &sealed(1)).await);
+    assert!(!activate(&vault, b"s", &sealed(1)).await);
     assert!(vault
         .claim_consent(b"s", Utc::now())
         .await
@@ -236,12 +265,12 @@ async fn a_pending_consent_fails_with_a_reason_once(vault: Vault) {
 
 async fn a_claimed_refresh_writes_back_a_rotated_token_and_records_use(vault: Vault) {
     let id = activated(&vault).await;
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, row) = claimed(&vault, id, LEASE).await;
     assert_eq!(row.sealed, Some(sealed(1)));
     assert!(row.lease_until.is_some());
     let minted = access(5);
     assert!(vault
-        .finish_refresh(id, row.fence, &write(Some(&sealed(2)), &minted))
+        .finish_refresh(row_lease, &write(Some(&sealed(2)), &minted))
         .await
         .unwrap());
     let row = vault.find(id).await.unwrap().unwrap();
@@ -257,10 +286,10 @@ async fn a_claimed_refresh_writes_back_a_rotated_token_and_records_use(vault: Va
     assert_eq!(stored.token_type, "bearer");
     assert_eq!(stored.scope.as_deref(), Some("openid offline_access"));
 
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
     let minted = access(6);
     assert!(vault
-        .finish_refresh(id, row.fence, &write(None, &minted))
+        .finish_refresh(row_lease, &write(None, &minted))
         .await
         .unwrap());
     let row = vault.find(id).await.unwrap().unwrap();
@@ -274,17 +303,16 @@ async fn a_claimed_refresh_writes_back_a_rotated_token_and_records_use(vault: Va
 
 async fn a_claim_can_fail_the_row_and_wipe_its_secrets(vault: Vault) {
     let id = activated(&vault).await;
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
     let minted = access(5);
     vault
-        .finish_refresh(id, row.fence, &write(None, &minted))
+        .finish_refresh(row_lease, &write(None, &minted))
         .await
         .unwrap();
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
     assert!(vault
         .fail_refresh(
-            id,
-            row.fence,
+            row_lease,
             &"revoked_by_provider".parse().unwrap(),
             Utc::now()
         )
@@ -307,7 +335,7 @@ async fn a_claim_can_fail_the_row_and_wipe_its_secrets(vault: Vault) {
 
 async fn a_live_claim_excludes_others_and_an_abandoned_one_expires(vault: Vault) {
     let id = activated(&vault).await;
-    let first = claimed(&vault, id, Duration::from_millis(300)).await;
+    let (_, first) = claimed(&vault, id, Duration::from_millis(300)).await;
     assert!(matches!(
         vault.claim_refresh(id, LEASE).await.unwrap(),
         Claim::NotClaimed(_)
@@ -317,7 +345,7 @@ async fn a_live_claim_excludes_others_and_an_abandoned_one_expires(vault: Vault)
     claimed(&vault, other, LEASE).await;
     // The first holder never comes back (a crashed instance): its lease runs out.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = claimed(&vault, id, LEASE).await;
+    let (_, second) = claimed(&vault, id, LEASE).await;
     assert!(second.fence > first.fence);
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.sealed, Some(sealed(1)), "nothing was written");
@@ -330,23 +358,24 @@ async fn a_live_claim_excludes_others_and_an_abandoned_one_expires(vault: Vault)
 
 async fn a_write_back_from_an_older_claim_is_refused(vault: Vault) {
     let id = activated(&vault).await;
-    let stale = claimed(&vault, id, Duration::from_millis(1)).await;
+    let (stale_lease, _) = claimed(&vault, id, Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let current = claimed(&vault, id, LEASE).await;
+    let (older_lease, _) = claimed(&vault, id, Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (current_lease, _) = claimed(&vault, id, LEASE).await;
     let minted = access(7);
     assert!(vault
-        .finish_refresh(id, current.fence, &write(Some(&sealed(3)), &minted))
+        .finish_refresh(current_lease, &write(Some(&sealed(3)), &minted))
         .await
         .unwrap());
     let older = access(8);
     assert!(!vault
-        .finish_refresh(id, stale.fence, &write(Some(&sealed(4)), &older))
+        .finish_refresh(stale_lease, &write(Some(&sealed(4)), &older))
         .await
         .unwrap());
     assert!(vault
         .fail_refresh(
-            id,
-            stale.fence,
+            older_lease,
             &"revoked_by_provider".parse().unwrap(),
             Utc::now()
         )
@@ -361,9 +390,9 @@ async fn a_write_back_from_an_older_claim_is_refused(vault: Vault) {
 
 async fn a_write_back_is_journaled_with_it_and_a_refused_one_is_not(vault: Vault) {
     let id = activated(&vault).await;
-    let stale = claimed(&vault, id, Duration::from_millis(1)).await;
+    let (stale_lease, _) = claimed(&vault, id, Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let current = claimed(&vault, id, LEASE).await;
+    let (current_lease, current) = claimed(&vault, id, LEASE).await;
     let minted = access(7);
     let rotated = sealed(3);
     let by_keepalive = RefreshWrite {
@@ -372,17 +401,14 @@ async fn a_write_back_is_journaled_with_it_and_a_refused_one_is_not(vault: Vault
         ..write(Some(&rotated), &minted)
     };
     assert!(vault
-        .finish_refresh(id, current.fence, &by_keepalive)
+        .finish_refresh(current_lease, &by_keepalive)
         .await
         .unwrap());
     let refused = RefreshWrite {
         actor: "late-instance",
         ..write(None, &minted)
     };
-    assert!(!vault
-        .finish_refresh(id, stale.fence, &refused)
-        .await
-        .unwrap());
+    assert!(!vault.finish_refresh(stale_lease, &refused).await.unwrap());
     let issued: Vec<_> = vault
         .audit_trail(&AuditQuery::Token(id), 10)
         .await
@@ -401,7 +427,7 @@ async fn a_write_back_is_journaled_with_it_and_a_refused_one_is_not(vault: Vault
 
 async fn a_released_claim_records_the_failure_and_its_back_off(vault: Vault) {
     let id = activated(&vault).await;
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
     let retry_at = Utc::now() + chrono::Duration::minutes(5);
     let failure = RefreshFailure {
         error: "provider_rejected",
@@ -409,7 +435,7 @@ async fn a_released_claim_records_the_failure_and_its_back_off(vault: Vault) {
         now: Utc::now(),
     };
     assert!(vault
-        .release_refresh(id, row.fence, Some(&failure))
+        .release_refresh(row_lease, Some(&failure))
         .await
         .unwrap());
     let row = vault.find(id).await.unwrap().unwrap();
@@ -420,15 +446,15 @@ async fn a_released_claim_records_the_failure_and_its_back_off(vault: Vault) {
     let back_off = row.health.next_refresh_at.unwrap();
     assert!((back_off - retry_at).num_milliseconds().abs() < 1000);
     // Released without a failure: only the lease ends.
-    let row = claimed(&vault, id, LEASE).await;
-    assert!(vault.release_refresh(id, row.fence, None).await.unwrap());
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
+    assert!(vault.release_refresh(row_lease, None).await.unwrap());
     let row = vault.find(id).await.unwrap().unwrap();
     assert_eq!(row.health.consecutive_failures, 1);
     // A success clears the record.
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
     let minted = access(1);
     vault
-        .finish_refresh(id, row.fence, &write(None, &minted))
+        .finish_refresh(row_lease, &write(None, &minted))
         .await
         .unwrap();
     let health = vault.find(id).await.unwrap().unwrap().health;
@@ -438,7 +464,7 @@ async fn a_released_claim_records_the_failure_and_its_back_off(vault: Vault) {
 
 async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault) {
     let id = activated(&vault).await;
-    let claim = claimed(&vault, id, LEASE).await;
+    let (claim_lease, _) = claimed(&vault, id, LEASE).await;
     assert!(matches!(
         vault
             .end_grant(
@@ -481,7 +507,7 @@ async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault)
     let minted = access(2);
     assert!(
         !vault
-            .finish_refresh(id, claim.fence, &write(Some(&sealed(5)), &minted))
+            .finish_refresh(claim_lease, &write(Some(&sealed(5)), &minted))
             .await
             .unwrap(),
         "a refresh in flight cannot write into a revoked row"
@@ -521,7 +547,7 @@ async fn ending_a_grant_wipes_it_voids_claims_and_checks_the_owner(vault: Vault)
 
 async fn a_reconsent_reseals_the_same_row(vault: Vault) {
     let id = activated(&vault).await;
-    let stale = claimed(&vault, id, LEASE).await;
+    let (stale_lease, _) = claimed(&vault, id, LEASE).await;
     let reconsent = |state: &[u8]| NewReconsent {
         id,
         user_id: "alice|with|bars".into(),
@@ -546,9 +572,9 @@ async fn a_reconsent_reseals_the_same_row(vault: Vault) {
         .unwrap()
         .unwrap();
     assert_eq!(claim.status, Status::Active);
-    assert_eq!(claim.nonce_hash.as_deref(), Some(&b"nonce-2"[..]));
+    assert_eq!(claim.nonce_hash(), Some(&b"nonce-2"[..]));
     assert!(vault
-        .activate(id, claim.status, &activation(&sealed(9)))
+        .activate(claim, &activation(&sealed(9)))
         .await
         .unwrap()
         .is_some());
@@ -558,7 +584,7 @@ async fn a_reconsent_reseals_the_same_row(vault: Vault) {
     let minted = access(3);
     assert!(
         !vault
-            .finish_refresh(id, stale.fence, &write(None, &minted))
+            .finish_refresh(stale_lease, &write(None, &minted))
             .await
             .unwrap(),
         "a refresh of the old token loses its claim"
@@ -593,7 +619,7 @@ async fn keepalive_finds_rows_about_to_idle_out(vault: Vault) {
     let set = |id: Uuid, days: i64| {
         let vault = vault.clone();
         async move {
-            let row = claimed(&vault, id, LEASE).await;
+            let (row_lease, _) = claimed(&vault, id, LEASE).await;
             let minted = access(1);
             let write = RefreshWrite {
                 rotated: None,
@@ -603,7 +629,7 @@ async fn keepalive_finds_rows_about_to_idle_out(vault: Vault) {
                 actor: "system",
                 audit_reason: None,
             };
-            vault.finish_refresh(id, row.fence, &write).await.unwrap();
+            vault.finish_refresh(row_lease, &write).await.unwrap();
         }
     };
     set(soon, 2).await;
@@ -611,14 +637,14 @@ async fn keepalive_finds_rows_about_to_idle_out(vault: Vault) {
     set(leased, 1).await;
     set(backing_off, 1).await;
     claimed(&vault, leased, LEASE).await;
-    let row = claimed(&vault, backing_off, LEASE).await;
+    let (row_lease, _) = claimed(&vault, backing_off, LEASE).await;
     let failure = RefreshFailure {
         error: "provider_rejected",
         retry_at: Some(now + chrono::Duration::hours(1)),
         now,
     };
     vault
-        .release_refresh(backing_off, row.fence, Some(&failure))
+        .release_refresh(row_lease, Some(&failure))
         .await
         .unwrap();
     let due = vault
@@ -634,7 +660,7 @@ async fn rows_near_their_hard_end_are_announced_once(vault: Vault) {
     let mut act = activation(&token);
     act.expires_at = Utc::now() + chrono::Duration::days(2);
     assert!(vault
-        .activate(near, Status::Pending, &act)
+        .activate(claim(&vault, b"near").await, &act)
         .await
         .unwrap()
         .is_some());
@@ -665,7 +691,7 @@ async fn a_users_rows_are_listed_newest_first_with_filters_and_pages(vault: Vaul
     stranger.user_id = "bob".into();
     assert!(vault.create_pending(&stranger, 1000).await.unwrap());
     vault
-        .activate(ids[2], Status::Pending, &activation(&sealed(1)))
+        .activate(claim(&vault, &[2]).await, &activation(&sealed(1)))
         .await
         .unwrap();
 
@@ -773,7 +799,7 @@ async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
     let mut past_its_end = activation(&token);
     past_its_end.expires_at = past;
     vault
-        .activate(aged.id, Status::Pending, &past_its_end)
+        .activate(claim(&vault, b"aged").await, &past_its_end)
         .await
         .unwrap();
     let live = activated(&vault).await;
@@ -827,13 +853,13 @@ async fn stale_rows_expire_in_batches_and_fresh_ones_stay(vault: Vault) {
 async fn a_refresh_cannot_write_into_a_row_the_expiry_job_ended(vault: Vault) {
     let id = activated(&vault).await;
     age(&vault, id).await;
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
     let ended = vault.expire_stale(Utc::now(), 100).await.unwrap();
     assert_eq!(ended.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
     let minted = access(7);
     assert!(
         !vault
-            .finish_refresh(id, row.fence, &write(Some(&sealed(3)), &minted))
+            .finish_refresh(row_lease, &write(Some(&sealed(3)), &minted))
             .await
             .unwrap(),
         "the write-back is refused"
@@ -851,7 +877,7 @@ async fn age(vault: &Vault, id: Uuid) {
     let mut aged = activation(&token);
     aged.expires_at = Utc::now() - chrono::Duration::seconds(1);
     assert!(vault
-        .activate(id, Status::Active, &aged)
+        .activate(reconsent(vault, id, b"age").await, &aged)
         .await
         .unwrap()
         .is_some());
@@ -1141,11 +1167,11 @@ async fn every_sealed_value_under_an_old_key_is_counted_and_can_move(vault: Vaul
     // A refresh token under k1, a stored access token under k1, an open consent's verifier
     // under k1, a broker secret under k1.
     let id = activated(&vault).await;
-    let row = claimed(&vault, id, LEASE).await;
+    let (row_lease, _) = claimed(&vault, id, LEASE).await;
     let mut minted = access(1);
     minted.sealed = sealed(1).to_bytes();
     vault
-        .finish_refresh(id, row.fence, &write(None, &minted))
+        .finish_refresh(row_lease, &write(None, &minted))
         .await
         .unwrap();
     let mut pending = consent(b"open", in_ten_minutes());
@@ -1268,11 +1294,10 @@ async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
         .create_task_key(&task_key(failed, b"f", None), 10)
         .await
         .unwrap();
-    let row = claimed(&vault, failed, LEASE).await;
+    let (row_lease, _) = claimed(&vault, failed, LEASE).await;
     assert!(vault
         .fail_refresh(
-            failed,
-            row.fence,
+            row_lease,
             &"revoked_by_provider".parse().unwrap(),
             Utc::now()
         )
@@ -1316,7 +1341,7 @@ async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
     let mut past_its_end = activation(&token);
     past_its_end.expires_at = Utc::now() - chrono::Duration::seconds(5);
     vault
-        .activate(aged.id, Status::Pending, &past_its_end)
+        .activate(claim(&vault, b"aged").await, &past_its_end)
         .await
         .unwrap();
     vault
@@ -1369,7 +1394,7 @@ async fn every_way_a_row_ends_ends_its_keys_for_good(vault: Vault) {
         .unwrap()
         .unwrap();
     assert!(vault
-        .activate(failed, claim.status, &activation(&token))
+        .activate(claim, &activation(&token))
         .await
         .unwrap()
         .is_some());
@@ -1453,7 +1478,7 @@ async fn every_status_change_is_a_listed_transition_and_says_so(vault: Vault) {
     };
     let id = stored_pending(&vault, b"t1").await;
     let made = vault
-        .activate(id, Status::Pending, &activation(&sealed(1)))
+        .activate(claim(&vault, b"t1").await, &activation(&sealed(1)))
         .await
         .unwrap()
         .expect("pending -> active");
@@ -1481,14 +1506,9 @@ async fn every_status_change_is_a_listed_transition_and_says_so(vault: Vault) {
         }
     );
 
-    let claim = claimed(&vault, id, LEASE).await;
+    let (claim_lease, _) = claimed(&vault, id, LEASE).await;
     let made = vault
-        .fail_refresh(
-            id,
-            claim.fence,
-            &StatusReason::RevokedByProvider,
-            Utc::now(),
-        )
+        .fail_refresh(claim_lease, &StatusReason::RevokedByProvider, Utc::now())
         .await
         .unwrap()
         .expect("active -> failed");
@@ -1522,7 +1542,7 @@ async fn every_status_change_is_a_listed_transition_and_says_so(vault: Vault) {
         .unwrap();
     assert_eq!(claim.status, Status::Failed);
     let made = vault
-        .activate(id, claim.status, &activation(&sealed(2)))
+        .activate(claim, &activation(&sealed(2)))
         .await
         .unwrap()
         .expect("failed -> active");
@@ -1535,7 +1555,9 @@ async fn every_status_change_is_a_listed_transition_and_says_so(vault: Vault) {
         }
     );
 
-    // Revoked is final: neither a re-consent's activation nor a failure moves it.
+    // Revoked is final: neither a re-consent's activation nor a failure moves it. The
+    // re-consent's state is claimed first, as a callback racing the revocation would.
+    let racing = reconsent(&vault, id, b"t4").await;
     let Ended::Ended(before) = vault
         .end_grant(
             id,
@@ -1552,7 +1574,7 @@ async fn every_status_change_is_a_listed_transition_and_says_so(vault: Vault) {
     assert!(before.status.may_become(Status::Revoked));
     assert_eq!(
         vault
-            .activate(id, Status::Active, &activation(&sealed(3)))
+            .activate(racing, &activation(&sealed(3)))
             .await
             .unwrap(),
         None

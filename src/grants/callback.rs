@@ -17,7 +17,8 @@ use crate::audit::{Journal, Subject};
 use crate::crypto::{purpose, sha256, Binding, Keyring, Sealed};
 use crate::oidc::{peek_expiry, CodeGrant, JwtError, OidcClient, ProviderError, TokenVerifier};
 use crate::vault::{
-    Activation, AuditAction, ClaimedConsent, Status, StatusReason, TokenVault, VaultError,
+    Activation, AuditAction, ClaimedConsent, ClaimedRow, Status, StatusReason, TokenVault,
+    VaultError,
 };
 
 pub const MAX_STATE_LEN: usize = 512;
@@ -89,7 +90,7 @@ impl Failure {
 
 /// A consent whose state was claimed, and how it ended.
 pub struct Completed {
-    pub consent: ClaimedConsent,
+    pub consent: ClaimedRow,
     pub outcome: Result<(), Failure>,
 }
 
@@ -153,21 +154,27 @@ impl Callbacks {
             .claim_consent(&sha256(raw_state.as_bytes()), Utc::now())
             .await?
             .ok_or(CallbackError::InvalidState)?;
+        let row = consent.row.clone();
         let outcome = match self.obtain(&consent, reply).await {
-            Ok(obtained) => self.activate(&consent, obtained).await?,
+            Ok(obtained) => self.activate(consent, obtained).await?,
             Err(failure) => Err(failure),
         };
         if let Err(failure) = &outcome {
-            self.record_failure(&consent, failure).await?;
+            self.record_failure(&row, failure).await?;
         }
-        Ok(Completed { consent, outcome })
+        Ok(Completed {
+            consent: row,
+            outcome,
+        })
     }
 
     async fn activate(
         &self,
-        consent: &ClaimedConsent,
+        claimed: ClaimedConsent,
         obtained: Obtained,
     ) -> Result<Result<(), Failure>, VaultError> {
+        let row = claimed.row.clone();
+        let consent = &row;
         // The grant this re-consent replaces, read before it is overwritten: once the new one
         // is stored, the old one is revoked at the provider rather than left alive there.
         let replaced = if consent.status == Status::Active && self.limits.revoke_replaced_grant {
@@ -192,11 +199,7 @@ impl Callbacks {
             granted_scope: obtained.granted_scope,
             now,
         };
-        let Some(transition) = self
-            .vault
-            .activate(consent.id, consent.status, &activation)
-            .await?
-        else {
+        let Some(transition) = self.vault.activate(claimed, &activation).await? else {
             // Revoked or cleaned up since the claim: the grant the provider just issued would
             // be orphaned there, so end it.
             tracing::warn!(id = %consent.id, "row ended while its consent completed");
@@ -242,7 +245,7 @@ impl Callbacks {
     /// A first consent that fails marks its row failed; a failed re-consent leaves the row
     /// as it was (a working grant is not thrown away because a new consent went wrong).
     /// The refresh token an active row holds now, opened (none if it cannot be read).
-    async fn replaced_refresh_token(&self, consent: &ClaimedConsent) -> Option<SecretString> {
+    async fn replaced_refresh_token(&self, consent: &ClaimedRow) -> Option<SecretString> {
         let row = match self.vault.find(consent.id).await {
             Ok(row) => row?,
             Err(e) => {
@@ -261,7 +264,7 @@ impl Callbacks {
 
     async fn record_failure(
         &self,
-        consent: &ClaimedConsent,
+        consent: &ClaimedRow,
         failure: &Failure,
     ) -> Result<(), VaultError> {
         // Only a first consent still pending becomes `failed`; a re-consent leaves its row as
@@ -380,8 +383,7 @@ impl Callbacks {
 
     fn open_verifier(&self, consent: &ClaimedConsent) -> Result<SecretString, Failure> {
         consent
-            .pkce_verifier
-            .as_deref()
+            .pkce_verifier()
             .ok_or(())
             .and_then(|blob| Sealed::from_bytes(blob).map_err(|_| ()))
             .and_then(|sealed| {
@@ -408,7 +410,7 @@ impl Callbacks {
                 "The provider returned no ID token",
             )
         })?;
-        let nonce_hash = consent.nonce_hash.as_deref().unwrap_or_default();
+        let nonce_hash = consent.nonce_hash().unwrap_or_default();
         let claims = self
             .verifier
             .verify_id_token(id_token.expose_secret(), nonce_hash)
@@ -471,7 +473,7 @@ struct Obtained {
     authenticated_at: Option<DateTime<Utc>>,
 }
 
-fn binding<'a>(purpose: &'static str, consent: &'a ClaimedConsent) -> Binding<'a> {
+fn binding<'a>(purpose: &'static str, consent: &'a ClaimedRow) -> Binding<'a> {
     Binding {
         purpose,
         row_id: consent.id,
@@ -479,7 +481,7 @@ fn binding<'a>(purpose: &'static str, consent: &'a ClaimedConsent) -> Binding<'a
     }
 }
 
-fn subject(consent: &ClaimedConsent) -> Subject<'_> {
+fn subject(consent: &ClaimedRow) -> Subject<'_> {
     Subject {
         token_id: consent.id,
         user_id: &consent.user_id,

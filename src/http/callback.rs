@@ -17,7 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
 use crate::api::paths;
 use crate::grants::{Callbacks, Failure, ProviderReply};
-use crate::vault::ClaimedConsent;
+use crate::vault::ClaimedRow;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -88,7 +88,7 @@ pub async fn complete_offline_consent(
     }
 }
 
-fn respond_success(consent: &ClaimedConsent, html: bool) -> Response {
+fn respond_success(consent: &ClaimedRow, html: bool) -> Response {
     if let Some(response) = redirect_back(consent, "active", None) {
         return response;
     }
@@ -104,7 +104,7 @@ fn respond_success(consent: &ClaimedConsent, html: bool) -> Response {
     .into_response()
 }
 
-fn respond_failure(consent: &ClaimedConsent, failure: Failure, html: bool) -> Response {
+fn respond_failure(consent: &ClaimedRow, failure: Failure, html: bool) -> Response {
     if let Some(response) = redirect_back(consent, "failed", Some(failure.reason.as_str())) {
         return response;
     }
@@ -130,7 +130,7 @@ fn respond_error(error: ApiError, task_id: Option<&str>, html: bool) -> Response
 }
 
 /// A 303 to the consent's `redirectUri`, already checked against the allowed origins.
-fn redirect_back(consent: &ClaimedConsent, status: &str, reason: Option<&str>) -> Option<Response> {
+fn redirect_back(consent: &ClaimedRow, status: &str, reason: Option<&str>) -> Option<Response> {
     let mut url = Url::parse(consent.redirect_uri.as_deref()?).ok()?;
     {
         let mut query = url.query_pairs_mut();

@@ -15,6 +15,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::error::VaultError;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -237,6 +239,42 @@ impl Transition {
     /// Whether the change is a success for whoever made it (a failure is not).
     pub fn succeeded(&self) -> bool {
         self.to != Status::Failed
+    }
+
+    /// The transition a conditional update made: `from` to `to` when it changed its one row,
+    /// else none (the row was not in `from`, or its fence moved on).
+    pub(crate) fn made(
+        rows_affected: u64,
+        from: Status,
+        to: Status,
+        reason: Option<&StatusReason>,
+    ) -> Option<Transition> {
+        (rows_affected == 1).then(|| Transition {
+            from,
+            to,
+            reason: reason.cloned(),
+        })
+    }
+
+    /// The transition an activation made, from the status it replaced (`None`: it changed
+    /// nothing).
+    pub(crate) fn activated(
+        id: uuid::Uuid,
+        replaced: Option<String>,
+    ) -> Result<Option<Transition>, VaultError> {
+        replaced
+            .map(|status| {
+                let from = status.parse().map_err(|_| VaultError::Corrupt {
+                    id,
+                    problem: "unknown status",
+                })?;
+                Ok(Transition {
+                    from,
+                    to: Status::Active,
+                    reason: None,
+                })
+            })
+            .transpose()
     }
 }
 

@@ -4,7 +4,7 @@ use serde_json::Value;
 use sqlx::{PgPool, QueryBuilder};
 use token_broker::audit::Journal;
 use token_broker::crypto::{purpose, Binding, Keyring};
-use token_broker::vault::{AuditQuery, PgVault, TokenVault};
+use token_broker::vault::{AuditQuery, AuditStore, PgVault, TokenVault};
 use token_broker::{cleanup, key_rotation};
 use uuid::Uuid;
 

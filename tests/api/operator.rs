@@ -4,7 +4,7 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::Utc;
 use token_broker::crypto::{purpose, Binding, Keyring};
-use token_broker::vault::{Activation, NewConsent, SqliteVault, Status, TokenVault};
+use token_broker::vault::{Activation, ConsentStore, NewConsent, SqliteVault};
 use uuid::Uuid;
 
 const OLD: &str = "old:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
@@ -89,7 +89,7 @@ async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
         assert!(vault.create_pending(&new, 1000).await.unwrap());
         if !stale {
             // As the callback would: the claim spends the state and the verifier.
-            vault
+            let claimed = vault
                 .claim_consent(&new.state_hash, now)
                 .await
                 .unwrap()
@@ -107,10 +107,7 @@ async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
                 granted_scope: None,
                 now,
             };
-            vault
-                .activate(new.id, Status::Pending, &activation)
-                .await
-                .unwrap();
+            vault.activate(claimed, &activation).await.unwrap();
             ids.push(new.id);
         }
     }

@@ -23,7 +23,7 @@ use token_broker::config::Config;
 use token_broker::crypto::{purpose, Binding, Keyring};
 use token_broker::http::router;
 use token_broker::oidc::{JwksCache, ProviderMetadata};
-use token_broker::vault::{Activation, NewConsent, SqliteVault, Status, TokenVault};
+use token_broker::vault::{Activation, NewConsent, SqliteVault, TokenVault};
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -311,9 +311,14 @@ impl Harness {
 
     /// An active row of `user` holding `refresh_token`, sealed as the broker would.
     pub async fn seed_active(&self, user: &str, task: &str, refresh_token: &str) -> Uuid {
-        let id = self
-            .seed_pending(user, task, &Uuid::new_v4().to_string())
-            .await;
+        let state = Uuid::new_v4().to_string();
+        let id = self.seed_pending(user, task, &state).await;
+        let claimed = self
+            .vault
+            .claim_consent(&token_broker::crypto::sha256(state.as_bytes()), Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
         let sealed = self
             .keyring
             .seal(
@@ -331,7 +336,7 @@ impl Harness {
         };
         assert!(self
             .vault
-            .activate(id, Status::Pending, &activation)
+            .activate(claimed, &activation)
             .await
             .unwrap()
             .is_some());
@@ -367,13 +372,13 @@ impl Harness {
 
     /// Writes `sealed` as the row's stored access token through a claimed refresh.
     pub async fn store_access(&self, id: Uuid, sealed: Vec<u8>) {
-        let row = match self
+        let lease = match self
             .vault
             .claim_refresh(id, std::time::Duration::from_secs(30))
             .await
             .unwrap()
         {
-            token_broker::vault::Claim::Claimed(row) => row,
+            token_broker::vault::Claim::Claimed(lease, _) => lease,
             other => panic!("cannot claim {id}: {other:?}"),
         };
         let now = Utc::now();
@@ -391,11 +396,7 @@ impl Harness {
             actor: "system",
             audit_reason: None,
         };
-        assert!(self
-            .vault
-            .finish_refresh(id, row.fence, &write)
-            .await
-            .unwrap());
+        assert!(self.vault.finish_refresh(lease, &write).await.unwrap());
     }
 
     pub async fn status_of(&self, id: Uuid) -> String {

@@ -1035,7 +1035,7 @@ async fn a_reconsented_row_comes_back_without_its_old_keys() {
     };
     assert!(h
         .vault
-        .activate(id, claimed.status, &activation)
+        .activate(claimed, &activation)
         .await
         .unwrap()
         .is_some());

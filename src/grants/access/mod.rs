@@ -32,7 +32,7 @@ use crate::audit::{Journal, Subject, SYSTEM};
 use crate::crypto::{Binding, CryptoError, Keyring};
 use crate::oidc::{OidcClient, ProviderError, RefreshGrant};
 use crate::telemetry;
-use crate::vault::{Claim, Status, StatusReason, TokenVault, VaultError, VaultRow};
+use crate::vault::{Claim, Lease, Status, StatusReason, TokenVault, VaultError, VaultRow};
 
 /// A waiting instance re-reads the row this often at first, backing off to the maximum.
 const FIRST_POLL: Duration = Duration::from_millis(20);
@@ -327,7 +327,7 @@ impl Inner {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_POLL);
                 }
-                Claim::Claimed(row) => {
+                Claim::Claimed(lease, row) => {
                     let call = Call {
                         row: &row,
                         scope,
@@ -336,7 +336,7 @@ impl Inner {
                         purpose,
                         started,
                     };
-                    match self.refresh_claimed(call, admission, permit).await {
+                    match self.refresh_claimed(call, lease, admission, permit).await {
                         Settled::Done(result) => return result,
                         Settled::ClaimLost => {
                             rounds += 1;
@@ -355,6 +355,7 @@ impl Inner {
     async fn refresh_claimed(
         &self,
         call: Call<'_>,
+        lease: Lease,
         admission: super::breaker::Admission<'_>,
         permit: OwnedSemaphorePermit,
     ) -> Settled {
@@ -362,7 +363,7 @@ impl Inner {
         if call.purpose == Purpose::Serve && call.scope.is_none() {
             // Minted by another instance between our read and our claim.
             if let Some(minted) = self.stored_access(row, Some(call.started)) {
-                self.release(row).await;
+                self.release(lease).await;
                 self.cache.put(row.id, None, minted.clone(), call.epoch);
                 return Settled::Done(Ok(minted));
             }
@@ -370,7 +371,7 @@ impl Inner {
         let presented = match self.open_refresh_token(row) {
             Ok(token) => token,
             Err(e) => {
-                self.release(row).await;
+                self.release(lease).await;
                 return Settled::Done(Err(e));
             }
         };
@@ -389,11 +390,11 @@ impl Inner {
             Err(ProviderError::InvalidScope(_)) => "invalid_scope",
         });
         match outcome {
-            Ok(grant) => self.store(call, &presented, grant).await,
-            Err(ProviderError::InvalidGrant) => self.end_dead_grant(call).await,
+            Ok(grant) => self.store(call, lease, &presented, grant).await,
+            Err(ProviderError::InvalidGrant) => self.end_dead_grant(call, lease).await,
             Err(ProviderError::Unavailable { reason, .. }) => {
                 tracing::warn!(id = %row.id, %reason, "provider unavailable during refresh");
-                self.record_failure(call, "provider_unavailable", None)
+                self.record_failure(call, lease, "provider_unavailable", None)
                     .await;
                 Settled::Done(Err(AccessError::ProviderUnavailable { retry_after: None }))
             }
@@ -401,7 +402,7 @@ impl Inner {
                 // The caller's request, not the grant or the provider: nothing is counted
                 // against the row, and the breaker saw an answer.
                 tracing::info!(id = %row.id, %reason, "the provider refused a narrowed scope");
-                self.release(row).await;
+                self.release(lease).await;
                 Settled::Done(Err(AccessError::InvalidScope))
             }
             Err(ProviderError::Rejected(reason)) => {
@@ -411,7 +412,7 @@ impl Inner {
                      id, secret and grants"
                 );
                 let wait = backoff(row.health.consecutive_failures + 1);
-                self.record_failure(call, "provider_rejected", Some(wait))
+                self.record_failure(call, lease, "provider_rejected", Some(wait))
                     .await;
                 Settled::Done(Err(AccessError::ProviderRejected {
                     retry_after: Some(wait),

@@ -14,8 +14,8 @@ use crate::audit::Health;
 use crate::crypto::{purpose, Sealed};
 use crate::oidc::{peek_expiry, peek_scope, RefreshGrant, MAX_LIFETIME_SECS};
 use crate::vault::{
-    AuditAction, RefreshFailure, RefreshWrite, Status, StatusReason, StoredAccess, VaultError,
-    VaultRow,
+    AuditAction, Lease, RefreshFailure, RefreshWrite, Status, StatusReason, StoredAccess,
+    Unfinished, VaultError, VaultRow,
 };
 
 /// Used when the provider omits `expires_in`: short, so callers come back early, not late.
@@ -30,6 +30,7 @@ impl Inner {
     pub(super) async fn store(
         &self,
         call: Call<'_>,
+        lease: Lease,
         presented: &SecretString,
         grant: RefreshGrant,
     ) -> Settled {
@@ -43,7 +44,7 @@ impl Inner {
         let (rotated, stored, minted) = match sealed {
             Ok(sealed) => sealed,
             Err(e) => {
-                self.release(row).await;
+                self.release(lease).await;
                 return Settled::Done(Err(e));
             }
         };
@@ -63,7 +64,7 @@ impl Inner {
             actor: call.actor,
             audit_reason,
         };
-        match self.write_back(row, &write).await {
+        match self.write_back(lease, &write).await {
             Ok(true) => {}
             Ok(false) => return self.after_lost_write(row, rotated_token, minted).await,
             Err(e) => {
@@ -179,19 +180,23 @@ impl Inner {
     /// Writes back, retrying through a database outage for a while.
     pub(super) async fn write_back(
         &self,
-        row: &VaultRow,
+        mut lease: Lease,
         write: &RefreshWrite<'_>,
     ) -> Result<bool, VaultError> {
         let give_up = tokio::time::Instant::now() + WRITE_BACK_PATIENCE;
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.vault.finish_refresh(row.id, row.fence, write).await {
-                Err(e) if e.is_unavailable() && tokio::time::Instant::now() < give_up => {
-                    tracing::warn!(id = %row.id, error = %e, "database away; retrying the write-back");
+            match self.vault.finish_refresh(lease, write).await {
+                Ok(written) => return Ok(written),
+                Err(Unfinished { lease: held, error })
+                    if error.is_unavailable() && tokio::time::Instant::now() < give_up =>
+                {
+                    tracing::warn!(id = %held.id(), %error, "database away; retrying the write-back");
+                    lease = held;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
-                other => return other,
+                Err(Unfinished { error, .. }) => return Err(error),
             }
         }
     }
@@ -233,12 +238,12 @@ impl Inner {
 
     /// `invalid_grant`: the grant is dead, if the token we presented is still the row's. If
     /// another claim moved on meanwhile (its refresh rotated the token), ours was merely stale.
-    pub(super) async fn end_dead_grant(&self, call: Call<'_>) -> Settled {
+    pub(super) async fn end_dead_grant(&self, call: Call<'_>, lease: Lease) -> Settled {
         let row = call.row;
         let now = Utc::now();
         let transition = match self
             .vault
-            .fail_refresh(row.id, row.fence, &StatusReason::RevokedByProvider, now)
+            .fail_refresh(lease, &StatusReason::RevokedByProvider, now)
             .await
         {
             Ok(Some(transition)) => transition,
@@ -274,6 +279,7 @@ impl Inner {
     pub(super) async fn record_failure(
         &self,
         call: Call<'_>,
+        lease: Lease,
         error: &str,
         back_off: Option<Duration>,
     ) {
@@ -286,11 +292,7 @@ impl Inner {
                 .map(|d| now + d),
             now,
         };
-        if let Err(e) = self
-            .vault
-            .release_refresh(row.id, row.fence, Some(&failure))
-            .await
-        {
+        if let Err(e) = self.vault.release_refresh(lease, Some(&failure)).await {
             tracing::warn!(id = %row.id, error = %e, "could not record a failed refresh; the lease will expire");
         }
         let subject = subject(row);
@@ -315,9 +317,10 @@ impl Inner {
         }
     }
 
-    pub(super) async fn release(&self, row: &VaultRow) {
-        if let Err(e) = self.vault.release_refresh(row.id, row.fence, None).await {
-            tracing::warn!(id = %row.id, error = %e, "could not release a refresh claim; it will expire");
+    pub(super) async fn release(&self, lease: Lease) {
+        let id = lease.id();
+        if let Err(e) = self.vault.release_refresh(lease, None).await {
+            tracing::warn!(%id, error = %e, "could not release a refresh claim; it will expire");
         }
     }
 }

@@ -9,6 +9,7 @@ use super::{
     joined, NewTaskKey, SecretRecord, TaskKey, TaskKeyRecord, TaskKeyStore, TASK_KEY_COLUMNS,
 };
 use crate::crypto::Sealed;
+use crate::vault::sql::postgres;
 use crate::vault::{db_error, PgVault, VaultError};
 
-task_key_store!(PgVault, std::borrow::Cow::Borrowed);
+task_key_store!(PgVault, postgres);

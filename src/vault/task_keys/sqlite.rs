@@ -4,11 +4,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::store::{sqlite_placeholders, task_key_store};
+use super::store::task_key_store;
 use super::{
     joined, NewTaskKey, SecretRecord, TaskKey, TaskKeyRecord, TaskKeyStore, TASK_KEY_COLUMNS,
 };
 use crate::crypto::Sealed;
+use crate::vault::sql::sqlite;
 use crate::vault::{db_error, SqliteVault, VaultError};
 
-task_key_store!(SqliteVault, sqlite_placeholders);
+task_key_store!(SqliteVault, sqlite);

@@ -1,33 +1,17 @@
 //! Task keys' SQL, written once for both backends: the statements use `$n` placeholders, which
-//! the SQLite backend rewrites to its `?n` (`sqlite_placeholders`). The two backends differ in
+//! the SQLite backend reads in its `?n` dialect (`vault::sql`). The two backends differ in
 //! nothing else here, so [`task_key_store`] writes the one implementation for each.
 
-use std::borrow::Cow;
-
-/// `$n` placeholders (PostgreSQL) as `?n` (SQLite's numbered parameters).
-pub(super) fn sqlite_placeholders(sql: &str) -> Cow<'_, str> {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// `TaskKeyStore` for a vault whose `pool()` runs `sqlx` queries, with `$sql` turning the
-/// statements into that backend's placeholders (`Cow::Borrowed` for PostgreSQL: no copy).
+/// `TaskKeyStore` for a vault whose `pool()` runs `sqlx` queries, with `$sql` the backend's
+/// dialect (`vault::sql::postgres` or `vault::sql::sqlite`).
 macro_rules! task_key_store {
-    ($vault:ty, $sql:expr) => {
+    ($vault:ty, $sql:path) => {
         #[async_trait]
         impl TaskKeyStore for $vault {
             #[tracing::instrument(skip_all, fields(id = %key.id, token_id = %key.token_id))]
             async fn create_task_key(&self, key: &NewTaskKey, max_live: u32) -> Result<bool, VaultError> {
                 let result = sqlx::query(
-                    &($sql)("insert into task_keys (id, token_id, user_id, name, key_hash, scope, expires_at, \
+                    $crate::vault::sql::statement!($sql, "insert into task_keys (id, token_id, user_id, name, key_hash, scope, expires_at, \
                        max_uses, allowed_cidrs, created_at) \
                      select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
                      where exists (select 1 from token_vault where id = $2 and user_id = $3 \
@@ -55,7 +39,7 @@ macro_rules! task_key_store {
 
             async fn purge_task_keys(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, VaultError> {
                 let result = sqlx::query(
-                    &($sql)("delete from task_keys where id in (select id from task_keys \
+                    $crate::vault::sql::statement!($sql, "delete from task_keys where id in (select id from task_keys \
                      where revoked_at < $1 or expires_at < $1 limit $2)"),
                 )
                 .bind(cutoff)
@@ -67,7 +51,7 @@ macro_rules! task_key_store {
             }
 
             async fn task_keys(&self, token_id: Uuid) -> Result<Vec<TaskKey>, VaultError> {
-                let rows: Vec<TaskKeyRecord> = sqlx::query_as(&($sql)(&format!(
+                let rows: Vec<TaskKeyRecord> = sqlx::query_as($crate::vault::sql::statement!($sql, format!(
                     "select {TASK_KEY_COLUMNS} from task_keys where token_id = $1 order by created_at, id"
                 )))
                 .bind(token_id)
@@ -78,7 +62,7 @@ macro_rules! task_key_store {
             }
 
             async fn find_task_key(&self, key_hash: &[u8]) -> Result<Option<TaskKey>, VaultError> {
-                let row: Option<TaskKeyRecord> = sqlx::query_as(&($sql)(&format!(
+                let row: Option<TaskKeyRecord> = sqlx::query_as($crate::vault::sql::statement!($sql, format!(
                     "select {TASK_KEY_COLUMNS} from task_keys where key_hash = $1"
                 )))
                 .bind(key_hash)
@@ -94,7 +78,7 @@ macro_rules! task_key_store {
                 key_id: Uuid,
                 now: DateTime<Utc>,
             ) -> Result<Option<TaskKey>, VaultError> {
-                let row: Option<TaskKeyRecord> = sqlx::query_as(&($sql)(&format!(
+                let row: Option<TaskKeyRecord> = sqlx::query_as($crate::vault::sql::statement!($sql, format!(
                     "update task_keys set revoked_at = coalesce(revoked_at, $3) \
                      where id = $2 and token_id = $1 returning {TASK_KEY_COLUMNS}"
                 )))
@@ -113,7 +97,7 @@ macro_rules! task_key_store {
                 now: DateTime<Utc>,
             ) -> Result<bool, VaultError> {
                 let result = sqlx::query(
-                    &($sql)("update task_keys set uses = uses + 1, last_used_at = $2 \
+                    $crate::vault::sql::statement!($sql, "update task_keys set uses = uses + 1, last_used_at = $2 \
                      where id = $1 and revoked_at is null and expires_at > $2 \
                        and (max_uses is null or uses < max_uses)"),
                 )
@@ -126,7 +110,7 @@ macro_rules! task_key_store {
             }
 
             async fn refund_task_key_use(&self, key_id: Uuid) -> Result<(), VaultError> {
-                sqlx::query(&($sql)("update task_keys set uses = uses - 1 where id = $1 and uses > 0"))
+                sqlx::query($crate::vault::sql::statement!($sql, "update task_keys set uses = uses - 1 where id = $1 and uses > 0"))
                     .bind(key_id)
                     .execute(self.pool())
                     .await
@@ -136,7 +120,7 @@ macro_rules! task_key_store {
 
             async fn broker_secret(&self, name: &str) -> Result<Option<Sealed>, VaultError> {
                 let row: Option<SecretRecord> = sqlx::query_as(
-                    &($sql)("select name, key_id, iv, encrypted_value from broker_secrets where name = $1"),
+                    $crate::vault::sql::statement!($sql, "select name, key_id, iv, encrypted_value from broker_secrets where name = $1"),
                 )
                 .bind(name)
                 .fetch_optional(self.pool())
@@ -152,7 +136,7 @@ macro_rules! task_key_store {
                 now: DateTime<Utc>,
             ) -> Result<(), VaultError> {
                 sqlx::query(
-                    &($sql)("insert into broker_secrets (name, encrypted_value, iv, key_id, created_at) \
+                    $crate::vault::sql::statement!($sql, "insert into broker_secrets (name, encrypted_value, iv, key_id, created_at) \
                      values ($1, $2, $3, $4, $5) on conflict (name) do nothing"),
                 )
                 .bind(name)
@@ -171,7 +155,7 @@ macro_rules! task_key_store {
                 key_id: &str,
             ) -> Result<Vec<(String, Sealed)>, VaultError> {
                 let rows: Vec<SecretRecord> = sqlx::query_as(
-                    &($sql)("select name, key_id, iv, encrypted_value from broker_secrets where key_id <> $1"),
+                    $crate::vault::sql::statement!($sql, "select name, key_id, iv, encrypted_value from broker_secrets where key_id <> $1"),
                 )
                 .bind(key_id)
                 .fetch_all(self.pool())
@@ -187,7 +171,7 @@ macro_rules! task_key_store {
                 new: &Sealed,
             ) -> Result<bool, VaultError> {
                 let result = sqlx::query(
-                    &($sql)("update broker_secrets set encrypted_value = $2, iv = $3, key_id = $4 \
+                    $crate::vault::sql::statement!($sql, "update broker_secrets set encrypted_value = $2, iv = $3, key_id = $4 \
                      where name = $1 and key_id = $5 and iv = $6 and encrypted_value = $7"),
                 )
                 .bind(name)
@@ -207,14 +191,3 @@ macro_rules! task_key_store {
 }
 
 pub(super) use task_key_store;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_become_numbered_parameters() {
-        assert_eq!(
-            super::sqlite_placeholders("where a = $1 and b > $12 and c = '$x'"),
-            "where a = ?1 and b > ?12 and c = '$x'"
-        );
-    }
-}
