@@ -1,12 +1,14 @@
 //! The broker's router in-process, in milliseconds: an in-memory SQLite vault, a local ES256
 //! key standing in for the provider's, requests sent with `tower::ServiceExt::oneshot`. No
-//! Node, no PostgreSQL, no socket. The provider's endpoints point at a closed port, so anything
-//! that would call it answers as if the provider were down.
+//! Node, no PostgreSQL. By default the provider's endpoints point at a closed port, so anything
+//! that would call it answers as if the provider were down; [`Harness::scripted`] points them
+//! at a [`ScriptedProvider`] whose answers the test writes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::provider::ScriptedProvider;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request};
@@ -58,6 +60,11 @@ impl Signer {
         }
     }
 
+    /// The public key, as the provider's JWKS lists it.
+    pub fn jwk(&self) -> &Value {
+        &self.jwk
+    }
+
     /// Signs `claims`; `header` fields (`kid`, `typ`) override the defaults.
     pub fn sign(&self, claims: &Value, header: &Value) -> String {
         let mut h = Header::new(Algorithm::ES256);
@@ -84,6 +91,8 @@ pub struct Harness {
     pub pool: SqlitePool,
     pub keyring: Keyring,
     pub signer: Arc<Signer>,
+    /// Where the provider's token, revocation and JWKS endpoints are.
+    provider: String,
     /// A second key under the same `kid` the provider never published.
     pub impostor: Arc<Signer>,
 }
@@ -124,9 +133,28 @@ impl Harness {
         let sqlite = SqliteVault::connect("sqlite::memory:").await.unwrap();
         sqlite.migrate().await.unwrap();
         let pool = sqlite.pool().clone();
-        Self::build(extra, Arc::new(sqlite), pool, Arc::new(Signer::new()))
+        Self::build(
+            extra,
+            Arc::new(sqlite),
+            pool,
+            Arc::new(Signer::new()),
+            CLOSED,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A broker whose provider answers as the test scripts it.
+    pub async fn scripted(extra: &[(&str, &str)]) -> (Harness, ScriptedProvider) {
+        let sqlite = SqliteVault::connect("sqlite::memory:").await.unwrap();
+        sqlite.migrate().await.unwrap();
+        let pool = sqlite.pool().clone();
+        let signer = Arc::new(Signer::new());
+        let provider = ScriptedProvider::start(ISSUER, signer.jwk()).await;
+        let harness = Self::build(extra, Arc::new(sqlite), pool, signer, &provider.base)
             .await
-            .unwrap()
+            .unwrap();
+        (harness, provider)
     }
 
     /// Another broker instance on the same vault and provider keys, configured with `extra`.
@@ -144,6 +172,7 @@ impl Harness {
             self.vault.clone(),
             self.pool.clone(),
             self.signer.clone(),
+            &self.provider,
         )
         .await
     }
@@ -153,6 +182,7 @@ impl Harness {
         vault: Arc<dyn TokenVault>,
         pool: SqlitePool,
         signer: Arc<Signer>,
+        provider: &str,
     ) -> Result<Harness, token_broker::app::StartupError> {
         let mut vars: HashMap<&str, String> = HashMap::from([
             ("DATABASE_URL", "sqlite::memory:".to_owned()),
@@ -176,9 +206,9 @@ impl Harness {
             authorization_endpoint: format!("{ISSUER}/protocol/openid-connect/auth")
                 .parse()
                 .unwrap(),
-            token_endpoint: format!("{CLOSED}/token").parse().unwrap(),
-            jwks_uri: format!("{CLOSED}/certs").parse().unwrap(),
-            revocation_endpoint: Some(format!("{CLOSED}/revoke").parse().unwrap()),
+            token_endpoint: format!("{provider}/token").parse().unwrap(),
+            jwks_uri: format!("{provider}/certs").parse().unwrap(),
+            revocation_endpoint: Some(format!("{provider}/revoke").parse().unwrap()),
             introspection_endpoint: None,
             device_authorization_endpoint: None,
             authorization_response_iss_parameter_supported: extra
@@ -196,6 +226,7 @@ impl Harness {
             pool,
             keyring,
             signer,
+            provider: provider.to_owned(),
             impostor: Arc::new(Signer::new()),
         })
     }

@@ -1,6 +1,7 @@
 //! Fast tests of the HTTP layer's rules, in-process: the router with an in-memory SQLite vault
-//! and a local signing key (see `harness`). Milliseconds each; no provider, no PostgreSQL.
-//! Flows that need the real provider live in `tests/api`.
+//! and a local signing key (see `harness`), and where a test needs the provider to answer, a
+//! scripted one (`provider`). Milliseconds each; no Node, no PostgreSQL. Flows that need a
+//! real provider live in `tests/api`.
 
 mod access;
 mod admin;
@@ -10,5 +11,8 @@ mod consent;
 mod docs;
 mod harness;
 mod ops;
+mod provider;
+mod provider_callback;
+mod provider_refresh;
 mod task_keys;
 mod tokens;
