@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::{LoginMethod, TaskKeyCommand, UserCommand};
+use crate::api::{CreateTaskKey, Status, TaskKeyView, TokenView};
 use crate::client::broker::BrokerApi;
 use crate::client::fresh_session;
 use crate::client::login::{credentials_login, device_login, scopes, Provider};
@@ -146,17 +147,14 @@ async fn run_broker_command(
             timeout,
         } => {
             let consent = api.consent(&task).await?;
-            let id = consent["persistentTokenId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            println!("{}", consent["consentUrl"].as_str().unwrap_or_default());
+            let id = consent.persistent_token_id.to_string();
+            println!("{}", consent.consent_url);
             eprintln!("Open the URL above to grant offline access. Token id: {id}");
             if wait {
                 let status =
                     wait_for_consent(&mut api, path, &id, Duration::from_secs(timeout)).await?;
                 println!("{id} {}", describe(&status));
-                if status["status"] != "active" {
+                if status.status != Status::Active {
                     return Err(format!("consent ended {}", describe(&status)));
                 }
             } else {
@@ -167,9 +165,9 @@ async fn run_broker_command(
         UserCommand::Reconsent { id, wait, timeout } => {
             let before = api.status(&id).await?;
             let consent = api.reconsent(&id).await?;
-            println!("{}", consent["consentUrl"].as_str().unwrap_or_default());
+            println!("{}", consent.consent_url);
             eprintln!("Open the URL above to consent again. Token id: {id}");
-            if matches!(before["status"].as_str(), Some("failed" | "expired")) {
+            if matches!(before.status, Status::Failed | Status::Expired) {
                 eprintln!(
                     "Its task keys ended with it: once it is active, create new ones \
                      (token-broker task-key create {id})."
@@ -190,24 +188,20 @@ async fn run_broker_command(
         UserCommand::TaskKey(command) => task_key_command(&api, command).await,
         UserCommand::List { task } => {
             for item in api.list(task.as_deref()).await? {
-                println!(
-                    "{} {}",
-                    item["persistentTokenId"].as_str().unwrap_or_default(),
-                    describe(&item)
-                );
+                println!("{} {}", item.persistent_token_id, describe(&item));
             }
             Ok(())
         }
         UserCommand::Token { id } => {
-            println!("{}", api.access_token(&id).await?);
+            println!("{}", api.access_token(&id).await?.access_token);
             Ok(())
         }
         UserCommand::Revoke { id } => {
             let answer = api.revoke(&id).await?;
             println!(
                 "{id} {} (provider: {})",
-                describe(&answer),
-                answer["providerRevocation"].as_str().unwrap_or("-")
+                describe(&answer.token),
+                answer.provider_revocation
             );
             Ok(())
         }
@@ -221,7 +215,7 @@ async fn run_broker_command(
 /// A status read during a long wait: the stored login is renewed first when it is about to
 /// expire (under the file lock, as every command does), since a person may take longer to
 /// consent than an access token lives.
-async fn poll_status(api: &mut BrokerApi, path: &Path, id: &str) -> Result<Value, String> {
+async fn poll_status(api: &mut BrokerApi, path: &Path, id: &str) -> Result<TokenView, String> {
     api.set_bearer(fresh_session(path).await?.access_token);
     api.status(id).await
 }
@@ -231,7 +225,7 @@ async fn wait_for_consent(
     path: &Path,
     id: &str,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<TokenView, String> {
     let spinner = ProgressBar::new_spinner();
     if let Ok(style) = ProgressStyle::with_template("{spinner} waiting for consent… {elapsed}") {
         spinner.set_style(style);
@@ -243,7 +237,7 @@ async fn wait_for_consent(
             Ok(status) => status,
             Err(e) => break Err(e),
         };
-        if status["status"] != "pending" {
+        if status.status != Status::Pending {
             break Ok(status);
         }
         if started.elapsed() > timeout {
@@ -268,43 +262,26 @@ async fn task_key_command(api: &BrokerApi, command: TaskKeyCommand) -> Result<()
             max_uses,
             cidrs,
         } => {
-            let mut request = serde_json::Map::new();
-            if let Some(name) = name {
-                request.insert("name".into(), name.into());
-            }
-            if let Some(scope) = scope {
-                request.insert("scope".into(), scope.into());
-            }
-            if let Some(expires) = expires {
-                request.insert(
-                    "expiresAt".into(),
-                    parse_expiry(&expires)?.to_rfc3339().into(),
-                );
-            }
-            if let Some(max_uses) = max_uses {
-                request.insert("maxUses".into(), max_uses.into());
-            }
-            if !cidrs.is_empty() {
-                request.insert("allowedCidrs".into(), cidrs.into());
-            }
-            let key = api.create_task_key(&id, Value::Object(request)).await?;
+            let request = CreateTaskKey {
+                name,
+                scope,
+                expires_at: expires.as_deref().map(parse_expiry).transpose()?,
+                max_uses,
+                allowed_cidrs: cidrs,
+            };
+            let created = api.create_task_key(&id, &request).await?;
             // The key alone on stdout (for a file or a secret store); the rest on stderr.
-            println!("{}", key["taskKey"].as_str().unwrap_or_default());
+            println!("{}", created.task_key);
             eprintln!(
                 "Task key {} for {id}: shown once, store it now. {}",
-                key["taskKeyId"].as_str().unwrap_or_default(),
-                describe_key(&key)
+                created.key.task_key_id,
+                describe_key(&created.key)
             );
             Ok(())
         }
         TaskKeyCommand::List { id } => {
-            let keys = api.task_keys(&id).await?;
-            for key in keys["items"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "{} {}",
-                    key["taskKeyId"].as_str().unwrap_or_default(),
-                    describe_key(&key)
-                );
+            for key in api.task_keys(&id).await?.items {
+                println!("{} {}", key.task_key_id, describe_key(&key));
             }
             Ok(())
         }
@@ -317,22 +294,23 @@ async fn task_key_command(api: &BrokerApi, command: TaskKeyCommand) -> Result<()
 }
 
 /// `active name=nightly uses=3/20 expires=…`
-fn describe_key(key: &Value) -> String {
-    let mut text = key["state"].as_str().unwrap_or("unknown").to_owned();
-    if let Some(name) = key["name"].as_str() {
+fn describe_key(key: &TaskKeyView) -> String {
+    let mut text = key.state.clone();
+    if let Some(name) = &key.name {
         text.push_str(&format!(" name={name}"));
     }
-    if let Some(scope) = key["scope"].as_str() {
+    if let Some(scope) = &key.scope {
         text.push_str(&format!(" scope=\"{scope}\""));
     }
-    let uses = key["uses"].as_u64().unwrap_or(0);
-    match key["maxUses"].as_u64() {
+    let uses = key.uses;
+    match key.max_uses {
         Some(max) => text.push_str(&format!(" uses={uses}/{max}")),
         None => text.push_str(&format!(" uses={uses}")),
     }
-    if let Some(expires) = key["expiresAt"].as_str() {
-        text.push_str(&format!(" expires={expires}"));
-    }
+    let expires = key
+        .expires_at
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    text.push_str(&format!(" expires={expires}"));
     text
 }
 
@@ -397,13 +375,13 @@ async fn wait_for_reconsent(
     api: &mut BrokerApi,
     path: &Path,
     id: &str,
-    before: &Value,
+    before: &TokenView,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<TokenView, String> {
     let started = Instant::now();
     loop {
         let status = poll_status(api, path, id).await?;
-        if status["status"] == "active" && status["lastRefreshAt"] != before["lastRefreshAt"] {
+        if status.status == Status::Active && status.last_refresh_at != before.last_refresh_at {
             return Ok(status);
         }
         if started.elapsed() > timeout {
@@ -418,13 +396,9 @@ async fn wait_for_reconsent(
 }
 
 /// `active task=jupyter-1` or `failed task=… reason=subject_mismatch`.
-fn describe(token: &Value) -> String {
-    let mut text = format!(
-        "{} task={}",
-        token["status"].as_str().unwrap_or("unknown"),
-        token["taskId"].as_str().unwrap_or("-")
-    );
-    if let Some(reason) = token["statusReason"].as_str() {
+fn describe(token: &TokenView) -> String {
+    let mut text = format!("{} task={}", token.status, token.task_id);
+    if let Some(reason) = &token.status_reason {
         text.push_str(&format!(" reason={reason}"));
     }
     text

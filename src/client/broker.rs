@@ -2,10 +2,15 @@
 
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use url::Url;
 
-use crate::api::paths;
+use crate::api::{
+    paths, AccessTokenRequest, AccessTokenResponse, ConsentRequest, ConsentResponse, CreateTaskKey,
+    CreatedTaskKey, ErrorBody, ReconsentRequest, RevokeResponse, TaskKeyList, TaskKeyView,
+    TokenPage, TokenView,
+};
 
 pub struct BrokerApi {
     http: reqwest::Client,
@@ -26,40 +31,46 @@ impl BrokerApi {
         self.bearer = bearer;
     }
 
-    pub async fn consent(&self, task_id: &str) -> Result<Value, String> {
-        self.call(
-            Method::POST,
-            paths::OFFLINE_CONSENT,
-            Some(json!({ "taskId": task_id })),
-        )
-        .await
-    }
-
-    pub async fn reconsent(&self, id: &str) -> Result<Value, String> {
-        self.call(Method::POST, &paths::reconsent(id), Some(json!({})))
+    pub async fn consent(&self, task_id: &str) -> Result<ConsentResponse, String> {
+        let request = ConsentRequest {
+            task_id: task_id.to_owned(),
+            redirect_uri: None,
+            delegates: Vec::new(),
+        };
+        self.call(Method::POST, paths::OFFLINE_CONSENT, Some(&request))
             .await
     }
 
-    pub async fn create_task_key(&self, id: &str, request: Value) -> Result<Value, String> {
+    pub async fn reconsent(&self, id: &str) -> Result<ConsentResponse, String> {
+        let request = ReconsentRequest::default();
+        self.call(Method::POST, &paths::reconsent(id), Some(&request))
+            .await
+    }
+
+    pub async fn create_task_key(
+        &self,
+        id: &str,
+        request: &CreateTaskKey,
+    ) -> Result<CreatedTaskKey, String> {
         self.call(Method::POST, &paths::task_keys(id), Some(request))
             .await
     }
 
-    pub async fn task_keys(&self, id: &str) -> Result<Value, String> {
-        self.call(Method::GET, &paths::task_keys(id), None).await
+    pub async fn task_keys(&self, id: &str) -> Result<TaskKeyList, String> {
+        self.call(Method::GET, &paths::task_keys(id), NO_BODY).await
     }
 
-    pub async fn revoke_task_key(&self, id: &str, key_id: &str) -> Result<Value, String> {
-        self.call(Method::DELETE, &paths::task_key(id, key_id), None)
+    pub async fn revoke_task_key(&self, id: &str, key_id: &str) -> Result<TaskKeyView, String> {
+        self.call(Method::DELETE, &paths::task_key(id, key_id), NO_BODY)
             .await
     }
 
-    pub async fn status(&self, id: &str) -> Result<Value, String> {
-        self.call(Method::GET, &paths::offline_token(id), None)
+    pub async fn status(&self, id: &str) -> Result<TokenView, String> {
+        self.call(Method::GET, &paths::offline_token(id), NO_BODY)
             .await
     }
 
-    pub async fn list(&self, task_id: Option<&str>) -> Result<Vec<Value>, String> {
+    pub async fn list(&self, task_id: Option<&str>) -> Result<Vec<TokenView>, String> {
         let mut items = Vec::new();
         let mut offset = 0u64;
         loop {
@@ -70,35 +81,35 @@ impl BrokerApi {
             if let Some(task) = task_id {
                 url.query_pairs_mut().append_pair("taskId", task);
             }
-            let page = self.send(Method::GET, url, None).await?;
-            items.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["nextOffset"].as_u64() {
-                Some(next) => offset = next,
+            let page: TokenPage = self.send(Method::GET, url, NO_BODY).await?;
+            items.extend(page.items);
+            match page.next_offset {
+                Some(next) => offset = u64::from(next),
                 None => return Ok(items),
             }
         }
     }
 
-    pub async fn access_token(&self, id: &str) -> Result<String, String> {
-        let body = self
-            .call(
-                Method::POST,
-                paths::ACCESS_TOKEN,
-                Some(json!({ "persistentTokenId": id })),
-            )
-            .await?;
-        body["accessToken"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| "the broker answered without an access token".into())
-    }
-
-    pub async fn revoke(&self, id: &str) -> Result<Value, String> {
-        self.call(Method::DELETE, &paths::offline_token(id), None)
+    pub async fn access_token(&self, id: &str) -> Result<AccessTokenResponse<'static>, String> {
+        let request = AccessTokenRequest {
+            persistent_token_id: Some(id.to_owned()),
+            scope: None,
+        };
+        self.call(Method::POST, paths::ACCESS_TOKEN, Some(&request))
             .await
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    pub async fn revoke(&self, id: &str) -> Result<RevokeResponse, String> {
+        self.call(Method::DELETE, &paths::offline_token(id), NO_BODY)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, String> {
         let url = self.url(path)?;
         self.send(method, url, body).await
     }
@@ -107,25 +118,36 @@ impl BrokerApi {
         self.base.join(path).map_err(|e| e.to_string())
     }
 
-    async fn send(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, String> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, String> {
         let mut request = self
             .http
             .request(method, url)
             .bearer_auth(self.bearer.expose_secret());
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
         let response = request
             .send()
             .await
             .map_err(|e| format!("cannot reach the broker at {}: {e}", self.base))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("the broker's answer broke off: {e}"))?;
         if status.is_success() {
-            return Ok(body);
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the broker answered {status} with an unexpected body: {e}"));
         }
-        let code = body["error"].as_str().unwrap_or("error");
-        let message = body["message"].as_str().unwrap_or("no details");
+        let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+        let (code, message) = error
+            .map(|e| (e.error, e.message))
+            .unwrap_or_else(|| ("error".into(), format!("HTTP {status}")));
         Err(match status {
             StatusCode::UNAUTHORIZED => {
                 format!("the broker refused the stored login ({message}); run `token-broker login`")
@@ -134,3 +156,6 @@ impl BrokerApi {
         })
     }
 }
+
+/// No request body, typed.
+const NO_BODY: Option<&()> = None;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
+
+use crate::api::{AccessTokenRequest, AccessTokenResponse, ErrorBody};
 
 pub const KEY_ENV: &str = "TOKEN_BROKER_TASK_KEY";
 
@@ -55,37 +56,33 @@ pub async fn fetch(
     let url = broker
         .join(crate::api::paths::ACCESS_TOKEN)
         .map_err(|e| e.to_string())?;
-    let body = match scope {
-        Some(scope) => json!({ "scope": scope }),
-        None => json!({}),
+    let request = AccessTokenRequest {
+        persistent_token_id: None,
+        scope: scope.map(str::to_owned),
     };
     let response = http
         .post(url)
         .bearer_auth(key.expose_secret())
-        .json(&body)
+        .json(&request)
         .send()
         .await
         .map_err(|e| format!("cannot reach the broker at {broker}: {e}"))?;
     let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("the broker's answer broke off: {e}"))?;
     if !status.is_success() {
-        return Err(format!(
-            "broker: {}: {}",
-            body["error"].as_str().unwrap_or("error"),
-            body["message"].as_str().unwrap_or("no details")
-        ));
+        let (code, message) = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| (e.error, e.message))
+            .unwrap_or_else(|_| ("error".into(), format!("HTTP {status}")));
+        return Err(format!("broker: {code}: {message}"));
     }
-    let access_token = body["accessToken"]
-        .as_str()
-        .ok_or("the broker answered without an access token")?;
-    let expires_at = body["expiresAt"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or("the broker answered without expiresAt")?;
+    let answer: AccessTokenResponse<'static> = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the broker answered {status} with an unexpected body: {e}"))?;
     Ok(Token {
-        access_token: SecretString::from(access_token.to_owned()),
-        expires_at,
+        access_token: SecretString::from(answer.access_token.into_owned()),
+        expires_at: answer.expires_at,
     })
 }
 

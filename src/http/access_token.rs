@@ -6,51 +6,28 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+
+use chrono::Utc;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AccessCaller, ApiJson};
-use crate::api::paths;
+use crate::api::{paths, AccessTokenRequest, AccessTokenResponse};
 use crate::grants::{Minted, Scope, TokenIssuer};
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AccessTokenRequest {
-    /// The row. A task key names its row, so with a task key this may be left out (if given,
-    /// it must be that row); every other caller must send it.
-    #[serde(default)]
-    #[schema(value_type = uuid::Uuid, required = true)]
-    persistent_token_id: Option<String>,
-    /// Narrows the token: space-separated scopes within the grant (and the task key's).
-    #[serde(default)]
-    #[schema(example = "openid")]
-    scope: Option<String>,
-}
-
 // Borrows from the minted token: the answer is written straight from it, nothing copied.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AccessTokenResponse<'a> {
-    access_token: &'a str,
-    token_type: &'a str,
-    expires_in: u64,
-    expires_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
-}
 
 impl<'a> From<&'a Minted> for AccessTokenResponse<'a> {
     fn from(minted: &'a Minted) -> Self {
         let expires_in = (minted.expires_at - Utc::now()).num_seconds().max(0);
         Self {
-            access_token: minted.access_token.expose_secret(),
-            token_type: &minted.token_type,
+            access_token: Cow::Borrowed(minted.access_token.expose_secret()),
+            token_type: Cow::Borrowed(&minted.token_type),
             expires_in: u64::try_from(expires_in).unwrap_or(0),
             expires_at: minted.expires_at,
-            scope: minted.scope.as_deref(),
+            scope: minted.scope.as_deref().map(Cow::Borrowed),
         }
     }
 }

@@ -8,14 +8,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use url::Url;
-use uuid::Uuid;
 
 use super::callback_page;
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
-use crate::api::paths;
+use crate::api::{paths, CallbackSuccess};
 use crate::grants::{Callbacks, Failure, ProviderReply};
 use crate::vault::ClaimedRow;
 
@@ -35,15 +34,6 @@ pub struct CallbackQuery {
     /// RFC 9207: the issuer that sent the browser back, to defeat mix-up attacks.
     #[serde(default)]
     iss: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CallbackSuccess {
-    success: bool,
-    persistent_token_id: Uuid,
-    task_id: String,
-    message: &'static str,
 }
 
 /// `GET /api/auth/manager/offline-callback`: where the provider sends the browser back.
@@ -99,7 +89,7 @@ fn respond_success(consent: &ClaimedRow, html: bool) -> Response {
         success: true,
         persistent_token_id: consent.id,
         task_id: consent.task_id.clone(),
-        message: "Offline token successfully obtained and stored",
+        message: "Offline token successfully obtained and stored".into(),
     })
     .into_response()
 }

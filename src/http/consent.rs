@@ -5,38 +5,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
-use crate::api::paths;
+use crate::api::{paths, ConsentRequest, ConsentResponse};
 use crate::grants::{Consents, StartedConsent};
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConsentRequest {
-    /// 1–200 printable characters.
-    #[schema(example = "jupyter-task-123")]
-    task_id: String,
-    /// Where to send the browser after the callback; its origin must be allowed.
-    #[serde(default)]
-    redirect_uri: Option<String>,
-    /// Service accounts (client ids listed in the broker's `DELEGATE_CLIENTS`) that may redeem
-    /// this token for the user.
-    #[serde(default)]
-    #[schema(example = json!(["job-runner"]))]
-    delegates: Vec<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConsentResponse {
-    consent_url: String,
-    persistent_token_id: Uuid,
-    state_token: String,
-    message: &'static str,
-}
 
 impl From<StartedConsent> for ConsentResponse {
     fn from(started: StartedConsent) -> Self {
@@ -47,8 +20,10 @@ impl From<StartedConsent> for ConsentResponse {
             message: if started.keys_ended {
                 "Visit this URL to grant offline_access consent again. The token's task keys \
                  ended with it: once it is active, issue new ones"
+                    .into()
             } else {
                 "Visit this URL to grant offline_access consent, then the token will be automatically stored"
+                    .into()
             },
         }
     }

@@ -159,15 +159,7 @@ impl Code {
     }
 }
 
-/// The error shape, for the API description.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// A stable code to branch on, e.g. `token_not_found`.
-    error: String,
-    /// For people.
-    message: String,
-}
+pub use crate::api::ErrorBody;
 
 #[derive(Serialize)]
 struct Body<'a> {

@@ -6,56 +6,15 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{optional_body, ApiBody, AuthUser};
-use crate::api::paths;
+use crate::api::{paths, CreateTaskKey, CreatedTaskKey, TaskKeyList, TaskKeyView};
 use crate::grants::{KeyRequest, TaskKeys};
 use crate::vault::TaskKey;
-
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateTaskKey {
-    /// For people: 1–100 printable characters.
-    #[serde(default)]
-    name: Option<String>,
-    /// Space-separated scopes within the token's grant; default: the whole grant.
-    #[serde(default)]
-    scope: Option<String>,
-    /// No later than the token's own expiry, which is also the default.
-    #[serde(default)]
-    expires_at: Option<DateTime<Utc>>,
-    /// Successful redemptions allowed (1–1000000000); default: no limit.
-    #[serde(default, deserialize_with = "super::extract::whole_number")]
-    #[schema(value_type = Option<i64>)]
-    max_uses: Option<u32>,
-    /// Networks (CIDRs or addresses) the key may be used from; default: anywhere.
-    #[serde(default)]
-    allowed_cidrs: Vec<String>,
-}
-
-/// A task key, without its secret.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskKeyView {
-    task_key_id: Uuid,
-    persistent_token_id: Uuid,
-    name: Option<String>,
-    scope: Option<String>,
-    expires_at: DateTime<Utc>,
-    max_uses: Option<u32>,
-    uses: u32,
-    allowed_cidrs: Vec<String>,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-    /// `active`, `revoked`, `expired` or `exhausted`.
-    state: &'static str,
-}
 
 impl From<TaskKey> for TaskKeyView {
     fn from(key: TaskKey) -> Self {
@@ -80,25 +39,9 @@ impl From<TaskKey> for TaskKeyView {
             created_at: key.created_at,
             last_used_at: key.last_used_at,
             revoked_at: key.revoked_at,
-            state,
+            state: state.into(),
         }
     }
-}
-
-/// A new key: shown once, never again.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreatedTaskKey {
-    /// The key itself (`tbk_…`). Store it where the task can read it; the broker keeps only a
-    /// keyed hash and cannot show it again.
-    task_key: String,
-    #[serde(flatten)]
-    key: TaskKeyView,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TaskKeyList {
-    items: Vec<TaskKeyView>,
 }
 
 fn parse(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {

@@ -4,43 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::consent::ConsentResponse;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiBody, ApiQuery, AuthUser};
-use crate::api::paths;
+use crate::api::{paths, ConsentResponse, ReconsentRequest, RevokeResponse, TokenPage, TokenView};
 use crate::grants::{Caller, Consents, ListQuery as ReadQuery, Page, Reads, Revoked, Revoker};
 use crate::vault::{Status, VaultRow};
-
-/// A row as its owner may see it: no secrets.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenView {
-    persistent_token_id: Uuid,
-    task_id: String,
-    status: Status,
-    status_reason: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    expires_at: DateTime<Utc>,
-    /// When the stored refresh token stops working if unused (the provider's idle limit).
-    refresh_expires_at: Option<DateTime<Utc>>,
-    /// When the broker last obtained tokens for this grant.
-    last_refresh_at: Option<DateTime<Utc>>,
-    /// Refreshes that failed in a row since the last success.
-    consecutive_failures: u32,
-    /// A short code for the last failure, e.g. `provider_unavailable`.
-    last_error: Option<String>,
-    /// The scope the provider granted (space-separated); task keys and narrowed requests ask
-    /// within it. Null while pending.
-    granted_scope: Option<String>,
-    /// Service accounts that may redeem this token.
-    delegates: Vec<String>,
-}
 
 impl From<&VaultRow> for TokenView {
     fn from(row: &VaultRow) -> Self {
@@ -89,28 +60,6 @@ pub struct ListQuery {
     #[serde(default)]
     #[param(max_length = 128)]
     cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenPage {
-    items: Vec<TokenView>,
-    /// Pass as `offset` for the next page; absent on the last page and when paging by cursor.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_offset: Option<u32>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RevokeResponse {
-    #[serde(flatten)]
-    token: TokenView,
-    /// `revoked`, `failed` (logged; the token is unusable here regardless), `disabled`, or
-    /// `not_needed` (nothing was stored).
-    provider_revocation: &'static str,
 }
 
 /// `GET /api/auth/manager/offline-tokens/{id}`
@@ -207,17 +156,9 @@ impl From<Revoked> for RevokeResponse {
     fn from(revoked: Revoked) -> Self {
         Self {
             token: TokenView::from(&revoked.row),
-            provider_revocation: revoked.provider.as_str(),
+            provider_revocation: revoked.provider.as_str().into(),
         }
     }
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReconsentRequest {
-    /// Where to send the browser after the callback; its origin must be allowed.
-    #[serde(default)]
-    redirect_uri: Option<String>,
 }
 
 /// `POST /api/auth/manager/offline-tokens/{id}/reconsent`: a new consent URL for an existing
