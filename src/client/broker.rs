@@ -135,27 +135,38 @@ impl BrokerApi {
             .send()
             .await
             .map_err(|e| format!("cannot reach the broker at {}: {e}", self.base))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("the broker's answer broke off: {e}"))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| format!("the broker answered {status} with an unexpected body: {e}"));
-        }
-        let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
-        let (code, message) = error
-            .map(|e| (e.error, e.message))
-            .unwrap_or_else(|| ("error".into(), format!("HTTP {status}")));
-        Err(match status {
-            StatusCode::UNAUTHORIZED => {
-                format!("the broker refused the stored login ({message}); run `token-broker login`")
-            }
-            _ => format!("broker: {code}: {message}"),
+        read_answer(response, |status, refusal| match status {
+            StatusCode::UNAUTHORIZED => format!(
+                "the broker refused the stored login ({}); run `token-broker login`",
+                refusal.message
+            ),
+            _ => format!("broker: {}: {}", refusal.error, refusal.message),
         })
+        .await
     }
 }
 
 /// No request body, typed.
 const NO_BODY: Option<&()> = None;
+
+/// A broker answer read as the wire contract says: a success's JSON as `T`, or its error body
+/// (`HTTP <status>` when there is none) worded by `refused`.
+pub(crate) async fn read_answer<T: DeserializeOwned>(
+    response: reqwest::Response,
+    refused: impl FnOnce(StatusCode, ErrorBody) -> String,
+) -> Result<T, String> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("the broker's answer broke off: {e}"))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the broker answered {status} with an unexpected body: {e}"));
+    }
+    let refusal = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+        error: "error".into(),
+        message: format!("HTTP {status}"),
+    });
+    Err(refused(status, refusal))
+}

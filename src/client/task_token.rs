@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::api::{AccessTokenRequest, AccessTokenResponse, ErrorBody};
+use super::broker::read_answer;
+use crate::api::{AccessTokenRequest, AccessTokenResponse};
 
 pub const KEY_ENV: &str = "TOKEN_BROKER_TASK_KEY";
 
@@ -67,19 +68,10 @@ pub async fn fetch(
         .send()
         .await
         .map_err(|e| format!("cannot reach the broker at {broker}: {e}"))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("the broker's answer broke off: {e}"))?;
-    if !status.is_success() {
-        let (code, message) = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| (e.error, e.message))
-            .unwrap_or_else(|_| ("error".into(), format!("HTTP {status}")));
-        return Err(format!("broker: {code}: {message}"));
-    }
-    let answer: AccessTokenResponse<'static> = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("the broker answered {status} with an unexpected body: {e}"))?;
+    let answer: AccessTokenResponse<'static> = read_answer(response, |_, refusal| {
+        format!("broker: {}: {}", refusal.error, refusal.message)
+    })
+    .await?;
     Ok(Token {
         access_token: SecretString::from(answer.access_token.into_owned()),
         expires_at: answer.expires_at,

@@ -93,7 +93,7 @@ pub(super) fn prefix_len(prefix: &[u8]) -> i32 {
 /// `$first_id` is the smallest id as a literal of the backend, where a scan with no `after`
 /// starts: `id > coalesce($n, first)` lets both planners walk the primary key from there.
 macro_rules! rotation_store {
-    ($vault:ty, $dialect:path, first_id: $first_id:literal, { $($own:tt)* }) => {
+    ($vault:ty, $dialect:path, first_id: $first_id:expr, { $($own:tt)* }) => {
         #[::async_trait::async_trait]
         impl $crate::vault::RotationStore for $vault {
             $($own)*
@@ -105,10 +105,10 @@ macro_rules! rotation_store {
                 after: Option<::uuid::Uuid>,
                 limit: u32,
             ) -> Result<Vec<$crate::vault::SealedRow>, $crate::vault::VaultError> {
-                let sql = $crate::vault::sql::statement!($dialect, concat!(
+                let sql = $crate::vault::sql::statement!($dialect, format!(
                     "select id, user_id, key_id, iv, encrypted_token from token_vault \
                      where encrypted_token is not null and key_id <> $1 \
-                     and id > coalesce($2, ", $first_id, ") order by id limit $3"));
+                     and id > coalesce($2, {}) order by id limit $3", $first_id));
                 let rows: Vec<$crate::vault::rotation::SealedRecord> = ::sqlx::query_as(sql)
                     .bind(key_id)
                     .bind(after)
@@ -126,10 +126,10 @@ macro_rules! rotation_store {
                 limit: u32,
             ) -> Result<Vec<$crate::vault::SealedBlob>, $crate::vault::VaultError> {
                 let prefix = $crate::vault::blob_prefix(key_id);
-                let sql = $crate::vault::sql::statement!($dialect, concat!(
+                let sql = $crate::vault::sql::statement!($dialect, format!(
                     "select id, user_id, pkce_verifier as blob from token_vault \
                      where pkce_verifier is not null and substr(pkce_verifier, 1, $1) <> $2 \
-                     and id > coalesce($3, ", $first_id, ") order by id limit $4"));
+                     and id > coalesce($3, {}) order by id limit $4", $first_id));
                 ::sqlx::query_as(sql)
                     .bind($crate::vault::rotation::prefix_len(&prefix))
                     .bind(&prefix)

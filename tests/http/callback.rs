@@ -23,13 +23,6 @@ async fn consent(h: &Harness) -> (String, Uuid, String) {
     (user, id, state)
 }
 
-async fn expect_failed(h: &Harness, id: Uuid, reason: &str) {
-    let row = h.vault.find(id).await.unwrap().unwrap();
-    assert_eq!(row.status.as_str(), "failed");
-    assert_eq!(row.status_reason.as_ref().map(|r| r.as_str()), Some(reason));
-    assert!(row.sealed.is_none());
-}
-
 #[tokio::test]
 async fn a_forged_state_is_refused_and_the_real_row_stays_pending() {
     let h = Harness::new().await;
@@ -116,7 +109,7 @@ async fn a_provider_error_marks_the_row_failed_with_its_code() {
         (answer.status, answer.body["error"].as_str()),
         (400, Some("consent_failed"))
     );
-    expect_failed(&h, first, "access_denied").await;
+    h.expect_failed(first, "access_denied").await;
     // An error code that is not an RFC 6749 word is not stored verbatim.
     let answer = h
         .get(
@@ -125,7 +118,7 @@ async fn a_provider_error_marks_the_row_failed_with_its_code() {
         )
         .await;
     assert_eq!(answer.status, 400);
-    expect_failed(&h, second, "provider_error").await;
+    h.expect_failed(second, "provider_error").await;
 }
 
 #[tokio::test]
@@ -139,7 +132,7 @@ async fn a_response_naming_another_issuer_is_refused() {
         )
         .await;
     assert_eq!(answer.status, 400);
-    expect_failed(&h, id, "issuer_mismatch").await;
+    h.expect_failed(id, "issuer_mismatch").await;
 }
 
 #[tokio::test]
@@ -154,7 +147,7 @@ async fn a_replayed_state_is_refused_once_claimed() {
         (first.status, first.body["error"].as_str()),
         (503, Some("provider_unavailable"))
     );
-    expect_failed(&h, id, "provider_unavailable").await;
+    h.expect_failed(id, "provider_unavailable").await;
     let replay = h
         .get(&format!("{CALLBACK}?code=abc&state={state}"), None)
         .await;
@@ -232,7 +225,7 @@ async fn a_browser_sees_a_declined_consent_named_with_its_task() {
         answer.text
     );
     assert!(answer.text.contains("did not grant offline access"));
-    expect_failed(&h, id, "access_denied").await;
+    h.expect_failed(id, "access_denied").await;
 }
 
 #[tokio::test]
@@ -317,14 +310,7 @@ async fn a_failed_consent_posts_failed_only_when_the_row_failed() {
 
     // A first consent whose row was revoked before the user declined.
     let (owner, revoked, state) = consent(&h).await;
-    let gone = h
-        .request(
-            "DELETE",
-            &format!("/api/auth/manager/offline-tokens/{revoked}"),
-            Some(&h.bearer(&owner)),
-            None,
-        )
-        .await;
+    let gone = h.revoke(&h.bearer(&owner), revoked).await;
     assert_eq!(gone.status, 200);
     h.get(
         &format!("{CALLBACK}?error=access_denied&state={state}"),
@@ -339,7 +325,7 @@ async fn a_failed_consent_posts_failed_only_when_the_row_failed() {
         None,
     )
     .await;
-    expect_failed(&h, pending, "access_denied").await;
+    h.expect_failed(pending, "access_denied").await;
 
     settle().await;
     assert_eq!(
@@ -373,7 +359,7 @@ async fn where_the_provider_promises_iss_it_is_required_and_compared_exactly() {
             .get(&format!("{CALLBACK}?code=abc&state={state}{iss}"), None)
             .await;
         assert_eq!(answer.status, 400, "{iss}: {}", answer.text);
-        expect_failed(&h, id, "issuer_mismatch").await;
+        h.expect_failed(id, "issuer_mismatch").await;
     }
     // The issuer exactly: on to the code exchange (the provider is down here).
     let (_, id, state) = consent(&h).await;
@@ -386,7 +372,7 @@ async fn where_the_provider_promises_iss_it_is_required_and_compared_exactly() {
         )
         .await;
     assert_eq!(answer.status, 503, "{}", answer.text);
-    expect_failed(&h, id, "provider_unavailable").await;
+    h.expect_failed(id, "provider_unavailable").await;
     // A provider that does not promise it: a response without `iss` goes on.
     let plain = Harness::new().await;
     let (_, id, state) = consent(&plain).await;
@@ -394,5 +380,5 @@ async fn where_the_provider_promises_iss_it_is_required_and_compared_exactly() {
         .get(&format!("{CALLBACK}?code=abc&state={state}"), None)
         .await;
     assert_eq!(answer.status, 503);
-    expect_failed(&plain, id, "provider_unavailable").await;
+    plain.expect_failed(id, "provider_unavailable").await;
 }

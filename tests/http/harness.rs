@@ -309,6 +309,25 @@ impl Harness {
         .await
     }
 
+    /// `DELETE` of the row `id`, as its owner (or whoever `bearer` is) would send it.
+    pub async fn revoke(&self, bearer: &str, id: impl std::fmt::Display) -> Answer {
+        self.request(
+            "DELETE",
+            &format!("/api/auth/manager/offline-tokens/{id}"),
+            Some(bearer),
+            None,
+        )
+        .await
+    }
+
+    /// Asserts the row `id` failed with `reason`, holding no token.
+    pub async fn expect_failed(&self, id: Uuid, reason: &str) {
+        let row = self.vault.find(id).await.unwrap().unwrap();
+        assert_eq!(row.status.as_str(), "failed");
+        assert_eq!(row.status_reason.as_ref().map(|r| r.as_str()), Some(reason));
+        assert!(row.sealed.is_none(), "a failed consent stores no token");
+    }
+
     /// A pending row of `user` whose state is `state`.
     pub async fn seed_pending(&self, user: &str, task: &str, state: &str) -> Uuid {
         let now = Utc::now();

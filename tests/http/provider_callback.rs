@@ -79,14 +79,6 @@ async fn callback(h: &Harness, c: &Consent) -> crate::harness::Answer {
         .await
 }
 
-/// The row failed with `reason`, holds no token, and its state cannot be used again.
-async fn expect_failed(h: &Harness, id: Uuid, reason: &str) {
-    let row = h.vault.find(id).await.unwrap().unwrap();
-    assert_eq!(row.status.as_str(), "failed");
-    assert_eq!(row.status_reason.as_ref().map(|r| r.as_str()), Some(reason));
-    assert!(row.sealed.is_none(), "a failed consent stores no token");
-}
-
 #[tokio::test]
 async fn a_good_answer_activates_the_row_and_the_code_went_with_this_consents_verifier() {
     let (h, idp) = Harness::scripted(&[]).await;
@@ -165,7 +157,7 @@ async fn an_id_token_of_another_user_fails_the_row_with_subject_mismatch() {
     let answer = callback(&h, &c).await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.body["error"], "subject_mismatch");
-    expect_failed(&h, c.id, "subject_mismatch").await;
+    h.expect_failed(c.id, "subject_mismatch").await;
 }
 
 #[tokio::test]
@@ -178,7 +170,7 @@ async fn an_id_token_with_another_nonce_fails_the_row() {
     ));
 
     assert_eq!(callback(&h, &c).await.status, 400);
-    expect_failed(&h, c.id, "nonce_mismatch").await;
+    h.expect_failed(c.id, "nonce_mismatch").await;
 }
 
 #[tokio::test]
@@ -191,7 +183,7 @@ async fn an_id_token_signed_by_an_unpublished_key_fails_the_row() {
     ));
 
     assert_eq!(callback(&h, &c).await.status, 400);
-    expect_failed(&h, c.id, "invalid_id_token").await;
+    h.expect_failed(c.id, "invalid_id_token").await;
 }
 
 #[tokio::test]
@@ -206,7 +198,7 @@ async fn an_id_token_for_another_client_fails_the_row() {
     idp.answer(Reply::json(200, code_answer(&foreign, json!({}))));
 
     assert_eq!(callback(&h, &c).await.status, 400);
-    expect_failed(&h, c.id, "invalid_id_token").await;
+    h.expect_failed(c.id, "invalid_id_token").await;
 }
 
 #[tokio::test]
@@ -219,7 +211,7 @@ async fn an_answer_without_an_id_token_fails_the_row() {
     ));
 
     assert_eq!(callback(&h, &c).await.status, 400);
-    expect_failed(&h, c.id, "missing_id_token").await;
+    h.expect_failed(c.id, "missing_id_token").await;
 }
 
 #[tokio::test]
@@ -233,7 +225,7 @@ async fn an_answer_without_a_refresh_token_fails_the_row() {
     ));
 
     assert_eq!(callback(&h, &c).await.status, 400);
-    expect_failed(&h, c.id, "missing_refresh_token").await;
+    h.expect_failed(c.id, "missing_refresh_token").await;
 }
 
 #[tokio::test]
@@ -249,7 +241,7 @@ async fn a_grant_without_offline_access_fails_the_row() {
     let answer = callback(&h, &c).await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.body["error"], "consent_failed");
-    expect_failed(&h, c.id, "offline_access_not_granted").await;
+    h.expect_failed(c.id, "offline_access_not_granted").await;
 }
 
 #[tokio::test]
@@ -259,7 +251,7 @@ async fn a_code_the_provider_refuses_fails_the_row() {
     idp.answer(Reply::error(400, "invalid_grant", "Code not valid"));
 
     assert_eq!(callback(&h, &c).await.status, 400);
-    expect_failed(&h, c.id, "code_exchange_failed").await;
+    h.expect_failed(c.id, "code_exchange_failed").await;
 }
 
 #[tokio::test]
@@ -270,5 +262,5 @@ async fn a_garbled_exchange_answer_fails_the_consent_as_the_provider_being_away(
 
     let answer = callback(&h, &c).await;
     assert_eq!(answer.status, 503, "{}", answer.text);
-    expect_failed(&h, c.id, "provider_unavailable").await;
+    h.expect_failed(c.id, "provider_unavailable").await;
 }

@@ -204,14 +204,7 @@ async fn a_narrowed_refresh_the_provider_did_not_narrow_is_not_served_but_its_ro
 async fn revoking_a_row_revokes_its_refresh_token_at_the_provider() {
     let (h, idp, user, id) = active_row(&[]).await;
 
-    let answer = h
-        .request(
-            "DELETE",
-            &format!("/api/auth/manager/offline-tokens/{id}"),
-            Some(&h.bearer(&user)),
-            None,
-        )
-        .await;
+    let answer = h.revoke(&h.bearer(&user), id).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(h.status_of(id).await, "revoked");
     let sent = idp.requests("/revoke");

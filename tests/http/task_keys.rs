@@ -397,14 +397,7 @@ async fn a_key_can_do_nothing_else() {
 async fn ending_the_row_ends_its_keys() {
     let h = Harness::new().await;
     let (user, id, key) = row_with_key(&h, json!({})).await;
-    let revoked = h
-        .request(
-            "DELETE",
-            &format!("/api/auth/manager/offline-tokens/{id}"),
-            Some(&h.bearer(&user)),
-            None,
-        )
-        .await;
+    let revoked = h.revoke(&h.bearer(&user), id).await;
     assert_eq!(revoked.status, 200);
     // The key ended with the row, for good; the task is told what became of the grant.
     let answer = redeem(&h, &key, json!({})).await;

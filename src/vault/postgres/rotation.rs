@@ -12,7 +12,7 @@ use crate::vault::{blob_prefix, db_error, Reseal, VaultError};
 /// The smallest id: where a scan with no `after` starts.
 const FIRST: &str = "'00000000-0000-0000-0000-000000000000'::uuid";
 
-rotation_store!(PgVault, postgres, first_id: "'00000000-0000-0000-0000-000000000000'::uuid", {
+rotation_store!(PgVault, postgres, first_id: FIRST, {
 
     #[tracing::instrument(skip_all, fields(rows = reseals.len()))]
     async fn reseal(&self, reseals: &[Reseal]) -> Result<Vec<Uuid>, VaultError> {
