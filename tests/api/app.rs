@@ -206,6 +206,28 @@ impl TestApp {
         .unwrap()
     }
 
+    /// The `(actor, reason)` of a row's audit records of one action, waiting up to five
+    /// seconds for the first: some records (a delegate's redemption) are written in batches
+    /// after the answer has gone out.
+    pub async fn audit_records(&self, id: Uuid, action: &str) -> Vec<(String, Option<String>)> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let records: Vec<(String, Option<String>)> = sqlx::query_as(
+                "select actor, reason from token_audit where token_id = $1 and action = $2 \
+                 order by id",
+            )
+            .bind(id)
+            .bind(action)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap();
+            if !records.is_empty() || std::time::Instant::now() > until {
+                return records;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Opens the stored offline token with the test keys, as only the broker could.
     pub async fn stored_refresh_token(&self, id: Uuid) -> String {
         let row = self.row(id).await;

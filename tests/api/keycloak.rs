@@ -583,13 +583,7 @@ async fn keycloak_only_the_delegates_service_account_redeems_the_row(pool: PgPoo
     assert_eq!(served.status(), 200);
     let refused = app.access_token(&user_of_runner, &id.to_string()).await;
     assert_eq!(refused.status(), 404);
-    let records: Vec<(String, Option<String>)> = sqlx::query_as(
-        "select actor, reason from token_audit where token_id = $1 and action = 'delegate_used'",
-    )
-    .bind(id)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let records = app.audit_records(id, "delegate_used").await;
     assert!(
         records
             .iter()
