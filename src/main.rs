@@ -1,7 +1,7 @@
 //! The `token-broker` binary: parses the command line and hands it to [`token_broker::cli::run`].
 
 use clap::Parser;
-use token_broker::cli::{run, Cli, Command};
+use token_broker::cli::{one_line, run, Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -21,8 +21,8 @@ async fn main() -> std::process::ExitCode {
     }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("token-broker: {message}");
+        Err(error) => {
+            eprintln!("token-broker: {}", one_line(&error));
             std::process::ExitCode::FAILURE
         }
     }

@@ -6,6 +6,7 @@ mod user;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
@@ -200,8 +201,9 @@ pub enum KeysCommand {
     },
 }
 
-/// Runs the parsed command; the error is one line for the operator.
-pub async fn run(cli: Cli) -> Result<(), String> {
+/// Runs the parsed command. Its error carries the context of each layer it crossed;
+/// [`one_line`] words it for the operator.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::User(command) = cli.command {
         // Client commands log nothing below warnings, and only to stderr: `token ID` prints
         // the token alone on stdout.
@@ -213,7 +215,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         return operator::generate_key(id.as_deref());
     }
     let dev = matches!(cli.command, Command::Serve { dev: true });
-    let config = Config::from_env(dev).map_err(|e| format!("configuration error: {e}"))?;
+    let config = Config::from_env(dev).context("configuration error")?;
     match cli.command {
         Command::Serve { .. } => serve::serve(config).await,
         Command::Migrate => serve::migrate(config).await,
@@ -222,5 +224,51 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(KeysCommand::Generate { .. }) => Ok(()),
         Command::Audit { token, user, limit } => operator::audit(config, token, user, limit).await,
         Command::User(_) => Ok(()),
+    }
+}
+
+/// An error and its causes on one line, outermost first, joined by `: `. A cause whose
+/// wording the line already holds is left out: many errors repeat their source's message in
+/// their own.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not fetch x: {source}")]
+    struct Repeats {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_is_one_line_with_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let error = anyhow::Error::from(io).context("cannot read a.yaml");
+        assert_eq!(one_line(&error), "cannot read a.yaml: gone");
+        let repeated = anyhow::Error::from(Repeats {
+            source: std::io::Error::other("refused"),
+        })
+        .context("login failed");
+        assert_eq!(
+            one_line(&repeated),
+            "login failed: could not fetch x: refused"
+        );
+        let multiline = anyhow::anyhow!("first\nsecond");
+        assert_eq!(one_line(&multiline), "first second");
     }
 }

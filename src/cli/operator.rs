@@ -1,5 +1,6 @@
 //! Operator commands: `cleanup`, `keys generate`, `keys rotate`, `audit`.
 
+use anyhow::{anyhow, bail, Context};
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
@@ -12,22 +13,22 @@ use crate::crypto::Keyring;
 use crate::vault::AuditQuery;
 use crate::{cleanup, key_rotation};
 
-pub fn generate_key(id: Option<&str>) -> Result<(), String> {
+pub fn generate_key(id: Option<&str>) -> anyhow::Result<()> {
     let default_id = Utc::now().format("%Y-%m").to_string();
-    let entry = Keyring::generate_entry(id.unwrap_or(&default_id)).map_err(|e| e.to_string())?;
+    let entry = Keyring::generate_entry(id.unwrap_or(&default_id))?;
     println!("{}", entry.as_str());
     eprintln!("Put this entry first in TOKEN_ENCRYPTION_KEYS, restart, then run `token-broker keys rotate`.");
     Ok(())
 }
 
 /// One clean-up pass. Audit records are written; webhooks are sent only by `serve`.
-pub async fn cleanup(config: Config) -> Result<(), String> {
+pub async fn cleanup(config: Config) -> anyhow::Result<()> {
     announce(&config);
     let retention = cleanup::Retention {
         rows: config.retention,
         audit: config.audit_retention,
     };
-    let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
+    let vault = open_vault(&config).await?;
     let journal = Journal::new(vault.clone(), None);
     let report = cleanup::clean_up(
         vault.as_ref(),
@@ -36,7 +37,7 @@ pub async fn cleanup(config: Config) -> Result<(), String> {
         retention,
     )
     .await
-    .map_err(|e| format!("clean-up failed: {e}"))?;
+    .context("clean-up failed")?;
     println!(
         "expired {}, purged {}, audit records purged {}",
         report.expired, report.purged, report.audit_purged
@@ -44,16 +45,14 @@ pub async fn cleanup(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
+pub async fn rotate_keys(config: Config, batch: u32) -> anyhow::Result<()> {
     if batch == 0 {
-        return Err("--batch must be at least 1".into());
+        bail!("--batch must be at least 1");
     }
     announce(&config);
-    let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
+    let vault = open_vault(&config).await?;
     let keyring = &config.keyring;
-    let total = key_rotation::remaining(vault.as_ref(), keyring)
-        .await
-        .map_err(|e| e.to_string())?;
+    let total = key_rotation::remaining(vault.as_ref(), keyring).await?;
     let target = keyring.sealing_key_id().as_str();
     eprintln!("{total} sealed value(s) to re-seal under key `{target}`");
     let bar = ProgressBar::new(total);
@@ -63,11 +62,9 @@ pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
     let journal = Journal::new(vault.clone(), None);
     let report = key_rotation::rotate(vault.as_ref(), keyring, &journal, batch, |n| bar.inc(n))
         .await
-        .map_err(|e| format!("rotation stopped: {e}; run it again to resume"))?;
+        .map_err(|e| anyhow!("rotation stopped: {e}; run it again to resume"))?;
     bar.finish_and_clear();
-    let left = key_rotation::remaining(vault.as_ref(), keyring)
-        .await
-        .map_err(|e| e.to_string())?;
+    let left = key_rotation::remaining(vault.as_ref(), keyring).await?;
     println!(
         "re-sealed {}, changed meanwhile {}, failed {}, stored access tokens dropped {}, \
          still under other keys {left}",
@@ -77,11 +74,11 @@ pub async fn rotate_keys(config: Config, batch: u32) -> Result<(), String> {
         report.dropped_access_tokens
     );
     if let Some((id, reason)) = report.failed.first() {
-        return Err(format!(
+        bail!(
             "{} sealed value(s) could not be opened (first: row {id}: {reason}); \
              add the missing key to TOKEN_ENCRYPTION_KEYS and run again",
             report.failed.len()
-        ));
+        );
     }
     Ok(())
 }
@@ -91,19 +88,16 @@ pub async fn audit(
     token: Option<Uuid>,
     user: Option<String>,
     limit: u32,
-) -> Result<(), String> {
-    let vault = open_vault(&config).await.map_err(|e| e.to_string())?;
+) -> anyhow::Result<()> {
+    let vault = open_vault(&config).await?;
     let query = match (token, user) {
         (Some(token), _) => AuditQuery::Token(token),
         (None, Some(user)) => AuditQuery::User(user),
-        (None, None) => return Err("give --token or --user".into()),
+        (None, None) => bail!("give --token or --user"),
     };
-    let records = vault
-        .audit_trail(&query, limit)
-        .await
-        .map_err(|e| e.to_string())?;
+    let records = vault.audit_trail(&query, limit).await?;
     for record in records {
-        let line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        let line = serde_json::to_string(&record).context("cannot print an audit record")?;
         println!("{line}");
     }
     Ok(())

@@ -1,26 +1,25 @@
 //! `serve` and `migrate`, logging, and graceful shutdown.
 
+use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{open_vault, Application};
 use crate::config::{Config, Storage};
 
-pub async fn serve(config: Config) -> Result<(), String> {
+pub async fn serve(config: Config) -> anyhow::Result<()> {
     announce(&config);
     let shutdown = shutdown_signal();
-    let app = Application::build(config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = app.local_addr().map_err(|e| e.to_string())?;
+    let app = Application::build(config).await?;
+    let addr = app.local_addr()?;
     tracing::info!(%addr, "token-broker listening");
     app.run_until_stopped(shutdown)
         .await
-        .map_err(|e| format!("server error: {e}"))
+        .context("server error")
 }
 
-pub async fn migrate(config: Config) -> Result<(), String> {
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
     announce(&config);
-    open_vault(&config).await.map_err(|e| e.to_string())?;
+    open_vault(&config).await?;
     tracing::info!("migrations applied");
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,7 +12,7 @@ use serde_json::Value;
 
 use super::{LoginMethod, TaskKeyCommand, UserCommand};
 use crate::api::{CreateTaskKey, Status, TaskKeyView, TokenView};
-use crate::client::broker::BrokerApi;
+use crate::client::broker::{parse_base, BrokerApi};
 use crate::client::fresh_session;
 use crate::client::login::{credentials_login, device_login, scopes, Provider};
 use crate::client::store::{default_path, Kind, LockedConfig};
@@ -25,7 +26,7 @@ pub async fn run(
     command: UserCommand,
     config: Option<PathBuf>,
     broker: Option<String>,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     // A task needs no login, no config file: only its key and the broker's address.
     if let UserCommand::TaskToken {
         key_file,
@@ -52,7 +53,7 @@ pub async fn run(
             let mut config = LockedConfig::open(&path)?;
             let issuer = issuer
                 .or_else(|| config.issuer().map(str::to_owned))
-                .ok_or(
+                .context(
                     "no issuer: pass --issuer URL (or set TOKEN_BROKER_ISSUER) the first time",
                 )?;
             let provider = Provider::discover(&issuer).await?;
@@ -69,7 +70,7 @@ pub async fn run(
                 LoginMethod::Credentials => {
                     let secret = client_secret
                         .map(SecretString::from)
-                        .ok_or("--method credentials needs --client-secret (or TOKEN_BROKER_CLIENT_SECRET)")?;
+                        .context("--method credentials needs --client-secret (or TOKEN_BROKER_CLIENT_SECRET)")?;
                     // No default scope here: service accounts ask only for what they name.
                     let wanted = match (scope.as_deref(), offline) {
                         (None, false) => Vec::new(),
@@ -130,7 +131,7 @@ async fn run_broker_command(
     command: UserCommand,
     path: &Path,
     broker: Option<String>,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let session = fresh_session(path).await?;
     let base = match broker {
         Some(url) => url,
@@ -155,7 +156,7 @@ async fn run_broker_command(
                     wait_for_consent(&mut api, path, &id, Duration::from_secs(timeout)).await?;
                 println!("{id} {}", describe(&status));
                 if status.status != Status::Active {
-                    return Err(format!("consent ended {}", describe(&status)));
+                    bail!("consent ended {}", describe(&status));
                 }
             } else {
                 println!("{id}");
@@ -215,9 +216,9 @@ async fn run_broker_command(
 /// A status read during a long wait: the stored login is renewed first when it is about to
 /// expire (under the file lock, as every command does), since a person may take longer to
 /// consent than an access token lives.
-async fn poll_status(api: &mut BrokerApi, path: &Path, id: &str) -> Result<TokenView, String> {
+async fn poll_status(api: &mut BrokerApi, path: &Path, id: &str) -> anyhow::Result<TokenView> {
     api.set_bearer(fresh_session(path).await?.access_token);
-    api.status(id).await
+    Ok(api.status(id).await?)
 }
 
 async fn wait_for_consent(
@@ -225,7 +226,7 @@ async fn wait_for_consent(
     path: &Path,
     id: &str,
     timeout: Duration,
-) -> Result<TokenView, String> {
+) -> anyhow::Result<TokenView> {
     let spinner = ProgressBar::new_spinner();
     if let Ok(style) = ProgressStyle::with_template("{spinner} waiting for consent… {elapsed}") {
         spinner.set_style(style);
@@ -241,7 +242,7 @@ async fn wait_for_consent(
             break Ok(status);
         }
         if started.elapsed() > timeout {
-            break Err(format!(
+            break Err(anyhow!(
                 "no decision within {} s; still pending",
                 timeout.as_secs()
             ));
@@ -252,7 +253,7 @@ async fn wait_for_consent(
     result
 }
 
-async fn task_key_command(api: &BrokerApi, command: TaskKeyCommand) -> Result<(), String> {
+async fn task_key_command(api: &BrokerApi, command: TaskKeyCommand) -> anyhow::Result<()> {
     match command {
         TaskKeyCommand::Create {
             id,
@@ -315,12 +316,12 @@ fn describe_key(key: &TaskKeyView) -> String {
 }
 
 /// RFC 3339, or a duration from now: `90m`, `12h`, `7d`.
-fn parse_expiry(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+fn parse_expiry(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
     let bad =
-        || format!("--expires `{text}` is neither RFC 3339 nor a duration like 90m, 12h or 7d");
+        || anyhow!("--expires `{text}` is neither RFC 3339 nor a duration like 90m, 12h or 7d");
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
     let n: i64 = number.parse().map_err(|_| bad())?;
     let duration = match unit {
@@ -340,12 +341,11 @@ async fn task_token_command(
     watch: bool,
     scope: Option<String>,
     broker: Option<String>,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let key = task_token::read_key(key_file.as_deref())?;
     let base = broker.unwrap_or_else(|| DEFAULT_BROKER.to_owned());
-    let broker =
-        url::Url::parse(&base).map_err(|e| format!("broker URL `{base}` is not a URL: {e}"))?;
-    let http = crate::oidc::http_client().map_err(|e| e.to_string())?;
+    let broker = parse_base(&base)?;
+    let http = crate::oidc::http_client().context("cannot build an HTTP client")?;
     match (sink, watch) {
         (Some(sink), true) => {
             task_token::watch(
@@ -377,7 +377,7 @@ async fn wait_for_reconsent(
     id: &str,
     before: &TokenView,
     timeout: Duration,
-) -> Result<TokenView, String> {
+) -> anyhow::Result<TokenView> {
     let started = Instant::now();
     loop {
         let status = poll_status(api, path, id).await?;
@@ -385,11 +385,11 @@ async fn wait_for_reconsent(
             return Ok(status);
         }
         if started.elapsed() > timeout {
-            return Err(format!(
+            bail!(
                 "no new consent within {} s; the token is {}",
                 timeout.as_secs(),
                 describe(&status)
-            ));
+            );
         }
         tokio::time::sleep(POLL_EVERY).await;
     }

@@ -12,6 +12,43 @@ use crate::api::{
     TokenPage, TokenView,
 };
 
+/// Why a call to the broker did not give its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker URL `{url}` is not a URL")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("cannot reach the broker at {base}")]
+    Unreachable {
+        base: Url,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the broker's answer broke off")]
+    BrokeOff(#[source] reqwest::Error),
+    #[error("the broker answered {status} with an unexpected body")]
+    Unexpected {
+        status: StatusCode,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The stored login (the bearer) was refused: signing in again is the way out.
+    #[error("the broker refused the stored login ({message}); run `token-broker login`")]
+    LoginRefused { message: String },
+    /// Any other refusal, with the broker's error code and message.
+    #[error("broker: {code}: {message}")]
+    Refused {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    #[error("cannot build an HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
 pub struct BrokerApi {
     http: reqwest::Client,
     base: Url,
@@ -19,10 +56,9 @@ pub struct BrokerApi {
 }
 
 impl BrokerApi {
-    pub fn new(base: &str, bearer: SecretString) -> Result<Self, String> {
-        let base =
-            Url::parse(base).map_err(|e| format!("broker URL `{base}` is not a URL: {e}"))?;
-        let http = crate::oidc::http_client().map_err(|e| e.to_string())?;
+    pub fn new(base: &str, bearer: SecretString) -> Result<Self, BrokerError> {
+        let base = parse_base(base)?;
+        let http = crate::oidc::http_client().map_err(BrokerError::Client)?;
         Ok(Self { http, base, bearer })
     }
 
@@ -31,7 +67,7 @@ impl BrokerApi {
         self.bearer = bearer;
     }
 
-    pub async fn consent(&self, task_id: &str) -> Result<ConsentResponse, String> {
+    pub async fn consent(&self, task_id: &str) -> Result<ConsentResponse, BrokerError> {
         let request = ConsentRequest {
             task_id: task_id.to_owned(),
             redirect_uri: None,
@@ -41,7 +77,7 @@ impl BrokerApi {
             .await
     }
 
-    pub async fn reconsent(&self, id: &str) -> Result<ConsentResponse, String> {
+    pub async fn reconsent(&self, id: &str) -> Result<ConsentResponse, BrokerError> {
         let request = ReconsentRequest::default();
         self.call(Method::POST, &paths::reconsent(id), Some(&request))
             .await
@@ -51,26 +87,30 @@ impl BrokerApi {
         &self,
         id: &str,
         request: &CreateTaskKey,
-    ) -> Result<CreatedTaskKey, String> {
+    ) -> Result<CreatedTaskKey, BrokerError> {
         self.call(Method::POST, &paths::task_keys(id), Some(request))
             .await
     }
 
-    pub async fn task_keys(&self, id: &str) -> Result<TaskKeyList, String> {
+    pub async fn task_keys(&self, id: &str) -> Result<TaskKeyList, BrokerError> {
         self.call(Method::GET, &paths::task_keys(id), NO_BODY).await
     }
 
-    pub async fn revoke_task_key(&self, id: &str, key_id: &str) -> Result<TaskKeyView, String> {
+    pub async fn revoke_task_key(
+        &self,
+        id: &str,
+        key_id: &str,
+    ) -> Result<TaskKeyView, BrokerError> {
         self.call(Method::DELETE, &paths::task_key(id, key_id), NO_BODY)
             .await
     }
 
-    pub async fn status(&self, id: &str) -> Result<TokenView, String> {
+    pub async fn status(&self, id: &str) -> Result<TokenView, BrokerError> {
         self.call(Method::GET, &paths::offline_token(id), NO_BODY)
             .await
     }
 
-    pub async fn list(&self, task_id: Option<&str>) -> Result<Vec<TokenView>, String> {
+    pub async fn list(&self, task_id: Option<&str>) -> Result<Vec<TokenView>, BrokerError> {
         let mut items = Vec::new();
         let mut offset = 0u64;
         loop {
@@ -90,7 +130,10 @@ impl BrokerApi {
         }
     }
 
-    pub async fn access_token(&self, id: &str) -> Result<AccessTokenResponse<'static>, String> {
+    pub async fn access_token(
+        &self,
+        id: &str,
+    ) -> Result<AccessTokenResponse<'static>, BrokerError> {
         let request = AccessTokenRequest {
             persistent_token_id: Some(id.to_owned()),
             scope: None,
@@ -99,7 +142,7 @@ impl BrokerApi {
             .await
     }
 
-    pub async fn revoke(&self, id: &str) -> Result<RevokeResponse, String> {
+    pub async fn revoke(&self, id: &str) -> Result<RevokeResponse, BrokerError> {
         self.call(Method::DELETE, &paths::offline_token(id), NO_BODY)
             .await
     }
@@ -109,13 +152,16 @@ impl BrokerApi {
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
-    ) -> Result<T, String> {
+    ) -> Result<T, BrokerError> {
         let url = self.url(path)?;
         self.send(method, url, body).await
     }
 
-    fn url(&self, path: &str) -> Result<Url, String> {
-        self.base.join(path).map_err(|e| e.to_string())
+    fn url(&self, path: &str) -> Result<Url, BrokerError> {
+        self.base.join(path).map_err(|source| BrokerError::BadUrl {
+            url: format!("{}{path}", self.base),
+            source,
+        })
     }
 
     async fn send<T: DeserializeOwned>(
@@ -123,7 +169,7 @@ impl BrokerApi {
         method: Method,
         url: Url,
         body: Option<&impl Serialize>,
-    ) -> Result<T, String> {
+    ) -> Result<T, BrokerError> {
         let mut request = self
             .http
             .request(method, url)
@@ -134,39 +180,50 @@ impl BrokerApi {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("cannot reach the broker at {}: {e}", self.base))?;
-        read_answer(response, |status, refusal| match status {
-            StatusCode::UNAUTHORIZED => format!(
-                "the broker refused the stored login ({}); run `token-broker login`",
-                refusal.message
-            ),
-            _ => format!("broker: {}: {}", refusal.error, refusal.message),
+            .map_err(|source| BrokerError::Unreachable {
+                base: self.base.clone(),
+                source,
+            })?;
+        read_answer(response).await.map_err(|e| match e {
+            BrokerError::Refused {
+                status: StatusCode::UNAUTHORIZED,
+                message,
+                ..
+            } => BrokerError::LoginRefused { message },
+            other => other,
         })
-        .await
     }
 }
 
 /// No request body, typed.
 const NO_BODY: Option<&()> = None;
 
+/// The broker's base URL, parsed.
+pub fn parse_base(url: &str) -> Result<Url, BrokerError> {
+    Url::parse(url).map_err(|source| BrokerError::BadUrl {
+        url: url.to_owned(),
+        source,
+    })
+}
+
 /// A broker answer read as the wire contract says: a success's JSON as `T`, or its error body
-/// (`HTTP <status>` when there is none) worded by `refused`.
+/// as [`BrokerError::Refused`] (`HTTP <status>` when there is none).
 pub(crate) async fn read_answer<T: DeserializeOwned>(
     response: reqwest::Response,
-    refused: impl FnOnce(StatusCode, ErrorBody) -> String,
-) -> Result<T, String> {
+) -> Result<T, BrokerError> {
     let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("the broker's answer broke off: {e}"))?;
+    let bytes = response.bytes().await.map_err(BrokerError::BrokeOff)?;
     if status.is_success() {
         return serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the broker answered {status} with an unexpected body: {e}"));
+            .map_err(|source| BrokerError::Unexpected { status, source });
     }
     let refusal = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
         error: "error".into(),
         message: format!("HTTP {status}"),
     });
-    Err(refused(status, refusal))
+    Err(BrokerError::Refused {
+        status,
+        code: refusal.error,
+        message: refusal.message,
+    })
 }

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use anyhow::{anyhow, Context};
 use chrono::Utc;
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
@@ -26,11 +27,11 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub async fn discover(issuer: &str) -> Result<Self, String> {
-        let http = http_client().map_err(|e| e.to_string())?;
+    pub async fn discover(issuer: &str) -> anyhow::Result<Self> {
+        let http = http_client().context("cannot build an HTTP client")?;
         let issuer =
-            Url::parse(issuer).map_err(|e| format!("issuer `{issuer}` is not a URL: {e}"))?;
-        let metadata = discover(&http, &issuer).await.map_err(|e| e.to_string())?;
+            Url::parse(issuer).with_context(|| format!("issuer `{issuer}` is not a URL"))?;
+        let metadata = discover(&http, &issuer).await?;
         Ok(Self {
             http,
             token_url: metadata.token_endpoint,
@@ -59,11 +60,11 @@ pub async fn device_login(
     client_id: &str,
     scopes: &[String],
     out: &mut impl Write,
-) -> Result<Session, String> {
+) -> anyhow::Result<Session> {
     let device_url = provider
         .device_url
         .clone()
-        .ok_or("the provider offers no device authorization endpoint")?;
+        .context("the provider offers no device authorization endpoint")?;
     let client = BasicClient::new(ClientId::new(client_id.to_owned()))
         .set_device_authorization_url(DeviceAuthorizationUrl::from_url(device_url))
         .set_token_uri(TokenUrl::from_url(provider.token_url.clone()));
@@ -72,7 +73,7 @@ pub async fn device_login(
         .add_scopes(scopes.iter().cloned().map(Scope::new))
         .request_async(&provider.http)
         .await
-        .map_err(|e| format!("the provider refused the device login: {}", describe(&e)))?;
+        .map_err(|e| anyhow!("the provider refused the device login: {}", describe(&e)))?;
     let _ = writeln!(
         out,
         "To sign in, open {} and enter the code {}",
@@ -90,12 +91,12 @@ pub async fn device_login(
         .map_err(|e| match &e {
             RequestTokenError::ServerResponse(r) => match r.error() {
                 DeviceCodeErrorResponseType::ExpiredToken => {
-                    "the code expired before it was approved; run login again".to_owned()
+                    anyhow!("the code expired before it was approved; run login again")
                 }
-                DeviceCodeErrorResponseType::AccessDenied => "sign-in was refused".to_owned(),
-                other => format!("the provider refused the login: {other}"),
+                DeviceCodeErrorResponseType::AccessDenied => anyhow!("sign-in was refused"),
+                other => anyhow!("the provider refused the login: {other}"),
             },
-            other => format!("the login failed: {}", describe(other)),
+            other => anyhow!("the login failed: {}", describe(other)),
         })?;
     Ok(session_from(client_id, None, &token, None))
 }
@@ -106,7 +107,7 @@ pub async fn credentials_login(
     client_id: &str,
     client_secret: &SecretString,
     scopes: &[String],
-) -> Result<Session, String> {
+) -> anyhow::Result<Session> {
     let client = BasicClient::new(ClientId::new(client_id.to_owned()))
         .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_owned()))
         .set_token_uri(TokenUrl::from_url(provider.token_url.clone()));
@@ -116,7 +117,7 @@ pub async fn credentials_login(
         .request_async(&provider.http)
         .await
         .map_err(|e| {
-            format!(
+            anyhow!(
                 "the provider refused the client credentials: {}",
                 describe(&e)
             )
@@ -131,7 +132,7 @@ pub async fn credentials_login(
 
 /// A fresh session: the refresh grant for a person (keeping a rotated refresh token), the
 /// client credentials grant again for a service account.
-pub async fn renew(provider: &Provider, session: &Session) -> Result<Session, String> {
+pub async fn renew(provider: &Provider, session: &Session) -> anyhow::Result<Session> {
     if let Some(secret) = &session.client_secret {
         let scopes: Vec<String> = session
             .scope
@@ -145,7 +146,7 @@ pub async fn renew(provider: &Provider, session: &Session) -> Result<Session, St
     let refresh_token = session
         .refresh_token
         .as_ref()
-        .ok_or("the stored login has expired and cannot be renewed; run `token-broker login`")?;
+        .context("the stored login has expired and cannot be renewed; run `token-broker login`")?;
     let client = BasicClient::new(ClientId::new(session.client_id.clone()))
         .set_token_uri(TokenUrl::from_url(provider.token_url.clone()));
     let token = client
@@ -156,9 +157,9 @@ pub async fn renew(provider: &Provider, session: &Session) -> Result<Session, St
             RequestTokenError::ServerResponse(r)
                 if *r.error() == BasicErrorResponseType::InvalidGrant =>
             {
-                "the stored login was revoked or has expired; run `token-broker login`".to_owned()
+                anyhow!("the stored login was revoked or has expired; run `token-broker login`")
             }
-            other => format!("renewing the login failed: {}", describe(other)),
+            other => anyhow!("renewing the login failed: {}", describe(other)),
         })?;
     Ok(session_from(
         &session.client_id,

@@ -9,6 +9,7 @@ pub mod task_token;
 
 use std::path::Path;
 
+use anyhow::Context;
 use chrono::Utc;
 
 use login::{renew, Provider, RENEW_MARGIN};
@@ -17,7 +18,7 @@ use store::{Kind, LockedConfig, Session};
 /// The signed-in session (a person's before a service account's), renewed first if it is about
 /// to expire. The config stays locked throughout, so a concurrent CLI process waits and then
 /// finds the renewed tokens instead of spending the same refresh token again.
-pub async fn fresh_session(path: &Path) -> Result<Session, String> {
+pub async fn fresh_session(path: &Path) -> anyhow::Result<Session> {
     let mut config = LockedConfig::open(path)?;
     let mut found = None;
     for kind in [Kind::Device, Kind::Client] {
@@ -26,7 +27,7 @@ pub async fn fresh_session(path: &Path) -> Result<Session, String> {
             break;
         }
     }
-    let (kind, session) = found.ok_or("not signed in; run `token-broker login`")?;
+    let (kind, session) = found.context("not signed in; run `token-broker login`")?;
     let margin = chrono::Duration::from_std(RENEW_MARGIN).unwrap_or_default();
     let fresh = session
         .expires_at
@@ -36,7 +37,7 @@ pub async fn fresh_session(path: &Path) -> Result<Session, String> {
     }
     let issuer = config
         .issuer()
-        .ok_or("the config file names no issuer; run `token-broker login --issuer URL`")?
+        .context("the config file names no issuer; run `token-broker login --issuer URL`")?
         .to_owned();
     let provider = Provider::discover(&issuer).await?;
     let renewed = renew(&provider, &session).await?;

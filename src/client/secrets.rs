@@ -12,6 +12,19 @@ use zeroize::Zeroizing;
 pub const PREFIX: &str = "secure://";
 const NONCE_LEN: usize = 12;
 
+/// Why a `secure://` value could not be sealed or opened; names the field, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("cannot encrypt {field}")]
+    Encrypt { field: String },
+    #[error(
+        "cannot decrypt {field} in the config file: wrong secrets key \
+         (secrets-encryption or TOKEN_BROKER_SECRETS_KEY) or a damaged value; set the \
+         right key, or run `token-broker logout` (it needs no key) and sign in again"
+    )]
+    Decrypt { field: String },
+}
+
 /// The key that encrypts token values in config.yaml.
 pub struct SecretsKey(Aes256Gcm);
 
@@ -32,7 +45,7 @@ impl SecretsKey {
         (Self(Aes256Gcm::new(&(*key).into())), encoded)
     }
 
-    pub fn encrypt(&self, field: &str, value: &str) -> Result<String, String> {
+    pub fn encrypt(&self, field: &str, value: &str) -> Result<String, SecretsError> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let sealed = self
             .0
@@ -43,19 +56,17 @@ impl SecretsKey {
                     aad: field.as_bytes(),
                 },
             )
-            .map_err(|_| format!("cannot encrypt {field}"))?;
+            .map_err(|_| SecretsError::Encrypt {
+                field: field.to_owned(),
+            })?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&sealed);
         Ok(format!("{PREFIX}{}", STANDARD.encode(blob)))
     }
 
-    pub fn decrypt(&self, field: &str, value: &str) -> Result<SecretString, String> {
-        let wrong = || {
-            format!(
-                "cannot decrypt {field} in the config file: wrong secrets key \
-                 (secrets-encryption or TOKEN_BROKER_SECRETS_KEY) or a damaged value; set the \
-                 right key, or run `token-broker logout` (it needs no key) and sign in again"
-            )
+    pub fn decrypt(&self, field: &str, value: &str) -> Result<SecretString, SecretsError> {
+        let wrong = || SecretsError::Decrypt {
+            field: field.to_owned(),
         };
         let encoded = value.strip_prefix(PREFIX).ok_or_else(wrong)?;
         let blob = STANDARD.decode(encoded).map_err(|_| wrong())?;

@@ -11,11 +11,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::secrets::{is_encrypted, SecretsKey};
+use super::secrets::{is_encrypted, SecretsError, SecretsKey};
 
 pub const KEY_ENV: &str = "TOKEN_BROKER_SECRETS_KEY";
 pub const KEY_FILE_ENV: &str = "TOKEN_BROKER_SECRETS_KEY_FILE";
@@ -104,13 +105,13 @@ impl StoredToken {
 }
 
 /// The default location: `$TOKEN_BROKER_CONFIG`, else `<user config dir>/token-broker/config.yaml`.
-pub fn default_path() -> Result<PathBuf, String> {
+pub fn default_path() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("TOKEN_BROKER_CONFIG") {
         return Ok(PathBuf::from(path));
     }
     dirs::config_dir()
         .map(|dir| dir.join("token-broker").join("config.yaml"))
-        .ok_or_else(|| "no user config directory; set TOKEN_BROKER_CONFIG".into())
+        .context("no user config directory; set TOKEN_BROKER_CONFIG")
 }
 
 /// `config.yaml`, open and locked until dropped.
@@ -124,7 +125,7 @@ pub struct LockedConfig {
 impl LockedConfig {
     /// Locks and reads the file (an absent file is an empty config). Plain-text token values
     /// found in it are encrypted and written back at once.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
         let lock = lock_file(path)?;
         let mut model = read_model(path)?;
         let (key, created) = resolve_key(&mut model)?;
@@ -151,7 +152,7 @@ impl LockedConfig {
     /// `logout`: removes every stored login and keeps the rest of the file, without needing
     /// the secrets key (a lost or wrong key is exactly when a user needs this). Returns whether
     /// there was anything to remove.
-    pub fn forget_sessions(path: &Path) -> Result<bool, String> {
+    pub fn forget_sessions(path: &Path) -> anyhow::Result<bool> {
         let lock = lock_file(path)?;
         let mut model = read_model(path)?;
         let had = model.device_token.take().is_some() | model.client_token.take().is_some();
@@ -174,7 +175,7 @@ impl LockedConfig {
         self.model.broker_url.as_deref()
     }
 
-    pub fn session(&self, kind: Kind) -> Result<Option<Session>, String> {
+    pub fn session(&self, kind: Kind) -> Result<Option<Session>, SecretsError> {
         let Some(stored) = self.stored(kind) else {
             return Ok(None);
         };
@@ -198,7 +199,7 @@ impl LockedConfig {
         }))
     }
 
-    pub fn set_session(&mut self, kind: Kind, session: &Session) -> Result<(), String> {
+    pub fn set_session(&mut self, kind: Kind, session: &Session) -> Result<(), SecretsError> {
         let field = |name: &str| format!("{}.{name}", kind.field());
         let seal = |name: &str, value: &SecretString| {
             self.key.encrypt(&field(name), value.expose_secret())
@@ -225,7 +226,7 @@ impl LockedConfig {
 
     /// Writes the whole file atomically: a 0600 temporary file in the same directory, synced,
     /// then renamed over the old one.
-    pub fn save(&self) -> Result<(), String> {
+    pub fn save(&self) -> anyhow::Result<()> {
         write_model(&self.path, &self.model)
     }
 
@@ -244,7 +245,7 @@ impl LockedConfig {
     }
 
     /// Encrypts token values an older version (or a person) left in plain text.
-    fn encrypt_plain_values(&mut self) -> Result<bool, String> {
+    fn encrypt_plain_values(&mut self) -> Result<bool, SecretsError> {
         let mut migrated = false;
         for kind in [Kind::Device, Kind::Client] {
             let key = &self.key;
@@ -268,33 +269,34 @@ impl LockedConfig {
 /// `TOKEN_BROKER_SECRETS_KEY_FILE`, else `secrets-encryption` in the file. A new key is made
 /// only when nothing encrypted exists yet: a new key could never open old values, so replacing
 /// a lost one silently would only hide the loss.
-fn resolve_key(model: &mut FileModel) -> Result<(SecretsKey, bool), String> {
+fn resolve_key(model: &mut FileModel) -> anyhow::Result<(SecretsKey, bool)> {
     if let Ok(value) = std::env::var(KEY_ENV) {
         let key = SecretsKey::parse(&value)
-            .ok_or_else(|| format!("{KEY_ENV} is not base64 of 32 bytes"))?;
+            .with_context(|| format!("{KEY_ENV} is not base64 of 32 bytes"))?;
         return Ok((key, false));
     }
     if let Some(path) = std::env::var_os(KEY_FILE_ENV) {
-        let text = zeroize::Zeroizing::new(fs::read_to_string(&path).map_err(|e| {
+        let text = zeroize::Zeroizing::new(fs::read_to_string(&path).with_context(|| {
             format!(
-                "cannot read {KEY_FILE_ENV} ({}): {e}",
+                "cannot read {KEY_FILE_ENV} ({})",
                 Path::new(&path).display()
             )
         })?);
-        let key = SecretsKey::parse(&text)
-            .ok_or_else(|| format!("{KEY_FILE_ENV}: the file does not hold base64 of 32 bytes"))?;
+        let key = SecretsKey::parse(&text).with_context(|| {
+            format!("{KEY_FILE_ENV}: the file does not hold base64 of 32 bytes")
+        })?;
         return Ok((key, false));
     }
     if let Some(value) = &model.secrets_encryption {
         let key = SecretsKey::parse(value)
-            .ok_or("secrets-encryption in the config file is not base64 of 32 bytes")?;
+            .context("secrets-encryption in the config file is not base64 of 32 bytes")?;
         return Ok((key, false));
     }
     if holds_encrypted_values(model) {
-        return Err(format!(
+        bail!(
             "the config file holds encrypted tokens but no key: set {KEY_ENV} (or \
              {KEY_FILE_ENV}), or run `token-broker logout` (it needs no key) and sign in again"
-        ));
+        );
     }
     let (key, encoded) = SecretsKey::generate();
     model.secrets_encryption = Some(encoded.to_string());
@@ -302,34 +304,33 @@ fn resolve_key(model: &mut FileModel) -> Result<(SecretsKey, bool), String> {
 }
 
 /// Takes the exclusive lock on `config.yaml.lock` (creating the directory, 0700, if needed).
-fn lock_file(path: &Path) -> Result<File, String> {
+fn lock_file(path: &Path) -> anyhow::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::config::create_private_dir(dir)?;
+        crate::config::create_private_dir(dir).map_err(anyhow::Error::msg)?;
     }
     let lock_path = path.with_extension("yaml.lock");
     let lock = private_options(OpenOptions::new().create(true).truncate(false).write(true))
         .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
     lock.lock()
-        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     Ok(lock)
 }
 
 /// The file's contents; an absent file is an empty config.
-fn read_model(path: &Path) -> Result<FileModel, String> {
+fn read_model(path: &Path) -> anyhow::Result<FileModel> {
     match fs::read_to_string(path) {
         Ok(text) => serde_yaml_ng::from_str(&text)
-            .map_err(|e| format!("{} is not a valid config file: {e}", path.display())),
+            .with_context(|| format!("{} is not a valid config file", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileModel::default()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
 /// Writes the whole file atomically: a 0600 temporary file in the same directory, synced,
 /// then renamed over the old one.
-fn write_model(path: &Path, model: &FileModel) -> Result<(), String> {
-    let text =
-        serde_yaml_ng::to_string(model).map_err(|e| format!("cannot serialise the config: {e}"))?;
+fn write_model(path: &Path, model: &FileModel) -> anyhow::Result<()> {
+    let text = serde_yaml_ng::to_string(model).context("cannot serialise the config")?;
     let temp = path.with_extension(format!("yaml.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = private_options(OpenOptions::new().create(true).truncate(true).write(true))
@@ -338,14 +339,15 @@ fn write_model(path: &Path, model: &FileModel) -> Result<(), String> {
         file.sync_all()?;
         fs::rename(&temp, path)
     };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    write()
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Fails, naming the first value, when `key` cannot open an encrypted value in the file.
-fn check_key_opens_all(model: &FileModel, key: &SecretsKey) -> Result<(), String> {
+fn check_key_opens_all(model: &FileModel, key: &SecretsKey) -> Result<(), SecretsError> {
     for kind in [Kind::Device, Kind::Client] {
         let stored = match kind {
             Kind::Device => model.device_token.as_ref(),

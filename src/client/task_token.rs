@@ -6,10 +6,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::broker::read_answer;
+use super::broker::{read_answer, BrokerError};
 use crate::api::{AccessTokenRequest, AccessTokenResponse};
 
 pub const KEY_ENV: &str = "TOKEN_BROKER_TASK_KEY";
@@ -21,23 +22,21 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 
 /// The task key: from `TOKEN_BROKER_TASK_KEY`, else the file. Never from the command line,
 /// where other users of the machine could read it.
-pub fn read_key(file: Option<&Path>) -> Result<SecretString, String> {
+pub fn read_key(file: Option<&Path>) -> anyhow::Result<SecretString> {
     if let Some(path) = file {
         let text = zeroize::Zeroizing::new(
             fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the task key file {}: {e}", path.display()))?,
+                .with_context(|| format!("cannot read the task key file {}", path.display()))?,
         );
         let key = text.trim();
         if key.is_empty() {
-            return Err(format!("the task key file {} is empty", path.display()));
+            bail!("the task key file {} is empty", path.display());
         }
         return Ok(SecretString::from(key.to_owned()));
     }
     match std::env::var(KEY_ENV) {
         Ok(key) if !key.trim().is_empty() => Ok(SecretString::from(key.trim().to_owned())),
-        _ => Err(format!(
-            "no task key: set {KEY_ENV} or pass --key-file FILE"
-        )),
+        _ => bail!("no task key: set {KEY_ENV} or pass --key-file FILE"),
     }
 }
 
@@ -53,10 +52,13 @@ pub async fn fetch(
     broker: &url::Url,
     key: &SecretString,
     scope: Option<&str>,
-) -> Result<Token, String> {
+) -> Result<Token, BrokerError> {
     let url = broker
         .join(crate::api::paths::ACCESS_TOKEN)
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| BrokerError::BadUrl {
+            url: broker.to_string(),
+            source,
+        })?;
     let request = AccessTokenRequest {
         persistent_token_id: None,
         scope: scope.map(str::to_owned),
@@ -67,11 +69,11 @@ pub async fn fetch(
         .json(&request)
         .send()
         .await
-        .map_err(|e| format!("cannot reach the broker at {broker}: {e}"))?;
-    let answer: AccessTokenResponse<'static> = read_answer(response, |_, refusal| {
-        format!("broker: {}: {}", refusal.error, refusal.message)
-    })
-    .await?;
+        .map_err(|source| BrokerError::Unreachable {
+            base: broker.clone(),
+            source,
+        })?;
+    let answer: AccessTokenResponse<'static> = read_answer(response).await?;
     Ok(Token {
         access_token: SecretString::from(answer.access_token.into_owned()),
         expires_at: answer.expires_at,
@@ -80,7 +82,7 @@ pub async fn fetch(
 
 /// Writes `token` to `sink` atomically: a 0600 temporary file beside it, synced, renamed over.
 /// A reader sees the old token or the new one, never half of either.
-pub fn write_sink(sink: &Path, token: &SecretString) -> Result<(), String> {
+pub fn write_sink(sink: &Path, token: &SecretString) -> anyhow::Result<()> {
     let temp: PathBuf = sink.with_extension(format!("tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut options = OpenOptions::new();
@@ -93,10 +95,11 @@ pub fn write_sink(sink: &Path, token: &SecretString) -> Result<(), String> {
         file.sync_all()?;
         fs::rename(&temp, sink)
     };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        format!("cannot write {}: {e}", sink.display())
-    })
+    write()
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })
+        .with_context(|| format!("cannot write {}", sink.display()))
 }
 
 /// When to renew a token that expires at `expires_at`.
@@ -115,7 +118,7 @@ pub async fn watch(
     scope: Option<&str>,
     sink: &Path,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     tokio::pin!(stop);
     let mut retry = FIRST_RETRY;
     loop {
@@ -134,7 +137,8 @@ pub async fn watch(
             }
             Err(e) => {
                 eprintln!(
-                    "token-broker: renewing failed ({e}); trying again in {} s",
+                    "token-broker: renewing failed ({:#}); trying again in {} s",
+                    anyhow::Error::from(e),
                     retry.as_secs()
                 );
                 let wait = retry;
