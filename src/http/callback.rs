@@ -101,20 +101,17 @@ fn respond_failure(consent: &ClaimedRow, failure: Failure, html: bool) -> Respon
     respond_error(ApiError::from(failure), Some(&consent.task_id), html)
 }
 
-/// The contract's JSON error, or for a browser the same status as a page that says in plain
-/// words what went wrong and what to do (an internal error is still logged, once, by
-/// `into_response`).
+/// The contract's JSON error, or for a browser the same row of the error table as a page that
+/// says in plain words what went wrong and what to do.
 fn respond_error(error: ApiError, task_id: Option<&str>, html: bool) -> Response {
     if !html {
         return error.into_response();
     }
+    error.log_cause();
     let answer = error.answer();
-    let (code, message) = (answer.code, answer.message.into_owned());
-    let json = error.into_response();
-    let mut page = callback_page::refused(json.status(), code, task_id, &message);
-    if let Some(retry) = json.headers().get(header::RETRY_AFTER) {
-        page.headers_mut()
-            .insert(header::RETRY_AFTER, retry.clone());
+    let mut page = callback_page::refused(answer.status, answer.code, task_id, &answer.message);
+    if let Some(retry) = answer.retry_after_header() {
+        page.headers_mut().insert(header::RETRY_AFTER, retry);
     }
     page
 }

@@ -21,6 +21,8 @@ use crate::grants::{
 };
 use crate::vault::{Status, StatusReason, VaultError};
 
+pub use super::admin_page::AdminRefusal;
+
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug)]
@@ -83,6 +85,9 @@ pub enum ApiError {
         context: &'static str,
         cause: Cause,
     },
+    /// A refusal only the admin page raises (sign-in, session, form); its rows are in
+    /// `http::admin_page::refusal`.
+    Admin(AdminRefusal),
 }
 
 /// How one error is answered (see [`ApiError::answer`]).
@@ -123,6 +128,8 @@ pub enum Code {
     DatabaseUnavailable,
     RateLimited,
     InternalError,
+    /// Only on the admin page: the operator sessions are all taken.
+    TooManySessions,
 }
 
 impl Code {
@@ -155,6 +162,7 @@ impl Code {
             Code::DatabaseUnavailable => "database_unavailable",
             Code::RateLimited => "rate_limited",
             Code::InternalError => "internal_error",
+            Code::TooManySessions => "too_many_sessions",
         }
     }
 }
@@ -179,16 +187,24 @@ impl ApiError {
         ApiError::InvalidRequest(message.into())
     }
 
-    /// The one table: each case's status, code, message and `Retry-After`. The JSON body,
-    /// the token exchange's OAuth body and the callback's page all read it.
+    /// Logs the cause of an internal failure or an unavailable database, the one place
+    /// causes are logged; every renderer calls it once.
+    pub fn log_cause(&self) {
+        match self {
+            ApiError::Internal { context, cause } => tracing::error!(error = %cause, "{context}"),
+            ApiError::DatabaseUnavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable")
+            }
+            _ => {}
+        }
+    }
+
+    /// The one table: each case's status, code, message and `Retry-After`. Three renderers
+    /// read it: the JSON body (`into_response`), the token exchange's OAuth body, and the
+    /// HTML of the callback page and the admin pages.
     pub fn answer(&self) -> Answer<'_> {
         use StatusCode as S;
-        let fixed = |status, code, message: &'static str| Answer {
-            status,
-            code,
-            message: Cow::Borrowed(message),
-            retry_after: None,
-        };
+        let fixed = Answer::fixed;
         match self {
             ApiError::Unauthorized => fixed(
                 S::UNAUTHORIZED,
@@ -372,11 +388,22 @@ impl ApiError {
                 Code::InternalError,
                 "Internal server error",
             ),
+            ApiError::Admin(refusal) => refusal.answer(),
         }
     }
 }
 
 impl Answer<'_> {
+    /// A row with a fixed message and no wait.
+    pub(crate) fn fixed(status: StatusCode, code: Code, message: &'static str) -> Self {
+        Answer {
+            status,
+            code,
+            message: Cow::Borrowed(message),
+            retry_after: None,
+        }
+    }
+
     /// `Retry-After` in whole seconds, at least 1, when this error has a wait.
     pub(crate) fn retry_after_header(&self) -> Option<HeaderValue> {
         self.retry_after.map(|wait| {
@@ -387,14 +414,7 @@ impl Answer<'_> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The one place causes are logged.
-        match &self {
-            ApiError::Internal { context, cause } => tracing::error!(error = %cause, "{context}"),
-            ApiError::DatabaseUnavailable(cause) => {
-                tracing::warn!(error = %cause, "database unavailable")
-            }
-            _ => {}
-        }
+        self.log_cause();
         let answer = self.answer();
         let body = Json(Body {
             error: answer.code.as_str(),

@@ -117,6 +117,15 @@ test('an operator revokes a user\'s token on the admin page', async () => {
   assert.deepEqual(actions.slice(0, 2), ['consent_requested', 'consent_completed']);
   assert.ok(actions.includes('token_revoked'), actions.join(','));
   await page.screenshot({ path: join(artifacts, 'admin-history.png'), fullPage: true });
+
+  // Errors on these pages read the same table as the API: its status, message and code.
+  const unknown = await page.goto(`${base}/admin/tokens/00000000-0000-4000-8000-000000000000/history`);
+  assert.equal(unknown.status(), 404);
+  assert.equal(await page.textContent('#code'), 'token_not_found');
+  assert.equal(await page.textContent('#message'), 'No such persistent token');
+  const garbled = await page.goto(`${base}/admin/tokens/not-an-id/history`);
+  assert.equal(garbled.status(), 400);
+  assert.equal(await page.textContent('#code'), 'invalid_request');
   await context.close();
 
   const status = await (await api(`/api/auth/manager/offline-tokens/${id}`, bearer)).json();
@@ -154,5 +163,6 @@ test('a signed-in user without the role is refused', async () => {
   await signIn(page, 'mallory-browser');
   await page.waitForSelector('#message');
   assert.match(await page.textContent('#message'), /does not have the role/);
+  assert.equal(await page.textContent('#code'), 'forbidden');
   await context.close();
 });

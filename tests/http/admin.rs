@@ -110,10 +110,10 @@ async fn the_admin_callback_checks_the_responses_issuer_exactly() {
     );
 }
 
-/// Every message page (sign-in refused, 401, 403, 404, 503 …) carries the same headers as the
+/// Every error page (sign-in refused, 401, 403, 404, 503 …) carries the same headers as the
 /// table: no framing, no scripts, no caching.
 #[tokio::test]
-async fn every_admin_message_page_has_the_pages_protections() {
+async fn every_admin_error_page_has_the_pages_protections() {
     let h = admin(&[]).await;
     let (state, cookie) = start_sign_in(&h).await;
     let pages = [
@@ -135,5 +135,57 @@ async fn every_admin_message_page_has_the_pages_protections() {
         let csp = page.headers["content-security-policy"].to_str().unwrap();
         assert!(csp.starts_with("default-src 'none'"), "{csp}");
         assert_eq!(page.headers["cache-control"], "no-store");
+    }
+}
+
+/// The admin pages word their errors from the one error table: each page shows its row's
+/// status, message and the code a JSON client would get for the same case.
+#[tokio::test]
+async fn admin_error_pages_show_their_rows_code_and_message() {
+    let h = admin(&[]).await;
+    let (state, cookie) = start_sign_in(&h).await;
+    let unsigned_revoke = h
+        .request(
+            "POST",
+            "/admin/tokens/x/revoke",
+            None,
+            Some(("application/x-www-form-urlencoded", "csrf=x".into())),
+        )
+        .await;
+    let cases = [
+        (
+            callback(&h, "state=made-up&code=c", None).await,
+            400,
+            "invalid_state",
+            "The sign-in was refused, expired or already used.",
+        ),
+        (
+            callback(&h, &format!("code=c&state={state}"), Some(&cookie)).await,
+            403,
+            "forbidden",
+            "Sign-in refused.",
+        ),
+        (
+            unsigned_revoke,
+            401,
+            "unauthorized",
+            "Sign in at /admin first",
+        ),
+        (
+            Harness::new().await.get("/admin", None).await,
+            404,
+            "not_found",
+            "The admin page is not enabled (ADMIN_ROLE).",
+        ),
+    ];
+    for (page, status, code, words) in cases {
+        assert_eq!(page.status, status, "{}", page.text);
+        assert!(
+            page.text
+                .contains(&format!("<code id=\"code\">{code}</code>")),
+            "{status}: {}",
+            page.text
+        );
+        assert!(page.text.contains(words), "{status}: {}", page.text);
     }
 }

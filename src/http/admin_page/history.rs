@@ -1,13 +1,12 @@
 //! `GET /admin/tokens/{id}/history`: one grant's audit trail, for an operator.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use uuid::Uuid;
 
-use super::render::{escape, message_page, page, protected};
-use super::{internal, AdminState, Operator};
-use crate::grants::ReadError;
+use super::render::{error_page, escape, page, protected};
+use super::{AdminState, Operator};
+use crate::http::error::ApiError;
 use crate::vault::{AuditRecord, VaultRow};
 
 /// How many records the page shows (the oldest first).
@@ -19,16 +18,15 @@ pub async fn show_history(
     Path(id): Path<String>,
 ) -> Response {
     let Ok(id) = id.parse::<Uuid>() else {
-        return message_page(StatusCode::BAD_REQUEST, "That is not a token id.");
+        return error_page(ApiError::invalid_request("That is not a token id"));
     };
     let row = match admin.reads.find_any(id).await {
         Ok(row) => row,
-        Err(ReadError::NotFound) => return message_page(StatusCode::NOT_FOUND, "No such token."),
-        Err(e) => return internal("cannot read a row", e),
+        Err(e) => return error_page(e.into()),
     };
     match admin.reads.history(id, HISTORY_LIMIT).await {
         Ok(records) => history_page(&row, &records),
-        Err(e) => internal("cannot read the audit trail", e),
+        Err(e) => error_page(e.into()),
     }
 }
 

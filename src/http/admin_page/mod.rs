@@ -7,13 +7,14 @@
 
 mod history;
 mod operator;
+mod refusal;
 pub(super) mod render;
 mod sessions;
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
@@ -22,12 +23,14 @@ use uuid::Uuid;
 
 use crate::api::paths;
 use crate::crypto::{constant_time_eq, random_token, sha256};
-use crate::grants::{ListQuery, ReadError, Reads, RevokeError, Revoker};
+use crate::grants::{ListQuery, Reads, Revoker};
+use crate::http::error::ApiError;
 use crate::oidc::{OidcClient, TokenVerifier};
 
 pub use history::show_history;
 pub use operator::Operator;
-use render::{message_page, passes_health_filter, tokens_page, Filters};
+pub use refusal::AdminRefusal;
+use render::{error_page, passes_health_filter, tokens_page, Filters};
 use sessions::PendingSignIn;
 pub use sessions::Sessions;
 
@@ -71,16 +74,15 @@ pub struct RevokeForm {
     csrf: String,
 }
 
-fn not_enabled() -> Response {
-    message_page(
-        StatusCode::NOT_FOUND,
-        "The admin page is not enabled (ADMIN_ROLE).",
-    )
+fn refused(refusal: AdminRefusal) -> Response {
+    error_page(ApiError::Admin(refusal))
 }
 
-fn internal(what: &str, error: impl std::fmt::Display) -> Response {
-    tracing::error!(%error, "admin page: {what}");
-    message_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.")
+fn internal(
+    context: &'static str,
+    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Response {
+    error_page(ApiError::internal(context, cause))
 }
 
 /// `GET /admin`: the table, or a sign-in at the provider first.
@@ -90,7 +92,7 @@ pub async fn show_admin_page(
     Query(query): Query<PageQuery>,
 ) -> Response {
     let Some(sessions) = admin.sessions.as_deref() else {
-        return not_enabled();
+        return refused(AdminRefusal::NotEnabled);
     };
     let Some(session) = sessions.current(&headers) else {
         return start_sign_in(&admin.oidc, sessions);
@@ -119,8 +121,7 @@ pub async fn show_admin_page(
                 .retain(|row| passes_health_filter(row, filters.health.as_deref(), now));
             tokens_page(&session.subject, &session.csrf, &filters, &page.rows)
         }
-        Err(ReadError::Invalid(message)) => message_page(StatusCode::BAD_REQUEST, message),
-        Err(e) => internal("cannot list rows", e),
+        Err(e) => error_page(e.into()),
     }
 }
 
@@ -135,8 +136,8 @@ fn start_sign_in(oidc: &OidcClient, sessions: &Sessions) -> Response {
             response.headers_mut().insert(header::SET_COOKIE, cookie);
             response
         }
-        Ok(Err(e)) => internal("sign-in cookie", e),
-        Err(e) => internal("sealing a sign-in", e),
+        Ok(Err(e)) => internal("admin page: sign-in cookie", e),
+        Err(e) => internal("admin page: sealing a sign-in", e),
     }
 }
 
@@ -147,7 +148,7 @@ pub async fn finish_admin_sign_in(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let Some(sessions) = admin.sessions.as_deref() else {
-        return not_enabled();
+        return refused(AdminRefusal::NotEnabled);
     };
     let mut response = finish_sign_in(&admin, sessions, &headers, query).await;
     // The sign-in's cookie is spent, whatever the outcome: it cannot be used twice.
@@ -170,10 +171,7 @@ async fn finish_sign_in(
     let issuer_ok = admin.oidc.response_issuer_ok(query.iss.as_deref()).is_ok();
     let (Some(pending), None, Some(code), true) = (pending, &query.error, &query.code, issuer_ok)
     else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            "The sign-in was refused, expired or already used. Open /admin to try again.",
-        );
+        return refused(AdminRefusal::SignInSpent);
     };
     let (subject, lifetime) = match verify_operator(admin, sessions, code, &pending).await {
         Ok(operator) => operator,
@@ -181,10 +179,7 @@ async fn finish_sign_in(
     };
     let Ok(cookie) = sessions.open(subject, lifetime) else {
         tracing::warn!("admin sign-in refused: too many sessions open");
-        return message_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many operator sessions are open. Try again later.",
-        );
+        return refused(AdminRefusal::TooManySessions);
     };
     let mut response = Redirect::to(paths::ADMIN).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -202,35 +197,36 @@ async fn verify_operator(
     code: &SecretString,
     pending: &PendingSignIn,
 ) -> Result<(String, std::time::Duration), Response> {
-    let refused = |why: &str| {
+    let sign_in_refused = |why: &str| {
         tracing::warn!(reason = why, "admin sign-in refused");
-        message_page(StatusCode::FORBIDDEN, "Sign-in refused.")
+        refused(AdminRefusal::SignInRefused)
     };
     let grant = admin
         .oidc
         .exchange_code_at(code, &pending.verifier, Some(&sessions.redirect))
         .await
-        .map_err(|e| refused(&e.to_string()))?;
-    let id_token = grant.id_token.ok_or_else(|| refused("no ID token"))?;
+        .map_err(|e| sign_in_refused(&e.to_string()))?;
+    let id_token = grant
+        .id_token
+        .ok_or_else(|| sign_in_refused("no ID token"))?;
     let identity = admin
         .verifier
         .verify_id_token(id_token.expose_secret(), &pending.nonce_hash)
         .await
-        .map_err(|e| refused(&e.to_string()))?;
+        .map_err(|e| sign_in_refused(&e.to_string()))?;
     let access = admin
         .verifier
         .verify_token(grant.access_token.expose_secret())
         .await
-        .map_err(|e| refused(&e.to_string()))?;
+        .map_err(|e| sign_in_refused(&e.to_string()))?;
     if access.sub != identity.sub {
-        return Err(refused("access and ID token name different subjects"));
+        return Err(sign_in_refused(
+            "access and ID token name different subjects",
+        ));
     }
     if !access.has_role(&sessions.role) {
         tracing::warn!(subject = %identity.sub, "admin sign-in without the admin role");
-        return Err(message_page(
-            StatusCode::FORBIDDEN,
-            "Your account does not have the role this page requires.",
-        ));
+        return Err(refused(AdminRefusal::MissingRole));
     }
     Ok((identity.sub, access.remaining()))
 }
@@ -243,17 +239,13 @@ pub async fn revoke_as_admin(
     Form(form): Form<RevokeForm>,
 ) -> Response {
     if !constant_time_eq(form.csrf.as_bytes(), operator.csrf.as_bytes()) {
-        return message_page(
-            StatusCode::FORBIDDEN,
-            "The form is stale. Reload /admin and try again.",
-        );
+        return refused(AdminRefusal::StaleForm);
     }
     let Ok(id) = Uuid::parse_str(&id) else {
-        return message_page(StatusCode::BAD_REQUEST, "Not a token id.");
+        return error_page(ApiError::invalid_request("That is not a token id"));
     };
     match admin.revoker.revoke(id, &operator.caller()).await {
         Ok(_) => Redirect::to(paths::ADMIN).into_response(),
-        Err(RevokeError::NotFound) => message_page(StatusCode::NOT_FOUND, "No such token."),
-        Err(RevokeError::Vault(e)) => internal("revoke failed", e),
+        Err(e) => error_page(e.into()),
     }
 }

@@ -3,11 +3,9 @@
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::render::message_page;
-use super::{not_enabled, AdminState};
+use super::{refused, AdminRefusal, AdminState};
 use crate::grants::Caller;
 
 /// An operator signed in to the admin page.
@@ -34,14 +32,11 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         let admin = AdminState::from_ref(state);
         let Some(sessions) = admin.sessions.as_deref() else {
-            return Err(not_enabled());
+            return Err(refused(AdminRefusal::NotEnabled));
         };
-        let session = sessions.current(&parts.headers).ok_or_else(|| {
-            message_page(
-                StatusCode::UNAUTHORIZED,
-                "Sign in at /admin first (your session may have ended).",
-            )
-        })?;
+        let session = sessions
+            .current(&parts.headers)
+            .ok_or_else(|| refused(AdminRefusal::SignInFirst))?;
         Ok(Operator {
             subject: session.subject,
             csrf: session.csrf,

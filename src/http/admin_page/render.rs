@@ -1,11 +1,12 @@
 //! The admin page's HTML: no build step, no script, every value escaped.
 
-use axum::http::StatusCode;
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 
 use chrono::{DateTime, Utc};
 
 use crate::api::paths;
+use crate::http::error::ApiError;
 use crate::vault::{Status, StatusReason, VaultRow};
 
 /// The filters as the operator typed them.
@@ -95,13 +96,24 @@ pub(super) fn page(title: &str, body: &str) -> String {
     )
 }
 
-pub fn message_page(status: StatusCode, message: &str) -> Response {
+/// An error as a page: status, message and `Retry-After` from its row of the error table
+/// ([`ApiError::answer`]), the stable code in small print; an internal cause is logged here.
+pub fn error_page(error: ApiError) -> Response {
+    error.log_cause();
+    let answer = error.answer();
     let body = format!(
-        "<h1>token-broker admin</h1><p id=\"message\">{}</p>",
-        escape(message)
+        "<h1>token-broker admin</h1><p id=\"message\">{}</p>\
+         <p><small>Error code: <code id=\"code\">{}</code></small></p>",
+        escape(&answer.message),
+        answer.code.as_str()
     );
-    // The same headers as the table: a message page must not be framed or run scripts either.
-    protected((status, Html(page("token-broker admin", &body))).into_response())
+    // The same headers as the table: an error page must not be framed or run scripts either.
+    let mut response =
+        protected((answer.status, Html(page("token-broker admin", &body))).into_response());
+    if let Some(wait) = answer.retry_after_header() {
+        response.headers_mut().insert(header::RETRY_AFTER, wait);
+    }
+    response
 }
 
 pub fn tokens_page(operator: &str, csrf: &str, filters: &Filters, rows: &[VaultRow]) -> Response {
