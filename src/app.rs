@@ -19,7 +19,9 @@ use crate::http::{
     self, AdminSessions, AdminState, ApiDocument, AppState, Cors, DeploymentRules, RateLimit,
     Services, TrustedProxies,
 };
-use crate::oidc::{discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier};
+use crate::oidc::{
+    discover, http_client, JwksCache, OidcClient, ProviderMetadata, TokenVerifier, WorkloadVerifier,
+};
 use crate::vault::{self, TokenVault};
 use crate::webhook::Webhooks;
 
@@ -37,6 +39,8 @@ pub enum StartupError {
     Jwks(String),
     #[error("cannot open the task-key secret: {0}")]
     TaskKeys(#[from] TaskKeyError),
+    #[error("{0}")]
+    Workloads(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -102,6 +106,16 @@ pub async fn assemble(
     ));
     let grant_max_age = config.grant_max_age();
     let keyring = Arc::new(config.keyring);
+    let workloads = config
+        .workload
+        .as_ref()
+        .map(|settings| WorkloadVerifier::new(&http, settings).map(Arc::new))
+        .transpose()
+        .map_err(StartupError::Workloads)?;
+    let workload_issuers = config
+        .workload
+        .map(|settings| settings.issuers)
+        .unwrap_or_default();
     let webhooks = config.webhook.map(|webhook| Webhooks::start(webhook, http));
     let journal = Journal::new(vault.clone(), webhooks);
     // Status changes reach the cache: this instance's own, and (PostgreSQL) everybody else's.
@@ -177,16 +191,21 @@ pub async fn assemble(
             journal.clone(),
             config.http.trusted_proxies.clone(),
         )
-        .await?,
+        .await?
+        .with_workload_issuers(workload_issuers.clone()),
     );
-    let authenticator = Arc::new(Authenticator::new(
+    let mut authenticator = Authenticator::new(
         verifier.clone(),
         DelegateClients {
             clients: config.delegate_clients.clone(),
             pinned: config.delegate_subjects,
         },
         task_keys.clone(),
-    ));
+    );
+    if let Some(workloads) = workloads {
+        authenticator = authenticator.with_workloads(workloads);
+    }
+    let authenticator = Arc::new(authenticator);
     let issuer = Arc::new(TokenIssuer::new(refresher.clone(), task_keys.clone()));
     let proxies = Arc::new(TrustedProxies(config.http.trusted_proxies));
     let rate_limit = config
@@ -209,6 +228,7 @@ pub async fn assemble(
     let api_document = Arc::new(ApiDocument::new(&DeploymentRules {
         redirect_origins: &redirect_origins,
         delegates: &config.delegate_clients,
+        workload_issuers: &workload_issuers,
     }));
     let services = AppState::new(Services {
         vault,

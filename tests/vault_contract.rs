@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
-    Activation, AuditAction, AuditEvent, AuditQuery, Claim, ClaimedConsent, Ended, Lease,
-    ListFilter, ListPosition, NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure,
+    Activation, AuditAction, AuditEvent, AuditQuery, Claim, ClaimedConsent, Credential, Ended,
+    Lease, ListFilter, ListPosition, NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure,
     RefreshWrite, Reseal, SqliteVault, Status, StatusReason, StoredAccess, TokenVault, Transition,
-    VaultRow,
+    VaultRow, WorkloadIdentity,
 };
 use uuid::Uuid;
 
@@ -1012,7 +1012,7 @@ fn task_key(token_id: Uuid, hash: &[u8], max_uses: Option<u32>) -> NewTaskKey {
         token_id,
         user_id: "alice|with|bars".into(),
         name: Some("nightly".into()),
-        key_hash: hash.to_vec(),
+        credential: Credential::KeyHash(hash.to_vec()),
         scope: Some("openid".into()),
         expires_at: now + chrono::Duration::days(1),
         max_uses,
@@ -1134,6 +1134,76 @@ async fn task_key_uses_are_counted_atomically_up_to_the_limit(vault: Vault) {
     );
     assert!(!vault
         .reserve_task_key_use(key.id, Utc::now())
+        .await
+        .unwrap());
+}
+
+/// A workload binding is a task key with an identity instead of a hash: found by its
+/// issuer and subject while unrevoked, listed with the row's keys, ended with its row.
+async fn workload_bindings_are_found_by_identity_and_end_with_their_row(vault: Vault) {
+    let row = activated(&vault).await;
+    let identity = WorkloadIdentity {
+        issuer: "https://k8s.test".into(),
+        subject: "system:serviceaccount:jobs:runner".into(),
+        claims: std::collections::BTreeMap::from([(
+            "kubernetes.io.serviceaccount.uid".to_owned(),
+            serde_json::json!("8f1c"),
+        )]),
+    };
+    let mut binding = task_key(row, b"", Some(2));
+    binding.credential = Credential::Workload(identity.clone());
+    assert!(vault.create_task_key(&binding, 10).await.unwrap());
+    let key = task_key(row, b"key-beside-it", None);
+    assert!(vault.create_task_key(&key, 10).await.unwrap());
+
+    let found = vault
+        .workload_bindings("https://k8s.test", "system:serviceaccount:jobs:runner", 10)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, binding.id);
+    assert_eq!(found[0].workload.as_ref(), Some(&identity));
+    assert_eq!(found[0].max_uses, Some(2));
+    for (issuer, subject) in [
+        ("https://k8s.test", "system:serviceaccount:jobs:other"),
+        ("https://other.test", "system:serviceaccount:jobs:runner"),
+    ] {
+        assert!(vault
+            .workload_bindings(issuer, subject, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    let listed = vault.task_keys(row).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .any(|k| k.id == key.id && k.workload.is_none()));
+    assert!(vault
+        .reserve_task_key_use(binding.id, Utc::now())
+        .await
+        .unwrap());
+
+    vault
+        .end_grant(
+            row,
+            None,
+            Status::Revoked,
+            &"revoked_by_user".parse().unwrap(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        vault
+            .workload_bindings("https://k8s.test", "system:serviceaccount:jobs:runner", 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a binding ends with its row"
+    );
+    assert!(!vault
+        .reserve_task_key_use(binding.id, Utc::now())
         .await
         .unwrap());
 }
@@ -1635,6 +1705,7 @@ contract!(
     a_task_key_needs_a_live_row_of_its_owner_and_room,
     task_key_uses_are_counted_atomically_up_to_the_limit,
     a_purged_row_takes_its_task_keys_with_it,
+    workload_bindings_are_found_by_identity_and_end_with_their_row,
     every_sealed_value_under_an_old_key_is_counted_and_can_move,
     old_audit_records_are_purged_in_batches,
     audit_records_are_read_by_token_and_by_user,

@@ -8,6 +8,7 @@ mod error;
 pub mod paths;
 mod task_keys;
 mod tokens;
+mod workloads;
 
 /// A row's status, as the API writes it.
 pub use crate::vault::Status;
@@ -16,6 +17,7 @@ pub use consent::{CallbackSuccess, ConsentRequest, ConsentResponse, ReconsentReq
 pub use error::ErrorBody;
 pub use task_keys::{CreateTaskKey, CreatedTaskKey, TaskKeyList, TaskKeyView};
 pub use tokens::{RevokeResponse, TokenPage, TokenView};
+pub use workloads::{CreateWorkloadBinding, WorkloadBindingList, WorkloadBindingView};
 
 use serde::Deserialize;
 

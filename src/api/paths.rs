@@ -14,6 +14,8 @@ pub const OFFLINE_TOKEN: &str = "/api/auth/manager/offline-tokens/{id}";
 pub const RECONSENT: &str = "/api/auth/manager/offline-tokens/{id}/reconsent";
 pub const TASK_KEYS: &str = "/api/auth/manager/offline-tokens/{id}/task-keys";
 pub const TASK_KEY: &str = "/api/auth/manager/offline-tokens/{id}/task-keys/{taskKeyId}";
+pub const WORKLOADS: &str = "/api/auth/manager/offline-tokens/{id}/workloads";
+pub const WORKLOAD: &str = "/api/auth/manager/offline-tokens/{id}/workloads/{bindingId}";
 pub const OPENAPI: &str = "/api/openapi.json";
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
@@ -41,6 +43,16 @@ pub fn task_keys(id: impl Display) -> String {
 /// `TASK_KEY` `key` of row `id`.
 pub fn task_key(id: impl Display, key: impl Display) -> String {
     fill(TASK_KEY, &[("id", &id), ("taskKeyId", &key)])
+}
+
+/// `WORKLOADS` of row `id`.
+pub fn workloads(id: impl Display) -> String {
+    fill(WORKLOADS, &[("id", &id)])
+}
+
+/// `WORKLOAD` `binding` of row `id`.
+pub fn workload(id: impl Display, binding: impl Display) -> String {
+    fill(WORKLOAD, &[("id", &id), ("bindingId", &binding)])
 }
 
 /// `ADMIN_HISTORY` of row `id`.
@@ -79,6 +91,10 @@ mod tests {
         assert_eq!(
             task_keys("a"),
             "/api/auth/manager/offline-tokens/a/task-keys"
+        );
+        assert_eq!(
+            workload("a", "b"),
+            "/api/auth/manager/offline-tokens/a/workloads/b"
         );
     }
 }

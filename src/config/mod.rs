@@ -6,6 +6,7 @@ mod dev_key;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod workload;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ impl ConfigError {
 }
 
 pub use dev_key::create_private_dir;
+pub use workload::WorkloadSettings;
 
 /// Where the configuration came from, for the first log lines.
 #[derive(Debug)]
@@ -108,6 +110,8 @@ pub struct Config {
     pub bearer_cache_entries: u64,
     /// How long audit records are kept.
     pub audit_retention: Duration,
+    /// Platforms whose workload identities grants may be bound to; none = no bindings.
+    pub workload: Option<WorkloadSettings>,
 }
 
 /// How the HTTP server meets browsers, proxies and abusive clients.
@@ -149,6 +153,7 @@ impl fmt::Debug for Config {
             .field("delegate_clients", &self.delegate_clients)
             .field("max_pending_consents", &self.max_pending_consents)
             .field("audit_retention", &self.audit_retention)
+            .field("workload", &self.workload)
             .finish()
     }
 }
@@ -370,6 +375,7 @@ impl Config {
             },
             refresh: refresh_settings(&get, provider_revocation)?,
             keepalive: keepalive_settings(&get)?,
+            workload: workload::workload_settings(&get)?,
         })
     }
 

@@ -336,3 +336,55 @@ proptest::proptest! {
         let _ = load(&vars);
     }
 }
+
+#[test]
+fn workload_issuers_need_an_audience_and_files_name_listed_issuers() {
+    let mut vars = base();
+    assert!(load(&vars).unwrap().workload.is_none(), "off by default");
+    vars.insert("WORKLOAD_AUDIENCE", "https://broker.test".into());
+    assert_eq!(
+        load(&vars).unwrap_err().var,
+        "WORKLOAD_AUDIENCE",
+        "no issuers"
+    );
+    vars.remove("WORKLOAD_AUDIENCE");
+    vars.insert(
+        "WORKLOAD_ISSUERS",
+        "https://token.actions.githubusercontent.com, https://k8s.test".into(),
+    );
+    assert_eq!(load(&vars).unwrap_err().var, "WORKLOAD_AUDIENCE");
+    vars.insert("WORKLOAD_AUDIENCE", "https://broker.test".into());
+    let settings = load(&vars).unwrap().workload.unwrap();
+    assert_eq!(
+        settings.issuers,
+        [
+            "https://token.actions.githubusercontent.com",
+            "https://k8s.test"
+        ]
+    );
+    assert_eq!(settings.max_token_lifetime, Duration::from_secs(24 * 3600));
+
+    vars.insert(
+        "WORKLOAD_JWKS_FILES",
+        "https://k8s.test=/etc/k8s/jwks.json".into(),
+    );
+    let settings = load(&vars).unwrap().workload.unwrap();
+    assert_eq!(
+        settings.jwks_file("https://k8s.test").unwrap(),
+        &std::path::PathBuf::from("/etc/k8s/jwks.json")
+    );
+    for bad in ["https://other.test=/x", "no-equals-sign"] {
+        vars.insert("WORKLOAD_JWKS_FILES", bad.into());
+        assert_eq!(load(&vars).unwrap_err().var, "WORKLOAD_JWKS_FILES", "{bad}");
+    }
+    vars.remove("WORKLOAD_JWKS_FILES");
+    for bad in ["http://k8s.test", "not a url"] {
+        vars.insert("WORKLOAD_ISSUERS", bad.into());
+        assert_eq!(load(&vars).unwrap_err().var, "WORKLOAD_ISSUERS", "{bad}");
+    }
+    vars.insert("WORKLOAD_ISSUERS", "http://127.0.0.1:9999".into());
+    assert!(
+        load(&vars).is_ok(),
+        "http on loopback, for local platforms and tests"
+    );
+}

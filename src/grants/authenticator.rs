@@ -5,13 +5,19 @@
 //! token is a delegate's when its client is in `DELEGATE_CLIENTS` and it is that client's
 //! *service account* ([`DelegateClients::delegate`]); any other verified token is a user's,
 //! once the user rules hold (audience, authorized party, not the broker's own client).
+//!
+//! A workload's platform token is a credential of its own kind, presented only as a token
+//! exchange's `subject_token` of type JWT: it is verified against the platform issuers'
+//! keys, never the provider's ([`Authenticator::identify_workload`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use super::caller::{Caller, DelegateClients};
 use super::task_keys::{RedeemError, TaskKeys, KEY_PREFIX};
-use crate::oidc::{JwtError, TokenVerifier};
+use crate::oidc::{JwtError, TokenVerifier, WorkloadVerifier};
 
 /// Why a credential names no caller the route serves.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +32,9 @@ pub enum Unidentified {
     /// row has ended; or the vault failing while it was looked up.
     #[error(transparent)]
     Key(RedeemError),
+    /// A workload token presented where this broker trusts no platform (`WORKLOAD_ISSUERS`).
+    #[error("this broker accepts no workload tokens")]
+    NoWorkloads,
 }
 
 /// Turns credentials into callers: JWT verification, delegates and task-key authentication.
@@ -33,6 +42,7 @@ pub struct Authenticator {
     verifier: Arc<TokenVerifier>,
     delegates: DelegateClients,
     task_keys: Arc<TaskKeys>,
+    workloads: Option<Arc<WorkloadVerifier>>,
 }
 
 impl Authenticator {
@@ -45,7 +55,34 @@ impl Authenticator {
             verifier,
             delegates,
             task_keys,
+            workloads: None,
         }
+    }
+
+    /// Accepts workload tokens from the platforms `workloads` trusts.
+    pub fn with_workloads(mut self, workloads: Arc<WorkloadVerifier>) -> Self {
+        self.workloads = Some(workloads);
+        self
+    }
+
+    /// A workload, from its platform token: verified against the trusted platforms' keys
+    /// (a user's token from the provider is not one, unless its issuer is listed too), then
+    /// matched to a live binding ([`TaskKeys::authenticate_workload`]) on the row `resource`
+    /// names, or on its only row. Uses are counted when the token is issued.
+    pub async fn identify_workload(
+        &self,
+        credential: &str,
+        resource: Option<Uuid>,
+        from: Option<IpAddr>,
+    ) -> Result<Caller, Unidentified> {
+        let workloads = self.workloads.as_ref().ok_or(Unidentified::NoWorkloads)?;
+        let workload = workloads.verify(credential).await?;
+        let binding = self
+            .task_keys
+            .authenticate_workload(&workload, resource, from)
+            .await
+            .map_err(Unidentified::Key)?;
+        Ok(Caller::Workload(binding))
     }
 
     /// Any caller the token paths serve: a user, a delegate's service account, or a task with
@@ -81,12 +118,30 @@ impl Authenticator {
         if is_task_key(credential) {
             return Err(Unidentified::NotAUser);
         }
-        let claims = self.verifier.verify_token(credential).await?;
+        let claims = match self.verifier.verify_token(credential).await {
+            Ok(claims) => claims,
+            Err(refused) => return Err(self.not_a_user_token(credential, refused).await),
+        };
         if self.delegates.delegate(&claims).is_some() {
             return Err(Unidentified::NotAUser);
         }
         self.verifier.check_user(&claims)?;
         Ok(claims.sub.clone())
+    }
+}
+
+impl Authenticator {
+    /// Why a token that is not the provider's is refused: a workload's own platform token is
+    /// a credential that may not manage grants (403), anything else is no credential (401).
+    async fn not_a_user_token(&self, credential: &str, refused: JwtError) -> Unidentified {
+        if matches!(refused, JwtError::WrongIssuer | JwtError::Key(_)) {
+            if let Some(workloads) = &self.workloads {
+                if workloads.verify(credential).await.is_ok() {
+                    return Unidentified::NotAUser;
+                }
+            }
+        }
+        Unidentified::Token(refused)
     }
 }
 

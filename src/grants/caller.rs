@@ -5,8 +5,8 @@ use uuid::Uuid;
 use crate::oidc::CallerClaims;
 use crate::vault::TaskKey;
 
-/// Everyone who calls the broker. The access path serves the first three; an operator signs in
-/// to the admin page and manages anyone's rows but redeems none.
+/// Everyone who calls the broker. The access path serves all but the operator, who signs in to
+/// the admin page and manages anyone's rows but redeems none.
 #[derive(Clone, Debug)]
 pub enum Caller {
     /// A signed-in user (bearer `sub`): their own rows only.
@@ -16,6 +16,8 @@ pub enum Caller {
     Delegate { client: String, subject: String },
     /// A task holding a key: the key's row only.
     Task(TaskKey),
+    /// A workload whose platform token matched a binding: the binding's row only.
+    Workload(TaskKey),
     /// An operator signed in to the admin page with the admin role (their `sub`).
     Operator(String),
 }
@@ -38,6 +40,7 @@ impl Caller {
             Caller::User(sub) => sub.clone(),
             Caller::Delegate { client, .. } => format!("client:{client}"),
             Caller::Task(key) => format!("task-key:{}", key.id),
+            Caller::Workload(binding) => format!("workload:{}", binding.id),
             Caller::Operator(sub) => sub.clone(),
         }
     }
@@ -48,7 +51,7 @@ impl Caller {
         match self {
             Caller::User(sub) => Manages::Own(sub),
             Caller::Operator(_) => Manages::Any,
-            Caller::Delegate { .. } | Caller::Task(_) => Manages::Nothing,
+            Caller::Delegate { .. } | Caller::Task(_) | Caller::Workload(_) => Manages::Nothing,
         }
     }
 
@@ -68,7 +71,7 @@ impl Caller {
         match self {
             Caller::User(sub) => sub == owner,
             Caller::Delegate { client, .. } => delegates.iter().any(|d| d == client),
-            Caller::Task(key) => key.token_id == id && key.user_id == owner,
+            Caller::Task(key) | Caller::Workload(key) => key.token_id == id && key.user_id == owner,
             // Operators manage rows on the admin page; they never hold a user's token.
             Caller::Operator(_) => false,
         }
@@ -121,6 +124,7 @@ mod tests {
             created_at: Utc::now(),
             last_used_at: None,
             revoked_at: None,
+            workload: None,
         }
     }
 
@@ -140,6 +144,8 @@ mod tests {
         assert!(Caller::Task(key(row, "alice")).may_use(row, "alice", &[]));
         assert!(!Caller::Task(key(other, "alice")).may_use(row, "alice", &[]));
         assert!(!Caller::Task(key(row, "bob")).may_use(row, "alice", &[]));
+        assert!(Caller::Workload(key(row, "alice")).may_use(row, "alice", &[]));
+        assert!(!Caller::Workload(key(other, "alice")).may_use(row, "alice", &[]));
         assert!(!Caller::Operator("olga".into()).may_use(row, "alice", &delegates));
     }
 
@@ -155,5 +161,6 @@ mod tests {
         };
         assert!(!delegate.may_manage("alice"));
         assert!(!Caller::Task(key(row, "alice")).may_manage("alice"));
+        assert!(!Caller::Workload(key(row, "alice")).may_manage("alice"));
     }
 }

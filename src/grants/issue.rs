@@ -1,6 +1,6 @@
 //! Issuing an access token: the one use case behind `POST /access-token` and the token
-//! exchange, for any [`Caller`]. A task's key names its own row and is redeemed (its uses
-//! counted, its restrictions applied); every other caller names the row.
+//! exchange, for any [`Caller`]. A task's key (or a workload's binding) names its own row and
+//! is redeemed (its uses counted, its restrictions applied); every other caller names the row.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ impl TokenIssuer {
         from: Option<IpAddr>,
     ) -> Result<Minted, RedeemError> {
         match caller {
-            Caller::Task(key) => {
+            Caller::Task(key) | Caller::Workload(key) => {
                 self.task_keys
                     .redeem(&self.refresher, key, id, scope, from)
                     .await

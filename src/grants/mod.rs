@@ -34,4 +34,7 @@ pub use keepalive::KeepAliveSettings;
 pub use reads::{ListQuery, Page, ReadError, Reads};
 pub use revoke::{ProviderRevocation, RevokeError, Revoked, Revoker};
 pub use scope::{Scope, ScopeError};
-pub use task_keys::{IssuedKey, KeyRefusal, KeyRequest, RedeemError, TaskKeyError, TaskKeys};
+pub use task_keys::{
+    IssuedKey, KeyRefusal, KeyRequest, Kind, RedeemError, TaskKeyError, TaskKeys, WorkloadRefusal,
+    WorkloadRequest,
+};

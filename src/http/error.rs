@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::grants::{
     AccessError, CallbackError, ConsentError, Failure, FailureKind, KeyRefusal, ReadError,
-    RedeemError, RevokeError, TaskKeyError,
+    RedeemError, RevokeError, TaskKeyError, WorkloadRefusal,
 };
 use crate::vault::{Status, StatusReason, VaultError};
 
@@ -37,6 +37,7 @@ pub enum ApiError {
     /// A scope broader than the grant (or the task key) allows.
     InvalidScope,
     TaskKeyNotFound,
+    WorkloadBindingNotFound,
     TooManyTaskKeys,
     /// A user with too many consents waiting.
     TooManyPending,
@@ -105,6 +106,7 @@ pub enum Code {
     Forbidden,
     InvalidScope,
     TaskKeyNotFound,
+    WorkloadBindingNotFound,
     TooManyTaskKeys,
     TooManyPending,
     InvalidJson,
@@ -139,6 +141,7 @@ impl Code {
             Code::Forbidden => "forbidden",
             Code::InvalidScope => "invalid_scope",
             Code::TaskKeyNotFound => "task_key_not_found",
+            Code::WorkloadBindingNotFound => "workload_binding_not_found",
             Code::TooManyTaskKeys => "too_many_task_keys",
             Code::TooManyPending => "too_many_pending",
             Code::InvalidJson => "invalid_json",
@@ -251,6 +254,11 @@ impl ApiError {
             ApiError::TaskKeyNotFound => {
                 fixed(S::NOT_FOUND, Code::TaskKeyNotFound, "No such task key")
             }
+            ApiError::WorkloadBindingNotFound => fixed(
+                S::NOT_FOUND,
+                Code::WorkloadBindingNotFound,
+                "No such workload binding",
+            ),
             ApiError::TooManyTaskKeys => fixed(
                 S::CONFLICT,
                 Code::TooManyTaskKeys,
@@ -528,7 +536,12 @@ impl From<RevokeError> for ApiError {
 impl From<RedeemError> for ApiError {
     fn from(error: RedeemError) -> Self {
         match error {
-            RedeemError::Refused(refusal) => ApiError::KeyRefused(refusal),
+            RedeemError::Refused(refusal)
+            | RedeemError::Workload(WorkloadRefusal::Refused(refusal)) => {
+                ApiError::KeyRefused(refusal)
+            }
+            // Workloads redeem at the token exchange, which words its own errors.
+            RedeemError::Workload(_) => ApiError::Forbidden,
             RedeemError::RowNotNamed => ApiError::invalid_request("persistentTokenId is required"),
             RedeemError::Access(e) => e.into(),
             RedeemError::Vault(e) => e.into(),
@@ -541,6 +554,10 @@ impl From<TaskKeyError> for ApiError {
         match error {
             TaskKeyError::NotFound => ApiError::TokenNotFound,
             TaskKeyError::KeyNotFound => ApiError::TaskKeyNotFound,
+            TaskKeyError::BindingNotFound => ApiError::WorkloadBindingNotFound,
+            TaskKeyError::WorkloadsDisabled => ApiError::invalid_request(
+                "workload identities are not enabled on this broker (WORKLOAD_ISSUERS is not set)",
+            ),
             TaskKeyError::Invalid(message) => ApiError::invalid_request(message),
             TaskKeyError::InvalidScope => ApiError::InvalidScope,
             TaskKeyError::Gone { status, reason } => ApiError::TokenGone { status, reason },

@@ -90,6 +90,7 @@ fn refused(reason: Unidentified) -> ApiError {
             tracing::info!(%reason, "rejected a bearer token");
             ApiError::Unauthorized
         }
+        Unidentified::NoWorkloads => ApiError::Unauthorized,
         Unidentified::NotAUser => ApiError::Forbidden,
         Unidentified::Key(RedeemError::Refused(refusal)) => ApiError::KeyRefused(refusal),
         Unidentified::Key(other) => ApiError::from(other),

@@ -19,6 +19,7 @@ mod state;
 mod task_keys;
 mod token_exchange;
 mod tokens;
+mod workloads;
 
 pub use admin_page::{AdminState, Sessions as AdminSessions};
 pub use api_document::ApiDocument;

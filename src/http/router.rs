@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use super::{
     access_token, admin_page, api_document, callback, consent, frame, openapi, ops, rate_limit,
-    task_keys, token_exchange, tokens,
+    task_keys, token_exchange, tokens, workloads,
 };
 use crate::api::paths;
 
@@ -45,6 +45,11 @@ pub fn router(state: AppState, cors: &Cors, metrics_elsewhere: bool) -> Router {
             post(task_keys::create_task_key).get(task_keys::list_task_keys),
         )
         .route(paths::TASK_KEY, delete(task_keys::revoke_task_key))
+        .route(
+            paths::WORKLOADS,
+            post(workloads::create_workload_binding).get(workloads::list_workload_bindings),
+        )
+        .route(paths::WORKLOAD, delete(workloads::revoke_workload_binding))
         .route(paths::ADMIN, get(admin_page::show_admin_page))
         .route(paths::ADMIN_CALLBACK, get(admin_page::finish_admin_sign_in))
         .route(paths::ADMIN_HISTORY, get(admin_page::show_history))

@@ -13,20 +13,25 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{optional_body, ApiBody, AuthUser};
 use crate::api::{paths, CreateTaskKey, CreatedTaskKey, TaskKeyList, TaskKeyView};
-use crate::grants::{KeyRequest, TaskKeys};
+use crate::grants::{KeyRequest, Kind, TaskKeys};
 use crate::vault::TaskKey;
+
+/// `active`, `revoked`, `expired` or `exhausted`: a key's or a binding's state now.
+pub(super) fn state_of(key: &TaskKey) -> &'static str {
+    if key.revoked_at.is_some() {
+        "revoked"
+    } else if key.expires_at <= Utc::now() {
+        "expired"
+    } else if key.max_uses.is_some_and(|max| key.uses >= max) {
+        "exhausted"
+    } else {
+        "active"
+    }
+}
 
 impl From<TaskKey> for TaskKeyView {
     fn from(key: TaskKey) -> Self {
-        let state = if key.revoked_at.is_some() {
-            "revoked"
-        } else if key.expires_at <= Utc::now() {
-            "expired"
-        } else if key.max_uses.is_some_and(|max| key.uses >= max) {
-            "exhausted"
-        } else {
-            "active"
-        };
+        let state = state_of(&key);
         Self {
             task_key_id: key.id,
             persistent_token_id: key.token_id,
@@ -44,7 +49,7 @@ impl From<TaskKey> for TaskKeyView {
     }
 }
 
-fn parse(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
+pub(super) fn parse(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::invalid_request(format!("{what} must be a UUID")))
 }
 
@@ -118,7 +123,7 @@ pub async fn list_task_keys(
     Path(id): Path<String>,
 ) -> Result<Json<TaskKeyList>, ApiError> {
     let id = parse(&id, "the token id")?;
-    let items = keys.list(&user.subject, id).await?;
+    let items = keys.list(&user.subject, id, Kind::TaskKey).await?;
     Ok(Json(TaskKeyList {
         items: items.into_iter().map(TaskKeyView::from).collect(),
     }))
@@ -149,6 +154,8 @@ pub async fn revoke_task_key(
 ) -> Result<Json<TaskKeyView>, ApiError> {
     let id = parse(&id, "the token id")?;
     let key_id = parse(&key_id, "the task key id")?;
-    let key = keys.revoke(&user.subject, id, key_id).await?;
+    let key = keys
+        .revoke(&user.subject, id, key_id, Kind::TaskKey)
+        .await?;
     Ok(Json(key.into()))
 }

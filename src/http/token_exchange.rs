@@ -1,10 +1,13 @@
-//! `POST /api/auth/manager/token`: OAuth 2.0 Token Exchange (RFC 8693) for task keys, so a
-//! task can use any standard OAuth client library instead of our own API.
+//! `POST /api/auth/manager/token`: OAuth 2.0 Token Exchange (RFC 8693) for tasks, so a task
+//! can use any standard OAuth client library instead of our own API.
 //!
 //! The subject token is a task key (`subject_token_type`
-//! `urn:token-broker:params:oauth:token-type:task-key`); the issued token is an access token of
-//! the key's row, narrowed to `scope` if asked. Answers and errors follow RFC 8693 §2.2 and
-//! RFC 6749 §5, not the rest of the API's `{"error","message"}` shape.
+//! `urn:token-broker:params:oauth:token-type:task-key`), or a workload's platform token
+//! (`urn:ietf:params:oauth:token-type:jwt`, or `…:id_token`) matched to a binding; `resource`
+//! (`urn:token-broker:grant:{persistentTokenId}`) picks the row when a workload is bound to
+//! several. The issued token is an access token of that row, narrowed to `scope` if asked.
+//! Answers and errors follow RFC 8693 §2.2 and RFC 6749 §5, not the rest of the API's
+//! `{"error","message"}` shape.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +27,14 @@ use crate::api::paths;
 use crate::grants::authenticator::is_task_key;
 use crate::grants::{
     AccessError, Authenticator, Caller, KeyRefusal, RedeemError, Scope, TokenIssuer, Unidentified,
+    WorkloadRefusal,
 };
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TASK_KEY_TYPE: &str = "urn:token-broker:params:oauth:token-type:task-key";
+/// A workload's platform token (RFC 8693 §3).
+pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// The form, as the OpenAPI document describes it. The handler reads the form itself (each
@@ -36,13 +43,17 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 #[allow(dead_code)]
 pub struct ExchangeRequest {
     grant_type: String,
-    /// A task key.
+    /// A task key, or a workload's platform token (a JWT its platform signed, with the
+    /// broker's `WORKLOAD_AUDIENCE` in `aud`).
     subject_token: String,
+    /// `urn:token-broker:params:oauth:token-type:task-key` for a task key;
+    /// `urn:ietf:params:oauth:token-type:jwt` (or `…:id_token`) for a platform token.
     subject_token_type: String,
     /// Narrows the token: space-separated scopes within the key's.
     scope: Option<String>,
-    /// `urn:token-broker:grant:{persistentTokenId}`: the grant the token is for (the key's
-    /// own); anything else is `invalid_target`.
+    /// `urn:token-broker:grant:{persistentTokenId}`: the grant the token is for (a key's own;
+    /// for a workload, one of the grants it is bound to, required when there are several);
+    /// anything else is `invalid_target`.
     resource: Option<String>,
     /// Not supported: any value is `invalid_target`.
     audience: Option<String>,
@@ -188,9 +199,16 @@ pub async fn exchange_token(
     let Some(subject_token) = get("subject_token").filter(|t| !t.is_empty()) else {
         return invalid_request("subject_token is required");
     };
-    if get("subject_token_type") != Some(TASK_KEY_TYPE) {
-        return invalid_request(format!("subject_token_type must be {TASK_KEY_TYPE}"));
-    }
+    let workload = match get("subject_token_type") {
+        Some(TASK_KEY_TYPE) => false,
+        Some(JWT_TYPE | ID_TOKEN_TYPE) => true,
+        _ => {
+            return invalid_request(format!(
+                "subject_token_type must be {TASK_KEY_TYPE} (a task key), or {JWT_TYPE} or \
+                 {ID_TOKEN_TYPE} (a workload's platform token)"
+            ))
+        }
+    };
     if get("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
         return invalid_request(format!(
             "requested_token_type can only be {ACCESS_TOKEN_TYPE}"
@@ -217,23 +235,18 @@ pub async fn exchange_token(
         Ok(scope) => scope,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()),
     };
-    if !is_task_key(subject_token) {
-        return invalid_request("the subject token is not a task key");
-    }
+    let caller = if workload {
+        authenticator
+            .identify_workload(subject_token, resource, from)
+            .await
+    } else {
+        task_key_caller(&authenticator, subject_token, resource, from).await
+    };
     let asked_scope = scope.clone();
-    let redeemed = match authenticator.identify(subject_token, from).await {
-        Ok(Caller::Task(key)) if resource.is_some_and(|id| id != key.token_id) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_target",
-                "`resource` names a grant this subject token is not for",
-            )
-        }
-        Ok(caller @ Caller::Task(_)) => issuer.issue(caller, None, scope, from).await,
-        Ok(_) | Err(Unidentified::Token(_) | Unidentified::NotAUser) => {
-            return invalid_request("the subject token is not a task key")
-        }
+    let redeemed = match caller {
+        Ok(caller) => issuer.issue(caller, None, scope, from).await,
         Err(Unidentified::Key(e)) => Err(e),
+        Err(refused) => return unidentified(refused),
     };
     match redeemed {
         Ok(minted) => {
@@ -266,6 +279,41 @@ pub async fn exchange_token(
     }
 }
 
+/// The task a task key names; `resource`, if given, must be its own grant.
+async fn task_key_caller(
+    authenticator: &Authenticator,
+    subject_token: &str,
+    resource: Option<uuid::Uuid>,
+    from: Option<std::net::IpAddr>,
+) -> Result<Caller, Unidentified> {
+    if !is_task_key(subject_token) {
+        return Err(Unidentified::NotAUser);
+    }
+    match authenticator.identify(subject_token, from).await? {
+        Caller::Task(key) if resource.is_some_and(|id| id != key.token_id) => Err(
+            Unidentified::Key(RedeemError::Workload(WorkloadRefusal::NotBoundToResource)),
+        ),
+        caller @ Caller::Task(_) => Ok(caller),
+        _ => Err(Unidentified::NotAUser),
+    }
+}
+
+/// A subject token that names no task: not a task key, or a platform token that did not
+/// verify (the reason is given: it is the caller's own token).
+fn unidentified(refused: Unidentified) -> Response {
+    match refused {
+        Unidentified::Token(reason) => {
+            tracing::info!(%reason, "rejected a workload token");
+            invalid_request(format!("the subject token was refused: {reason}"))
+        }
+        Unidentified::NoWorkloads => {
+            invalid_request("this broker accepts no workload tokens (WORKLOAD_ISSUERS is not set)")
+        }
+        Unidentified::NotAUser => invalid_request("the subject token is not a task key"),
+        Unidentified::Key(e) => exchange_error(e),
+    }
+}
+
 /// The grant a `resource` names: `urn:token-broker:grant:{persistentTokenId}`.
 fn grant_resource(raw: &str) -> Result<uuid::Uuid, String> {
     raw.strip_prefix("urn:token-broker:grant:")
@@ -286,6 +334,7 @@ fn exchange_error(error: RedeemError) -> Response {
         )
     };
     match error {
+        RedeemError::Workload(refusal) => workload_refused(refusal),
         RedeemError::Refused(refusal) => invalid_request(match refusal {
             KeyRefusal::Unknown => "the subject token is unknown or malformed",
             KeyRefusal::Revoked => "the subject token was revoked",
@@ -331,5 +380,29 @@ fn exchange_error(error: RedeemError) -> Response {
                 "internal server error",
             )
         }
+    }
+}
+
+fn workload_refused(refusal: WorkloadRefusal) -> Response {
+    let invalid_target =
+        |description: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_target", description);
+    match refusal {
+        WorkloadRefusal::NoBinding => {
+            invalid_request("the subject token matches no live workload binding")
+        }
+        WorkloadRefusal::NotBoundToResource => {
+            invalid_target("`resource` names a grant this subject token is not for")
+        }
+        WorkloadRefusal::SeveralGrants => invalid_target(
+            "this workload is bound to several grants; name one with \
+             resource=urn:token-broker:grant:{persistentTokenId}",
+        ),
+        WorkloadRefusal::Refused(refusal) => invalid_request(match refusal {
+            KeyRefusal::Unknown => "the subject token matches no live workload binding",
+            KeyRefusal::Revoked => "the workload's binding was revoked",
+            KeyRefusal::Expired => "the workload's binding has expired",
+            KeyRefusal::Exhausted => "the workload's binding has been used as often as it may",
+            KeyRefusal::Address => "the workload's binding may not be used from this address",
+        }),
     }
 }

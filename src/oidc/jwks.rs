@@ -1,8 +1,9 @@
-//! The provider's signing keys (JWKS): fetched from `jwks_uri`, kept in memory, refetched on an
-//! unknown `kid` at most once per cool-down, so a forged `kid` cannot make the broker hammer the
-//! provider.
+//! An issuer's signing keys (JWKS): fetched from `jwks_uri` (or found through discovery, or read
+//! from a file), kept in memory, refetched on an unknown `kid` at most once per cool-down, so a
+//! forged `kid` cannot make the broker hammer the issuer.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -30,12 +31,32 @@ struct Snapshot {
     tried_at: Option<Instant>,
 }
 
-/// The provider's signing keys by `kid`, fetched from `jwks_uri` and refetched on an unknown one.
+/// Where an issuer's key set comes from.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// The `jwks_uri` itself (the users' provider, discovered at start-up).
+    Uri(Url),
+    /// The issuer's discovery document, read again on each fetch for its `jwks_uri` (a
+    /// platform issuer that may be down when the broker starts).
+    Discovery(Url),
+    /// A file the operator keeps current (a private cluster's keys).
+    File(PathBuf),
+}
+
+/// An issuer's signing keys by `kid`, fetched from their source and refetched on an unknown one.
 pub struct JwksCache {
     http: reqwest::Client,
-    uri: Url,
+    source: KeySource,
     snapshot: RwLock<Snapshot>,
     refetch: Mutex<()>,
+    /// A key file's modification time and length when it was last read.
+    file_stamp: Mutex<Option<(std::time::SystemTime, u64)>>,
+}
+
+/// When a key file was last written, and how long it is.
+async fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let metadata = tokio::fs::metadata(path).await.ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +71,21 @@ pub enum JwksError {
 
 impl JwksCache {
     pub fn new(http: reqwest::Client, uri: Url) -> Self {
+        Self::from_source(http, KeySource::Uri(uri))
+    }
+
+    /// A cache that fetches from `source` on first use.
+    pub fn from_source(http: reqwest::Client, source: KeySource) -> Self {
         Self {
             http,
-            uri,
+            source,
             snapshot: RwLock::new(Snapshot {
                 keys: HashMap::new(),
                 fetched_at: None,
                 tried_at: None,
             }),
             refetch: Mutex::new(()),
+            file_stamp: Mutex::new(None),
         }
     }
 
@@ -67,13 +94,14 @@ impl JwksCache {
     pub fn preloaded(http: reqwest::Client, uri: Url, set: &JwkSet) -> Self {
         Self {
             http,
-            uri,
+            source: KeySource::Uri(uri),
             snapshot: RwLock::new(Snapshot {
                 keys: keys_of(set),
                 fetched_at: Some(Instant::now()),
                 tried_at: Some(Instant::now()),
             }),
             refetch: Mutex::new(()),
+            file_stamp: Mutex::new(None),
         }
     }
 
@@ -121,6 +149,18 @@ impl JwksCache {
     async fn refresh_if_stale(&self) -> Result<(), JwksError> {
         // One refetch at a time; whoever waited behind it finds the fresh snapshot.
         let _guard = self.refetch.lock().await;
+        if let KeySource::File(path) = &self.source {
+            // A local file costs a `stat` to check: read again as soon as the operator
+            // rewrites it (a rotation), never merely because a token named an unknown key.
+            let stamp = file_stamp(path).await;
+            let mut loaded = self.file_stamp.lock().await;
+            if stamp.is_some() && stamp == *loaded {
+                return Ok(());
+            }
+            self.load().await?;
+            *loaded = stamp;
+            return Ok(());
+        }
         let fresh = self
             .snapshot
             .read()
@@ -134,9 +174,26 @@ impl JwksCache {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, VerificationKey>, JwksError> {
+        let uri = match &self.source {
+            KeySource::Uri(uri) => uri.clone(),
+            KeySource::Discovery(issuer) => {
+                super::discover(&self.http, issuer)
+                    .await
+                    .map_err(|e| JwksError::Fetch(e.to_string()))?
+                    .jwks_uri
+            }
+            KeySource::File(path) => {
+                let text = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?;
+                let set: JwkSet = serde_json::from_slice(&text)
+                    .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?;
+                return Ok(keys_of(&set));
+            }
+        };
         let response = self
             .http
-            .get(self.uri.clone())
+            .get(uri)
             .send()
             .await
             .map_err(|e| JwksError::Fetch(e.to_string()))?;

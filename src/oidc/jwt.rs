@@ -16,7 +16,7 @@ use crate::crypto::{constant_time_eq, sha256};
 
 /// Only asymmetric algorithms. Accepting HS* would let anyone holding the provider's *public*
 /// key (everyone) forge tokens by using it as an HMAC secret; `none` is not even parseable.
-const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
+pub(super) const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -29,7 +29,7 @@ const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
 ];
 
 /// Clock skew tolerated on `exp`/`nbf`.
-const LEEWAY_SECS: u64 = 30;
+pub(super) const LEEWAY_SECS: u64 = 30;
 /// Verified bearer tokens are remembered at most this long, and never past their `exp`.
 const VERIFIED_TTL_SECS: i64 = 300;
 
@@ -61,6 +61,10 @@ pub enum JwtError {
     NonceMismatch,
     #[error("token claims are invalid: {0}")]
     Claims(String),
+    #[error("token lives longer than the broker accepts")]
+    LivesTooLong,
+    #[error("token was issued in the future (iat)")]
+    IssuedInTheFuture,
 }
 
 /// Only the number of audiences matters here; `jsonwebtoken` already checked their values.
@@ -351,20 +355,25 @@ impl TokenVerifier {
             None => validation.validate_aud = false,
         }
         let claims = decode::<T>(token, &key, &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => JwtError::Expired,
-                ErrorKind::ImmatureSignature => JwtError::NotYetValid,
-                ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
-                ErrorKind::InvalidAudience => JwtError::WrongAudience,
-                ErrorKind::InvalidSignature => JwtError::BadSignature,
-                ErrorKind::InvalidAlgorithm => JwtError::DisallowedAlgorithm,
-                other => JwtError::Claims(format!("{other:?}")),
-            })?
+            .map_err(refusal)?
             .claims;
         if claims.subject().is_empty() {
             return Err(JwtError::Claims("empty subject".into()));
         }
         Ok(claims)
+    }
+}
+
+/// Why `jsonwebtoken` refused a token, in our terms.
+pub(super) fn refusal(error: jsonwebtoken::errors::Error) -> JwtError {
+    match error.kind() {
+        ErrorKind::ExpiredSignature => JwtError::Expired,
+        ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+        ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
+        ErrorKind::InvalidAudience => JwtError::WrongAudience,
+        ErrorKind::InvalidSignature => JwtError::BadSignature,
+        ErrorKind::InvalidAlgorithm => JwtError::DisallowedAlgorithm,
+        other => JwtError::Claims(format!("{other:?}")),
     }
 }
 
@@ -401,7 +410,7 @@ pub fn peek_scope(token: &str) -> Option<String> {
     Some(peek_claims(token)?.get("scope")?.as_str()?.to_owned())
 }
 
-fn peek_claims(token: &str) -> Option<serde_json::Value> {
+pub(super) fn peek_claims(token: &str) -> Option<serde_json::Value> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

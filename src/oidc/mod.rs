@@ -6,6 +6,7 @@ mod http;
 mod jwks;
 mod jwt;
 mod settings;
+mod workload;
 
 pub use client::{
     AuthorizationRequest, CodeGrant, IssuerMismatch, OidcClient, ProviderError, RefreshGrant,
@@ -13,6 +14,7 @@ pub use client::{
 };
 pub use discovery::{discover, DiscoveryError, ProviderMetadata};
 pub use http::http_client;
-pub use jwks::JwksCache;
+pub use jwks::{JwksCache, KeySource};
 pub use jwt::{peek_expiry, peek_scope, CallerClaims, IdTokenClaims, JwtError, TokenVerifier};
 pub use settings::{ConsentPrompt, OidcSettings};
+pub use workload::{WorkloadClaims, WorkloadVerifier};

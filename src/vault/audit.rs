@@ -27,6 +27,13 @@ pub enum AuditAction {
     /// A delegated service account was served a row's token (any path: memory, the row, a
     /// refresh); the actor names the client, the reason the token's `sub`.
     DelegateUsed,
+    /// The owner bound the row to a workload identity (reason `binding:<id>`).
+    WorkloadBound,
+    /// The owner revoked a binding.
+    WorkloadUnbound,
+    /// A workload presented its platform token for the row (reason: `from:<address>`, or why
+    /// it was refused).
+    WorkloadUsed,
 }
 
 impl AuditAction {
@@ -46,6 +53,9 @@ impl AuditAction {
             AuditAction::TaskKeyRevoked => "task_key_revoked",
             AuditAction::TaskKeyUsed => "task_key_used",
             AuditAction::DelegateUsed => "delegate_used",
+            AuditAction::WorkloadBound => "workload_bound",
+            AuditAction::WorkloadUnbound => "workload_unbound",
+            AuditAction::WorkloadUsed => "workload_used",
         }
     }
 }

@@ -44,6 +44,11 @@ pub struct Signer {
 
 impl Signer {
     fn new() -> Self {
+        Self::with_kid(KID)
+    }
+
+    /// A fresh key pair published under `kid`.
+    pub fn with_kid(kid: &str) -> Self {
         let key = SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
         let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
         let point = key.verifying_key().to_encoded_point(false);
@@ -54,7 +59,7 @@ impl Signer {
         Self {
             encoding: EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
             jwk: json!({
-                "kty": "EC", "crv": "P-256", "kid": KID, "alg": "ES256", "use": "sig",
+                "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
                 "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap()),
             }),
         }
@@ -68,7 +73,8 @@ impl Signer {
     /// Signs `claims`; `header` fields (`kid`, `typ`) override the defaults.
     pub fn sign(&self, claims: &Value, header: &Value) -> String {
         let mut h = Header::new(Algorithm::ES256);
-        h.kid = Some(header["kid"].as_str().unwrap_or(KID).to_owned());
+        let own_kid = self.jwk["kid"].as_str().unwrap_or(KID);
+        h.kid = Some(header["kid"].as_str().unwrap_or(own_kid).to_owned());
         h.typ = header["typ"]
             .as_str()
             .map(str::to_owned)

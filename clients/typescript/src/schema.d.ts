@@ -152,6 +152,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/auth/manager/offline-tokens/{id}/workloads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/auth/manager/offline-tokens/{id}/workloads` */
+        get: operations["list_workload_bindings"];
+        put?: never;
+        /** `POST /api/auth/manager/offline-tokens/{id}/workloads` */
+        post: operations["create_workload_binding"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/manager/offline-tokens/{id}/workloads/{bindingId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** `DELETE /api/auth/manager/offline-tokens/{id}/workloads/{bindingId}` (idempotent) */
+        delete: operations["revoke_workload_binding"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/manager/token": {
         parameters: {
             query?: never;
@@ -275,6 +310,43 @@ export interface components {
             /** @description Space-separated scopes within the token's grant; default: the whole grant. */
             scope?: string | null;
         };
+        CreateWorkloadBinding: {
+            /** @description Networks (CIDRs or addresses) the workload may redeem from; default: anywhere. */
+            allowedCidrs?: string[];
+            /**
+             * @description Further claims that must match exactly, by path: a top-level claim
+             *     (`repository_id`) or a dotted path into nested ones
+             *     (`kubernetes.io.serviceaccount.uid`, where `kubernetes.io` is one key). Values are
+             *     strings, numbers or booleans.
+             */
+            claims?: {
+                [key: string]: string | number | boolean;
+            };
+            /**
+             * Format: date-time
+             * @description No later than the token's own expiry, which is also the default.
+             */
+            expiresAt?: string | null;
+            /**
+             * @description A trusted platform issuer (the broker's WORKLOAD_ISSUERS), exactly as the platform's tokens write `iss`.
+             * @enum {string}
+             */
+            issuer: never;
+            /**
+             * Format: int64
+             * @description Successful redemptions allowed (1–1000000000); default: no limit.
+             */
+            maxUses?: number | null;
+            /** @description For people: 1–100 printable characters. */
+            name?: string | null;
+            /** @description Space-separated scopes within the token's grant; default: the whole grant. */
+            scope?: string | null;
+            /**
+             * @description The platform token's `sub`, matched exactly: `system:serviceaccount:<namespace>:<name>`
+             *     on Kubernetes, `repo:<owner>/<repo>:ref:refs/heads/main` on GitHub Actions.
+             */
+            subject: string;
+        };
         /** @description A new key: shown once, never again. */
         CreatedTaskKey: components["schemas"]["TaskKeyView"] & {
             /**
@@ -302,16 +374,24 @@ export interface components {
             /** @enum {string|null} */
             requested_token_type?: "urn:ietf:params:oauth:token-type:access_token" | null;
             /**
-             * @description `urn:token-broker:grant:{persistentTokenId}`: the grant the token is for (the key's
-             *     own); anything else is `invalid_target`.
+             * @description `urn:token-broker:grant:{persistentTokenId}`: the grant the token is for (a key's own;
+             *     for a workload, one of the grants it is bound to, required when there are several);
+             *     anything else is `invalid_target`.
              */
             resource?: string | null;
             /** @description Narrows the token: space-separated scopes within the key's. */
             scope?: string | null;
-            /** @description A task key. */
+            /**
+             * @description A task key, or a workload's platform token (a JWT its platform signed, with the
+             *     broker's `WORKLOAD_AUDIENCE` in `aud`).
+             */
             subject_token: string;
-            /** @enum {string} */
-            subject_token_type: "urn:token-broker:params:oauth:token-type:task-key";
+            /**
+             * @description `urn:token-broker:params:oauth:token-type:task-key` for a task key;
+             *     `urn:ietf:params:oauth:token-type:jwt` (or `…:id_token`) for a platform token.
+             * @enum {string}
+             */
+            subject_token_type: "urn:token-broker:params:oauth:token-type:task-key" | "urn:ietf:params:oauth:token-type:jwt" | "urn:ietf:params:oauth:token-type:id_token";
         };
         /** @description RFC 8693 §2.2.1. */
         ExchangeResponse: {
@@ -417,6 +497,36 @@ export interface components {
             taskId: string;
             /** Format: date-time */
             updatedAt: string;
+        };
+        WorkloadBindingList: {
+            items: components["schemas"]["WorkloadBindingView"][];
+        };
+        /** @description A workload binding. */
+        WorkloadBindingView: {
+            allowedCidrs: string[];
+            claims: Record<string, never>;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            expiresAt: string;
+            issuer: string;
+            /** Format: date-time */
+            lastUsedAt?: string | null;
+            /** Format: int32 */
+            maxUses?: number | null;
+            name?: string | null;
+            /** Format: uuid */
+            persistentTokenId: string;
+            /** Format: date-time */
+            revokedAt?: string | null;
+            scope?: string | null;
+            /** @description `active`, `revoked`, `expired` or `exhausted`. */
+            state: string;
+            subject: string;
+            /** Format: int32 */
+            uses: number;
+            /** Format: uuid */
+            workloadBindingId: string;
         };
     };
     responses: never;
@@ -1126,6 +1236,216 @@ export interface operations {
                 };
             };
             /** @description No such token for this caller, or no such key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_workload_bindings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description persistentTokenId */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The token's bindings, oldest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WorkloadBindingList"];
+                };
+            };
+            /** @description Not a UUID */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No or bad bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A task key, service account or workload may not manage bindings */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such token for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_workload_binding: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description persistentTokenId */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateWorkloadBinding"];
+            };
+        };
+        responses: {
+            /** @description The binding */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WorkloadBindingView"];
+                };
+            };
+            /** @description Bad id, body, issuer, subject, claim or restriction; invalid_scope beyond the grant; workload identities not enabled */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No or bad bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A task key, service account or workload may not manage bindings */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such token for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many live keys and bindings on this token */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token is failed, revoked or expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_workload_binding: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description persistentTokenId */
+                id: string;
+                /** @description workloadBindingId */
+                bindingId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked (also when it already was) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WorkloadBindingView"];
+                };
+            };
+            /** @description Not a UUID */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No or bad bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A task key, service account or workload may not manage bindings */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such token for this caller, or no such binding */
             404: {
                 headers: {
                     [name: string]: unknown;

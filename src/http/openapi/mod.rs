@@ -7,7 +7,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{access_token, callback, consent, error, ops, task_keys, token_exchange, tokens};
+use super::{
+    access_token, callback, consent, error, ops, task_keys, token_exchange, tokens, workloads,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +28,9 @@ use super::{access_token, callback, consent, error, ops, task_keys, token_exchan
         task_keys::create_task_key,
         task_keys::list_task_keys,
         task_keys::revoke_task_key,
+        workloads::create_workload_binding,
+        workloads::list_workload_bindings,
+        workloads::revoke_workload_binding,
         token_exchange::exchange_token,
         ops::healthz,
         ops::readyz,
@@ -45,6 +50,9 @@ use super::{access_token, callback, consent, error, ops, task_keys, token_exchan
         crate::api::TaskKeyView,
         crate::api::CreatedTaskKey,
         crate::api::TaskKeyList,
+        crate::api::CreateWorkloadBinding,
+        crate::api::WorkloadBindingView,
+        crate::api::WorkloadBindingList,
         token_exchange::ExchangeRequest,
         token_exchange::ExchangeResponse,
         token_exchange::OAuthError,

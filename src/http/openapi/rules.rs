@@ -12,8 +12,13 @@ use serde_json::{json, Value};
 use crate::grants::callback::MAX_STATE_LEN;
 use crate::grants::consent::{MAX_REDIRECT_URI_LEN, MAX_TASK_ID_LEN};
 use crate::grants::scope::{MAX_LEN as MAX_SCOPE_LEN, MAX_TOKENS as MAX_SCOPE_TOKENS};
+use crate::grants::task_keys::workload::{
+    MAX_CLAIMS, MAX_PATH_LEN, MAX_SUBJECT_LEN, MAX_VALUE_LEN,
+};
 use crate::grants::task_keys::{MAX_CIDRS, MAX_NAME_LEN, MAX_USES};
-use crate::http::token_exchange::{ACCESS_TOKEN_TYPE, TASK_KEY_TYPE, TOKEN_EXCHANGE};
+use crate::http::token_exchange::{
+    ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TYPE, TASK_KEY_TYPE, TOKEN_EXCHANGE,
+};
 
 use super::ApiDoc;
 use crate::api::paths;
@@ -34,6 +39,8 @@ pub struct DeploymentRules<'a> {
     pub redirect_origins: &'a [url::Origin],
     /// `DELEGATE_CLIENTS`: the only service accounts a consent may name.
     pub delegates: &'a [String],
+    /// `WORKLOAD_ISSUERS`: the only issuers a workload binding may name.
+    pub workload_issuers: &'a [String],
 }
 
 /// The OpenAPI document as served, with every rule in it: written once at start-up.
@@ -47,25 +54,39 @@ impl ApiDocument {
             &task_id,
         );
         doc.patch_parameter(paths::OFFLINE_TOKENS, "get", "taskId", &task_id);
-        doc.patch(
-            &format!("{schemas}/CreateTaskKey/properties/name"),
-            &printable(MAX_NAME_LEN),
-        );
-        for schema in ["AccessTokenRequest", "CreateTaskKey", "ExchangeRequest"] {
+        for schema in ["CreateTaskKey", "CreateWorkloadBinding"] {
+            doc.patch(
+                &format!("{schemas}/{schema}/properties/name"),
+                &printable(MAX_NAME_LEN),
+            );
+            doc.patch(
+                &format!("{schemas}/{schema}/properties/allowedCidrs"),
+                &json!({
+                    "maxItems": MAX_CIDRS,
+                    "items": { "type": "string", "pattern": format!(
+                        "^[{WHITESPACE}]*[0-9A-Fa-f:.]+(?:/[0-9]+)?[{WHITESPACE}]*$") },
+                }),
+            );
+            doc.patch(
+                &format!("{schemas}/{schema}/properties/maxUses"),
+                &json!({ "minimum": 1, "maximum": MAX_USES }),
+            );
+        }
+        for schema in [
+            "AccessTokenRequest",
+            "CreateTaskKey",
+            "CreateWorkloadBinding",
+            "ExchangeRequest",
+        ] {
             doc.patch(&format!("{schemas}/{schema}/properties/scope"), &scope());
         }
-        doc.patch(
-            &format!("{schemas}/CreateTaskKey/properties/allowedCidrs"),
-            &json!({
-                "maxItems": MAX_CIDRS,
-                "items": { "type": "string", "pattern": format!(
-                    "^[{WHITESPACE}]*[0-9A-Fa-f:.]+(?:/[0-9]+)?[{WHITESPACE}]*$") },
-            }),
+        let binding = format!("{schemas}/CreateWorkloadBinding/properties");
+        doc.replace(
+            &format!("{binding}/issuer"),
+            workload_issuers(rules.workload_issuers),
         );
-        doc.patch(
-            &format!("{schemas}/CreateTaskKey/properties/maxUses"),
-            &json!({ "minimum": 1, "maximum": MAX_USES }),
-        );
+        doc.patch(&format!("{binding}/subject"), &exact_text(MAX_SUBJECT_LEN));
+        doc.patch(&format!("{binding}/claims"), &claims());
         let exchange = format!("{schemas}/ExchangeRequest/properties");
         doc.patch(
             &format!("{exchange}/grant_type"),
@@ -73,7 +94,7 @@ impl ApiDocument {
         );
         doc.patch(
             &format!("{exchange}/subject_token_type"),
-            &json!({ "enum": [TASK_KEY_TYPE] }),
+            &json!({ "enum": [TASK_KEY_TYPE, JWT_TYPE, ID_TOKEN_TYPE] }),
         );
         doc.patch(
             &format!("{exchange}/requested_token_type"),
@@ -147,6 +168,43 @@ fn printable(max: usize) -> Value {
     json!({ "pattern": format!(
         "^[{WHITESPACE}]*[^{CONTROL}{WHITESPACE}](?:[^{CONTROL}]{{0,{inner}}}[^{CONTROL}{WHITESPACE}])?[{WHITESPACE}]*$"
     ) })
+}
+
+/// 1 to `max` characters, none a control character, no whitespace at either end.
+fn exact_text(max: usize) -> Value {
+    let inner = max.saturating_sub(2);
+    json!({ "pattern": format!(
+        "^[^{CONTROL}{WHITESPACE}](?:[^{CONTROL}]{{0,{inner}}}[^{CONTROL}{WHITESPACE}])?$"
+    ) })
+}
+
+/// A binding's claims: dotted paths of plain segments, scalar values.
+fn claims() -> Value {
+    let segment = format!("[^.{CONTROL}{WHITESPACE}]+");
+    json!({
+        "maxProperties": MAX_CLAIMS,
+        "propertyNames": {
+            "maxLength": MAX_PATH_LEN,
+            "pattern": format!("^{segment}(?:\\.{segment})*$"),
+        },
+        "additionalProperties": {
+            "anyOf": [
+                { "type": "string", "maxLength": MAX_VALUE_LEN },
+                { "type": "number" },
+                { "type": "boolean" },
+            ],
+        },
+    })
+}
+
+/// The issuers in WORKLOAD_ISSUERS; none when none is listed (bindings are off).
+fn workload_issuers(issuers: &[String]) -> Value {
+    let description = "A trusted platform issuer (the broker's WORKLOAD_ISSUERS), exactly as \
+                       the platform's tokens write `iss`.";
+    if issuers.is_empty() {
+        return json!({ "type": "string", "enum": [], "description": description });
+    }
+    json!({ "type": "string", "enum": issuers, "description": description })
 }
 
 /// Space-separated RFC 6749 scope tokens, as many as the broker takes.

@@ -1,18 +1,42 @@
-//! Task keys and the broker's own secrets, as stored. Every backend implements [`TaskKeyStore`];
-//! [`super::TokenVault`] includes it.
+//! Task keys, workload bindings and the broker's own secrets, as stored. Every backend
+//! implements [`TaskKeyStore`]; [`super::TokenVault`] includes it.
+//!
+//! A workload binding is stored as a task key without a secret: the same table, restrictions,
+//! use counting and end with the row; it names a platform identity instead of a key hash.
 
 mod postgres;
 mod sqlite;
 mod store;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::VaultError;
 use crate::crypto::Sealed;
 
-/// A task key about to be stored: its keyed hash, never the key.
+/// The workload a binding admits: a platform issuer, the exact subject, and exact matches on
+/// further claims (dotted paths, see `grants::workloads`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadIdentity {
+    pub issuer: String,
+    pub subject: String,
+    pub claims: BTreeMap<String, Value>,
+}
+
+/// What a stored credential is presented as.
+#[derive(Debug)]
+pub enum Credential {
+    /// A task key: its keyed hash, never the key.
+    KeyHash(Vec<u8>),
+    /// A workload identity: no secret at all.
+    Workload(WorkloadIdentity),
+}
+
+/// A task key or workload binding about to be stored.
 #[derive(Debug)]
 pub struct NewTaskKey {
     pub id: Uuid,
@@ -20,7 +44,7 @@ pub struct NewTaskKey {
     /// The row's owner; only their row gets the key.
     pub user_id: String,
     pub name: Option<String>,
-    pub key_hash: Vec<u8>,
+    pub credential: Credential,
     pub scope: Option<String>,
     pub expires_at: DateTime<Utc>,
     pub max_uses: Option<u32>,
@@ -28,7 +52,7 @@ pub struct NewTaskKey {
     pub created_at: DateTime<Utc>,
 }
 
-/// A task key as stored (no secret in it).
+/// A task key or workload binding as stored (no secret in it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskKey {
     pub id: Uuid,
@@ -43,10 +67,13 @@ pub struct TaskKey {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Set for a workload binding, none for a task key.
+    pub workload: Option<WorkloadIdentity>,
 }
 
 pub(super) const TASK_KEY_COLUMNS: &str = "id, token_id, user_id, name, scope, expires_at, \
-    max_uses, uses, allowed_cidrs, created_at, last_used_at, revoked_at";
+    max_uses, uses, allowed_cidrs, created_at, last_used_at, revoked_at, workload_issuer, \
+    workload_subject, workload_claims";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct TaskKeyRecord {
@@ -62,10 +89,30 @@ pub(super) struct TaskKeyRecord {
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    workload_issuer: Option<String>,
+    workload_subject: Option<String>,
+    workload_claims: Option<String>,
 }
 
 impl From<TaskKeyRecord> for TaskKey {
     fn from(r: TaskKeyRecord) -> Self {
+        let workload = match (r.workload_issuer, r.workload_subject) {
+            (Some(issuer), Some(subject)) => Some(WorkloadIdentity {
+                issuer,
+                subject,
+                // Written by `claims_json` only; a value that does not read back as an object
+                // would match nothing rather than everything.
+                claims: r
+                    .workload_claims
+                    .map(|text| {
+                        serde_json::from_str(&text).unwrap_or_else(|_| {
+                            BTreeMap::from([(String::new(), Value::Bool(false))])
+                        })
+                    })
+                    .unwrap_or_default(),
+            }),
+            _ => None,
+        };
         TaskKey {
             id: r.id,
             token_id: r.token_id,
@@ -82,6 +129,35 @@ impl From<TaskKeyRecord> for TaskKey {
             created_at: r.created_at,
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
+            workload,
+        }
+    }
+}
+
+/// The columns a credential fills: its key hash, or its workload's issuer, subject and claims.
+pub(super) struct CredentialColumns<'a> {
+    pub key_hash: Option<&'a [u8]>,
+    pub issuer: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub claims: Option<String>,
+}
+
+impl Credential {
+    pub(super) fn columns(&self) -> CredentialColumns<'_> {
+        match self {
+            Credential::KeyHash(hash) => CredentialColumns {
+                key_hash: Some(hash),
+                issuer: None,
+                subject: None,
+                claims: None,
+            },
+            Credential::Workload(identity) => CredentialColumns {
+                key_hash: None,
+                issuer: Some(&identity.issuer),
+                subject: Some(&identity.subject),
+                claims: (!identity.claims.is_empty())
+                    .then(|| serde_json::to_string(&identity.claims).unwrap_or_default()),
+            },
         }
     }
 }
@@ -131,6 +207,14 @@ pub trait TaskKeyStore: Send + Sync {
 
     /// The key whose keyed hash this is.
     async fn find_task_key(&self, key_hash: &[u8]) -> Result<Option<TaskKey>, VaultError>;
+
+    /// The unrevoked workload bindings of `issuer`'s `subject` (at most `limit`, oldest first).
+    async fn workload_bindings(
+        &self,
+        issuer: &str,
+        subject: &str,
+        limit: u32,
+    ) -> Result<Vec<TaskKey>, VaultError>;
 
     /// Revokes key `key_id` of row `token_id` (idempotent); the key as it is afterwards.
     async fn revoke_task_key(

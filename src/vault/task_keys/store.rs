@@ -10,10 +10,11 @@ macro_rules! task_key_store {
         impl TaskKeyStore for $vault {
             #[tracing::instrument(skip_all, fields(id = %key.id, token_id = %key.token_id))]
             async fn create_task_key(&self, key: &NewTaskKey, max_live: u32) -> Result<bool, VaultError> {
+                let credential = key.credential.columns();
                 let result = sqlx::query(
                     $crate::vault::sql::statement!($sql, "insert into task_keys (id, token_id, user_id, name, key_hash, scope, expires_at, \
-                       max_uses, allowed_cidrs, created_at) \
-                     select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+                       max_uses, allowed_cidrs, created_at, workload_issuer, workload_subject, workload_claims) \
+                     select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14, $15 \
                      where exists (select 1 from token_vault where id = $2 and user_id = $3 \
                                    and status in ('pending', 'active')) \
                        and (select count(*) from task_keys where token_id = $2 \
@@ -23,7 +24,7 @@ macro_rules! task_key_store {
                 .bind(key.token_id)
                 .bind(&key.user_id)
                 .bind(&key.name)
-                .bind(&key.key_hash)
+                .bind(credential.key_hash)
                 .bind(&key.scope)
                 .bind(key.expires_at)
                 .bind(key.max_uses.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
@@ -31,6 +32,9 @@ macro_rules! task_key_store {
                 .bind(key.created_at)
                 .bind(i64::from(max_live))
                 .bind(key.created_at - chrono::Duration::from_std(super::KEY_WINDOW).unwrap_or_default())
+                .bind(credential.issuer)
+                .bind(credential.subject)
+                .bind(credential.claims)
                 .execute(self.pool())
                 .await
                 .map_err(db_error("store a task key"))?;
@@ -70,6 +74,25 @@ macro_rules! task_key_store {
                 .await
                 .map_err(db_error("find a task key"))?;
                 Ok(row.map(TaskKey::from))
+            }
+
+            async fn workload_bindings(
+                &self,
+                issuer: &str,
+                subject: &str,
+                limit: u32,
+            ) -> Result<Vec<TaskKey>, VaultError> {
+                let rows: Vec<TaskKeyRecord> = sqlx::query_as($crate::vault::sql::statement!($sql, format!(
+                    "select {TASK_KEY_COLUMNS} from task_keys where workload_issuer = $1 \
+                     and workload_subject = $2 and revoked_at is null order by created_at, id limit $3"
+                )))
+                .bind(issuer)
+                .bind(subject)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await
+                .map_err(db_error("find workload bindings"))?;
+                Ok(rows.into_iter().map(TaskKey::from).collect())
             }
 
             async fn revoke_task_key(

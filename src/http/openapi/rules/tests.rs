@@ -6,7 +6,8 @@ use regex::Regex;
 
 use super::*;
 use crate::grants::consent::{validate_redirect_uri, validate_task_id};
-use crate::grants::task_keys::validate_name;
+use crate::grants::task_keys::rules::validate_name;
+use crate::grants::task_keys::workload::{claim_path, exact_text as exact_subject};
 use crate::grants::Scope;
 
 fn pattern_of(schema: &Value) -> Regex {
@@ -71,6 +72,27 @@ proptest! {
     }
 
     #[test]
+    fn the_workload_subject_pattern_is_the_validator(raw in text(40)) {
+        let documented = pattern_of(&exact_text(30)).is_match(&raw);
+        prop_assert_eq!(documented, exact_subject(&raw, 30), "{:?}", raw);
+    }
+
+    #[test]
+    fn the_claim_path_pattern_is_the_validator(
+        raw in prop::collection::vec(
+            prop_oneof![4 => prop::char::range('a', 'c'), 2 => Just('.'), 1 => Just(' '),
+                        1 => Just('\u{0}'), 1 => Just('é'), 1 => Just('\u{3000}')],
+            0..12,
+        ).prop_map(|v| v.into_iter().collect::<String>())
+    ) {
+        let schema = claims();
+        let names = &schema["propertyNames"];
+        let documented = pattern_of(names).is_match(&raw)
+            && raw.chars().count() <= MAX_PATH_LEN;
+        prop_assert_eq!(documented, claim_path(&raw), "{:?}", raw);
+    }
+
+    #[test]
     fn the_scope_pattern_is_the_parser(raw in scope_text()) {
         let schema = scope();
         let documented = pattern_of(&schema).is_match(&raw) && raw.chars().count() <= MAX_SCOPE_LEN;
@@ -108,6 +130,7 @@ fn the_deployments_rules_land_in_the_document() {
     let document = ApiDocument::new(&DeploymentRules {
         redirect_origins: &origins,
         delegates: &delegates,
+        workload_issuers: &[],
     });
     let document = document.json();
     let schemas = &document["components"]["schemas"];
@@ -126,6 +149,7 @@ fn without_origins_or_delegates_neither_may_be_sent() {
     let document = ApiDocument::new(&DeploymentRules {
         redirect_origins: &[],
         delegates: &[],
+        workload_issuers: &[],
     });
     let document = document.json();
     let consent = &document["components"]["schemas"]["ConsentRequest"]["properties"];
@@ -138,6 +162,7 @@ fn every_rule_finds_its_place_in_the_document() {
     let document = ApiDocument::new(&DeploymentRules {
         redirect_origins: &[],
         delegates: &[],
+        workload_issuers: &[],
     });
     let doc = &document.json();
     let schemas = &doc["components"]["schemas"];

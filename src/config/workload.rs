@@ -1,0 +1,104 @@
+//! `WORKLOAD_*`: the platforms whose workload identities (Kubernetes service-account tokens,
+//! CI id tokens, SPIFFE JWT-SVIDs) a grant's owner may bind a grant to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{list, parse_http_url, seconds};
+use super::ConfigError;
+
+/// Trusted platform issuers and what their tokens must carry.
+#[derive(Clone, Debug)]
+pub struct WorkloadSettings {
+    /// Issuers exactly as their tokens write `iss` (`WORKLOAD_ISSUERS`).
+    pub issuers: Vec<String>,
+    /// The audience a platform token must name to be presented to the broker.
+    pub audience: String,
+    /// Issuers whose keys come from a file instead of discovery (`WORKLOAD_JWKS_FILES`).
+    pub jwks_files: Vec<(String, PathBuf)>,
+    /// The longest lifetime (`exp` − `iat`) a platform token may have.
+    pub max_token_lifetime: Duration,
+}
+
+impl WorkloadSettings {
+    /// The file holding `issuer`'s keys, if the operator gave one.
+    pub fn jwks_file(&self, issuer: &str) -> Option<&PathBuf> {
+        self.jwks_files
+            .iter()
+            .find(|(i, _)| i == issuer)
+            .map(|(_, path)| path)
+    }
+}
+
+/// The settings, or none when `WORKLOAD_ISSUERS` is unset (no workload may redeem anything).
+pub(super) fn workload_settings(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<WorkloadSettings>, ConfigError> {
+    let issuers = list(get("WORKLOAD_ISSUERS"));
+    if issuers.is_empty() {
+        for var in ["WORKLOAD_AUDIENCE", "WORKLOAD_JWKS_FILES"] {
+            if get(var).is_some() {
+                return Err(ConfigError::new(
+                    var,
+                    "is set but WORKLOAD_ISSUERS is not: list the trusted platform issuers",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    for issuer in &issuers {
+        let url = parse_http_url("WORKLOAD_ISSUERS", issuer)?;
+        if url.scheme() != "https" && !is_loopback(&url) {
+            return Err(ConfigError::new(
+                "WORKLOAD_ISSUERS",
+                format!("`{issuer}` must be https (http only on a loopback address)"),
+            ));
+        }
+    }
+    let audience = get("WORKLOAD_AUDIENCE")
+        .map(|a| a.trim().to_owned())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "WORKLOAD_AUDIENCE",
+                "is required with WORKLOAD_ISSUERS: the audience platform tokens must carry for \
+                 the broker (for example the broker's public URL)",
+            )
+        })?;
+    let mut jwks_files = Vec::new();
+    for entry in list(get("WORKLOAD_JWKS_FILES")) {
+        let Some((issuer, path)) = entry.rsplit_once('=') else {
+            return Err(ConfigError::new(
+                "WORKLOAD_JWKS_FILES",
+                format!("`{entry}` must be issuer=path"),
+            ));
+        };
+        let issuer = issuer.trim().to_owned();
+        if !issuers.contains(&issuer) {
+            return Err(ConfigError::new(
+                "WORKLOAD_JWKS_FILES",
+                format!("`{issuer}` is not one of WORKLOAD_ISSUERS"),
+            ));
+        }
+        jwks_files.push((issuer, PathBuf::from(path.trim())));
+    }
+    let max_token_lifetime = seconds(
+        get("WORKLOAD_MAX_TOKEN_LIFETIME_SECS"),
+        "WORKLOAD_MAX_TOKEN_LIFETIME_SECS",
+        24 * 3600,
+    )?;
+    Ok(Some(WorkloadSettings {
+        issuers,
+        audience,
+        jwks_files,
+        max_token_lifetime,
+    }))
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    }
+}
