@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, and the operator commands.
 
+mod credentials;
 mod operator;
 mod serve;
 mod user;
@@ -99,13 +100,25 @@ pub enum UserCommand {
     /// Task keys: restricted keys a task uses to get tokens after you have left.
     #[command(subcommand)]
     TaskKey(TaskKeyCommand),
-    /// For a task: print an access token using a task key (no login needed), or with --sink
-    /// and --watch keep a file holding a fresh one. The key comes from TOKEN_BROKER_TASK_KEY
-    /// or --key-file, never from the command line.
+    /// Workload bindings: let a task prove who it is with its platform's own token
+    /// (Kubernetes service account, CI job) instead of a key.
+    #[command(subcommand)]
+    Workload(WorkloadCommand),
+    /// For a task: print an access token using a task key or the workload's platform token (no
+    /// login needed), or with --sink and --watch keep a file holding a fresh one. The key comes
+    /// from TOKEN_BROKER_TASK_KEY or --key-file, never from the command line.
     TaskToken {
         /// A file holding the task key (mode 0600 is advised).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "workload_token_file")]
         key_file: Option<PathBuf>,
+        /// Instead of a key: the file where the platform keeps the workload's token (read
+        /// again for every exchange, since the platform rewrites it).
+        #[arg(long, env = "TOKEN_BROKER_WORKLOAD_TOKEN_FILE")]
+        workload_token_file: Option<PathBuf>,
+        /// With --workload-token-file: the persistent token id, when the workload is bound to
+        /// several.
+        #[arg(long, requires = "workload_token_file")]
+        grant: Option<uuid::Uuid>,
         /// Write the token to this file (atomically, mode 0600) instead of printing it.
         #[arg(long)]
         sink: Option<PathBuf>,
@@ -154,6 +167,41 @@ pub enum TaskKeyCommand {
     List { id: String },
     /// Revoke a key.
     Revoke { id: String, key_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// Bind a persistent token to a workload identity; prints the binding's id.
+    Bind {
+        id: String,
+        /// The platform issuer (one of the broker's WORKLOAD_ISSUERS).
+        #[arg(long)]
+        issuer: String,
+        /// The platform token's `sub`, exactly (system:serviceaccount:NS:NAME on Kubernetes).
+        #[arg(long)]
+        subject: String,
+        /// A further claim that must match exactly, as PATH=VALUE (dotted paths reach nested
+        /// claims: kubernetes.io.serviceaccount.uid=…); repeat for several.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Space-separated scopes within the token's grant.
+        #[arg(long)]
+        scope: Option<String>,
+        /// When the binding stops working: RFC 3339 or a duration (90m, 12h, 7d).
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        max_uses: Option<u32>,
+        /// A network the workload may redeem from (CIDR or address); repeat for several.
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+    },
+    /// List a persistent token's workload bindings.
+    List { id: String },
+    /// Revoke a binding.
+    Unbind { id: String, binding_id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,13 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{LoginMethod, TaskKeyCommand, UserCommand};
-use crate::api::{CreateTaskKey, Status, TaskKeyView, TokenView};
+use super::{credentials, LoginMethod, UserCommand};
+use crate::api::{Status, TokenView};
 use crate::client::broker::{parse_base, BrokerApi};
 use crate::client::fresh_session;
 use crate::client::login::{credentials_login, device_login, scopes, Provider};
 use crate::client::store::{default_path, Kind, LockedConfig};
-use crate::client::task_token;
+use crate::client::task_token::{self, TaskCredential};
 
 const DEFAULT_CLIENT_ID: &str = "token-broker-cli";
 const DEFAULT_BROKER: &str = "http://127.0.0.1:8080";
@@ -30,12 +30,26 @@ pub async fn run(
     // A task needs no login, no config file: only its key and the broker's address.
     if let UserCommand::TaskToken {
         key_file,
+        workload_token_file,
+        grant,
         sink,
         watch,
         scope,
     } = command
     {
-        return task_token_command(key_file, sink, watch, scope, broker).await;
+        let credential = match workload_token_file {
+            Some(file) => {
+                if std::env::var_os(task_token::KEY_ENV).is_some() {
+                    bail!(
+                        "both a task key ({}) and a workload token file are set; use one",
+                        task_token::KEY_ENV
+                    );
+                }
+                TaskCredential::Workload { file, grant }
+            }
+            None => TaskCredential::Key(task_token::read_key(key_file.as_deref())?),
+        };
+        return task_token_command(credential, sink, watch, scope, broker).await;
     }
     let path = match config {
         Some(path) => path,
@@ -186,7 +200,8 @@ async fn run_broker_command(
             println!("{id} {}", describe(&api.status(&id).await?));
             Ok(())
         }
-        UserCommand::TaskKey(command) => task_key_command(&api, command).await,
+        UserCommand::TaskKey(command) => credentials::task_key_command(&api, command).await,
+        UserCommand::Workload(command) => credentials::workload_command(&api, command).await,
         UserCommand::List { task } => {
             for item in api.list(task.as_deref()).await? {
                 println!("{} {}", item.persistent_token_id, describe(&item));
@@ -253,96 +268,13 @@ async fn wait_for_consent(
     result
 }
 
-async fn task_key_command(api: &BrokerApi, command: TaskKeyCommand) -> anyhow::Result<()> {
-    match command {
-        TaskKeyCommand::Create {
-            id,
-            name,
-            scope,
-            expires,
-            max_uses,
-            cidrs,
-        } => {
-            let request = CreateTaskKey {
-                name,
-                scope,
-                expires_at: expires.as_deref().map(parse_expiry).transpose()?,
-                max_uses,
-                allowed_cidrs: cidrs,
-            };
-            let created = api.create_task_key(&id, &request).await?;
-            // The key alone on stdout (for a file or a secret store); the rest on stderr.
-            println!("{}", created.task_key);
-            eprintln!(
-                "Task key {} for {id}: shown once, store it now. {}",
-                created.key.task_key_id,
-                describe_key(&created.key)
-            );
-            Ok(())
-        }
-        TaskKeyCommand::List { id } => {
-            for key in api.task_keys(&id).await?.items {
-                println!("{} {}", key.task_key_id, describe_key(&key));
-            }
-            Ok(())
-        }
-        TaskKeyCommand::Revoke { id, key_id } => {
-            let key = api.revoke_task_key(&id, &key_id).await?;
-            println!("{key_id} {}", describe_key(&key));
-            Ok(())
-        }
-    }
-}
-
-/// `active name=nightly uses=3/20 expires=…`
-fn describe_key(key: &TaskKeyView) -> String {
-    let mut text = key.state.clone();
-    if let Some(name) = &key.name {
-        text.push_str(&format!(" name={name}"));
-    }
-    if let Some(scope) = &key.scope {
-        text.push_str(&format!(" scope=\"{scope}\""));
-    }
-    let uses = key.uses;
-    match key.max_uses {
-        Some(max) => text.push_str(&format!(" uses={uses}/{max}")),
-        None => text.push_str(&format!(" uses={uses}")),
-    }
-    let expires = key
-        .expires_at
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    text.push_str(&format!(" expires={expires}"));
-    text
-}
-
-/// RFC 3339, or a duration from now: `90m`, `12h`, `7d`.
-fn parse_expiry(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&chrono::Utc));
-    }
-    let bad =
-        || anyhow!("--expires `{text}` is neither RFC 3339 nor a duration like 90m, 12h or 7d");
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: i64 = number.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "m" => chrono::Duration::try_minutes(n),
-        "h" => chrono::Duration::try_hours(n),
-        "d" => chrono::Duration::try_days(n),
-        _ => None,
-    }
-    .filter(|_| n > 0)
-    .ok_or_else(bad)?;
-    Ok(chrono::Utc::now() + duration)
-}
-
 async fn task_token_command(
-    key_file: Option<PathBuf>,
+    key: TaskCredential,
     sink: Option<PathBuf>,
     watch: bool,
     scope: Option<String>,
     broker: Option<String>,
 ) -> anyhow::Result<()> {
-    let key = task_token::read_key(key_file.as_deref())?;
     let base = broker.unwrap_or_else(|| DEFAULT_BROKER.to_owned());
     let broker = parse_base(&base)?;
     let http = crate::oidc::http_client().context("cannot build an HTTP client")?;

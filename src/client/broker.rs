@@ -8,8 +8,8 @@ use url::Url;
 
 use crate::api::{
     paths, AccessTokenRequest, AccessTokenResponse, ConsentRequest, ConsentResponse, CreateTaskKey,
-    CreatedTaskKey, ErrorBody, ReconsentRequest, RevokeResponse, TaskKeyList, TaskKeyView,
-    TokenPage, TokenView,
+    CreateWorkloadBinding, CreatedTaskKey, ErrorBody, ReconsentRequest, RevokeResponse,
+    TaskKeyList, TaskKeyView, TokenPage, TokenView, WorkloadBindingList, WorkloadBindingView,
 };
 
 /// Why a call to the broker did not give its answer.
@@ -44,6 +44,12 @@ pub enum BrokerError {
         status: StatusCode,
         code: String,
         message: String,
+    },
+    #[error("cannot read the workload token file {}", path.display())]
+    WorkloadTokenFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("cannot build an HTTP client")]
     Client(#[source] reqwest::Error),
@@ -102,6 +108,28 @@ impl BrokerApi {
         key_id: &str,
     ) -> Result<TaskKeyView, BrokerError> {
         self.call(Method::DELETE, &paths::task_key(id, key_id), NO_BODY)
+            .await
+    }
+
+    pub async fn create_workload_binding(
+        &self,
+        id: &str,
+        request: &CreateWorkloadBinding,
+    ) -> Result<WorkloadBindingView, BrokerError> {
+        self.call(Method::POST, &paths::workloads(id), Some(request))
+            .await
+    }
+
+    pub async fn workload_bindings(&self, id: &str) -> Result<WorkloadBindingList, BrokerError> {
+        self.call(Method::GET, &paths::workloads(id), NO_BODY).await
+    }
+
+    pub async fn revoke_workload_binding(
+        &self,
+        id: &str,
+        binding_id: &str,
+    ) -> Result<WorkloadBindingView, BrokerError> {
+        self.call(Method::DELETE, &paths::workload(id, binding_id), NO_BODY)
             .await
     }
 

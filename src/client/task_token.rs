@@ -1,5 +1,6 @@
-//! The task's side: a task key in, an access token out — printed once, or kept fresh in a file
-//! (what HTCondor's credmon does for jobs), with no user login anywhere.
+//! The task's side: a task key (or the workload's platform token) in, an access token out —
+//! printed once, or kept fresh in a file (what HTCondor's credmon does for jobs), with no user
+//! login anywhere.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -40,25 +41,69 @@ pub fn read_key(file: Option<&Path>) -> anyhow::Result<SecretString> {
     }
 }
 
+/// What a task proves itself with.
+pub enum TaskCredential {
+    /// A task key, sent as the bearer of `access-token`.
+    Key(SecretString),
+    /// The file where the platform keeps the workload's token, read again for every exchange
+    /// (the platform rewrites it), presented at the token exchange; `grant` picks the row
+    /// when the workload is bound to several.
+    Workload {
+        file: PathBuf,
+        grant: Option<uuid::Uuid>,
+    },
+}
+
+/// RFC 8693 §2.2.1, the parts the helper uses.
+#[derive(serde::Deserialize)]
+struct Exchanged {
+    access_token: String,
+    expires_in: i64,
+}
+
+/// RFC 6749 §5.2.
+#[derive(serde::Deserialize)]
+struct OAuthRefusal {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
 /// A token the broker handed out.
 pub struct Token {
     pub access_token: SecretString,
     pub expires_at: DateTime<Utc>,
 }
 
-/// Asks the broker for a token with `key`.
+/// Asks the broker for a token with `credential`.
 pub async fn fetch(
+    http: &reqwest::Client,
+    broker: &url::Url,
+    credential: &TaskCredential,
+    scope: Option<&str>,
+) -> Result<Token, BrokerError> {
+    match credential {
+        TaskCredential::Key(key) => fetch_with_key(http, broker, key, scope).await,
+        TaskCredential::Workload { file, grant } => {
+            exchange(http, broker, file, *grant, scope).await
+        }
+    }
+}
+
+fn endpoint(broker: &url::Url, path: &str) -> Result<url::Url, BrokerError> {
+    broker.join(path).map_err(|source| BrokerError::BadUrl {
+        url: broker.to_string(),
+        source,
+    })
+}
+
+async fn fetch_with_key(
     http: &reqwest::Client,
     broker: &url::Url,
     key: &SecretString,
     scope: Option<&str>,
 ) -> Result<Token, BrokerError> {
-    let url = broker
-        .join(crate::api::paths::ACCESS_TOKEN)
-        .map_err(|source| BrokerError::BadUrl {
-            url: broker.to_string(),
-            source,
-        })?;
+    let url = endpoint(broker, crate::api::paths::ACCESS_TOKEN)?;
     let request = AccessTokenRequest {
         persistent_token_id: None,
         scope: scope.map(str::to_owned),
@@ -79,6 +124,72 @@ pub async fn fetch(
         expires_at: answer.expires_at,
     })
 }
+
+/// The workload's platform token, exchanged (RFC 8693) for an access token of its row.
+async fn exchange(
+    http: &reqwest::Client,
+    broker: &url::Url,
+    file: &Path,
+    grant: Option<uuid::Uuid>,
+    scope: Option<&str>,
+) -> Result<Token, BrokerError> {
+    let unreadable = |source| BrokerError::WorkloadTokenFile {
+        path: file.to_owned(),
+        source,
+    };
+    let text = zeroize::Zeroizing::new(fs::read_to_string(file).map_err(unreadable)?);
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        )));
+    }
+    let resource = grant.map(|id| format!("urn:token-broker:grant:{id}"));
+    let mut form = vec![
+        ("grant_type", TOKEN_EXCHANGE),
+        ("subject_token", token),
+        ("subject_token_type", JWT_TYPE),
+    ];
+    if let Some(resource) = &resource {
+        form.push(("resource", resource));
+    }
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    let response = http
+        .post(endpoint(broker, crate::api::paths::TOKEN)?)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|source| BrokerError::Unreachable {
+            base: broker.clone(),
+            source,
+        })?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(BrokerError::BrokeOff)?;
+    if !status.is_success() {
+        let refusal: OAuthRefusal =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| OAuthRefusal {
+                error: "error".into(),
+                error_description: format!("HTTP {status}"),
+            });
+        return Err(BrokerError::Refused {
+            status,
+            code: refusal.error,
+            message: refusal.error_description,
+        });
+    }
+    let answer: Exchanged = serde_json::from_slice(&bytes)
+        .map_err(|source| BrokerError::Unexpected { status, source })?;
+    Ok(Token {
+        access_token: SecretString::from(answer.access_token),
+        expires_at: Utc::now() + chrono::Duration::seconds(answer.expires_in.max(0)),
+    })
+}
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// Writes `token` to `sink` atomically: a 0600 temporary file beside it, synced, renamed over.
 /// A reader sees the old token or the new one, never half of either.
@@ -114,7 +225,7 @@ pub fn renew_in(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 pub async fn watch(
     http: &reqwest::Client,
     broker: &url::Url,
-    key: &SecretString,
+    key: &TaskCredential,
     scope: Option<&str>,
     sink: &Path,
     stop: impl std::future::Future<Output = ()>,

@@ -6,8 +6,9 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::app::{spawn_app, unique_user};
+use crate::app::{spawn_with, unique_user, Options};
 use crate::idp::Idp;
+use crate::platform::{subject, Platform, AUDIENCE};
 use crate::task_keys::create_key;
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -15,7 +16,10 @@ const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgre
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn the_python_task_client_passes_its_suite_against_the_live_broker(pool: PgPool) {
     let idp = Idp::shared();
-    let app = spawn_app(pool).await;
+    let platform = Platform::start().await;
+    let mut options = Options::new(idp);
+    options.extra = platform.settings();
+    let app = spawn_with(pool, options).await;
     let user = unique_user("ursula");
     let bearer = idp.user_token(&user).await;
 
@@ -49,6 +53,18 @@ async fn the_python_task_client_passes_its_suite_against_the_live_broker(pool: P
     let path = format!("/api/auth/manager/offline-tokens/{gone}");
     assert_eq!(app.delete_as(&bearer, &path).await.status(), 200);
 
+    // The notebook's row is also bound to the `jobs/runner` service account of the platform.
+    let binding = app
+        .post(
+            &format!("/api/auth/manager/offline-tokens/{id}/workloads"),
+            Some(&bearer),
+            json!({ "issuer": platform.issuer, "subject": subject("jobs", "runner") }),
+        )
+        .await;
+    assert_eq!(binding.status(), 201, "{}", binding.text().await.unwrap());
+    let workload_token = platform.token("jobs", "runner", AUDIENCE);
+    let wrong_audience = platform.token("jobs", "runner", "https://elsewhere.test");
+
     let root = env!("CARGO_MANIFEST_DIR");
     let pytest = tokio::task::spawn_blocking({
         let base = app.base.clone();
@@ -63,6 +79,9 @@ async fn the_python_task_client_passes_its_suite_against_the_live_broker(pool: P
                 .env("TB_TEST_USER", &user)
                 .env("TB_TEST_REVOKED_KEY", revoked_key)
                 .env("TB_TEST_REVOKED_ROW_KEY", revoked_row_key)
+                .env("TB_TEST_GRANT", id.to_string())
+                .env("TB_TEST_WORKLOAD_TOKEN", workload_token)
+                .env("TB_TEST_WORKLOAD_WRONG_AUDIENCE", wrong_audience)
                 .stdin(Stdio::null())
                 .output()
                 .unwrap()
@@ -77,7 +96,7 @@ async fn the_python_task_client_passes_its_suite_against_the_live_broker(pool: P
         String::from_utf8_lossy(&pytest.stderr)
     );
     assert!(
-        report.contains("14 passed") && !report.contains("skipped"),
+        report.contains("17 passed") && !report.contains("skipped"),
         "{report}"
     );
 }

@@ -2,7 +2,10 @@
 
 `tests/api/python_client.rs` starts both, prepares the rows and keys, and runs this file with:
 TOKEN_BROKER_URL, TB_TEST_KEY (an active row's key), TB_TEST_USER (its owner's subject),
-TB_TEST_REVOKED_KEY (a revoked key) and TB_TEST_REVOKED_ROW_KEY (the key of a revoked row).
+TB_TEST_REVOKED_KEY (a revoked key), TB_TEST_REVOKED_ROW_KEY (the key of a revoked row),
+TB_TEST_GRANT (the active row's id), TB_TEST_WORKLOAD_TOKEN (a platform token of a workload
+bound to that row) and TB_TEST_WORKLOAD_WRONG_AUDIENCE (the same workload's token for another
+audience).
 """
 
 import asyncio
@@ -215,3 +218,49 @@ def test_secrets_never_show_in_reprs():
     token = b.token()
     assert os.environ["TB_TEST_KEY"] not in repr(b) + repr(b.__dict__)
     assert token.value not in repr(token)
+
+
+def test_a_workload_token_file_is_exchanged_and_read_again_each_time(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(os.environ["TB_TEST_WORKLOAD_TOKEN"] + "\n")
+    env = {"TOKEN_BROKER_URL": URL, "TOKEN_BROKER_WORKLOAD_TOKEN_FILE": str(token_file)}
+    b = TokenBroker.from_env(env)
+    assert claims(b.access_token())["sub"] == os.environ["TB_TEST_USER"]
+    # The platform rewrites the file; the next exchange presents what it holds now.
+    token_file.write_text(os.environ["TB_TEST_WORKLOAD_WRONG_AUDIENCE"])
+    b.invalidate()
+    with pytest.raises(Unauthorized) as e:
+        b.access_token()
+    assert "audience" in e.value.message
+    token_file.write_text(os.environ["TB_TEST_WORKLOAD_TOKEN"])
+    assert b.access_token().startswith("ey")
+    assert os.environ["TB_TEST_WORKLOAD_TOKEN"] not in repr(b) + repr(b.__dict__)
+
+
+def test_a_workload_names_its_grant_and_an_unbound_one_is_refused(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(os.environ["TB_TEST_WORKLOAD_TOKEN"])
+    named = TokenBroker(URL, workload_token_file=token_file, grant=os.environ["TB_TEST_GRANT"])
+    assert named.access_token().startswith("ey")
+    other = TokenBroker(
+        URL, workload_token_file=token_file, grant="00000000-0000-4000-8000-000000000000"
+    )
+    with pytest.raises(BrokerError) as e:
+        other.access_token()
+    assert e.value.code == "invalid_target"
+
+
+def test_workload_settings_are_checked(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(os.environ["TB_TEST_WORKLOAD_TOKEN"])
+    both = {
+        "TOKEN_BROKER_URL": URL,
+        "TOKEN_BROKER_TASK_KEY": "tbk_x",
+        "TOKEN_BROKER_WORKLOAD_TOKEN_FILE": str(token_file),
+    }
+    with pytest.raises(ConfigurationError):
+        TokenBroker.from_env(both)
+    missing = {"TOKEN_BROKER_URL": URL, "TOKEN_BROKER_WORKLOAD_TOKEN_FILE": str(tmp_path / "no")}
+    with pytest.raises(ConfigurationError) as e:
+        TokenBroker.from_env(missing).access_token()
+    assert "cannot read the workload token file" in e.value.message

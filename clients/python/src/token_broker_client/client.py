@@ -1,4 +1,5 @@
-"""The task's side of token-broker: a task key in, a fresh access token out."""
+"""The task's side of token-broker: a task key (or the workload's own platform token) in, a
+fresh access token out."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from typing import Any, Generator, Mapping, Optional
 
 import httpx
 
-from .errors import BrokerError, ConfigurationError, Unavailable, from_answer
+from .errors import BrokerError, ConfigurationError, Unavailable, from_answer, from_oauth
 
 ACCESS_TOKEN_PATH = "/api/auth/manager/access-token"
+#: RFC 8693 token exchange, where a workload presents its platform token.
+TOKEN_PATH = "/api/auth/manager/token"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 #: A token is renewed this long before it expires, or a tenth of its life if that is shorter.
 RENEW_MARGIN = 60.0
 
@@ -53,14 +58,21 @@ class _Secret:
 
 
 class TokenBroker:
-    """Gets access tokens for one task from the broker with a task key, reusing each until
-    shortly before it expires. Safe to share between threads and between asyncio tasks."""
+    """Gets access tokens for one task from the broker, reusing each until shortly before it
+    expires. Safe to share between threads and between asyncio tasks.
+
+    The task proves itself with a task key, or with its platform's own token (a Kubernetes
+    projected service-account token, a CI id token) in `workload_token_file`, which is read
+    again for every exchange because the platform rewrites it. `grant` (a
+    persistentTokenId) picks the grant when the workload is bound to several."""
 
     def __init__(
         self,
         url: str,
-        task_key: str,
+        task_key: Optional[str] = None,
         *,
+        workload_token_file: Optional[str | Path] = None,
+        grant: Optional[str] = None,
         scope: Optional[str] = None,
         timeout: float = 10.0,
         transport: Optional[httpx.BaseTransport] = None,
@@ -68,12 +80,18 @@ class TokenBroker:
     ):
         if not url or not url.startswith(("http://", "https://")):
             raise ConfigurationError("configuration", f"the broker URL {url!r} is not http(s)")
+        if task_key is not None and workload_token_file is not None:
+            raise ConfigurationError(
+                "configuration", "give a task key or a workload token file, not both"
+            )
         key = (task_key or "").strip()
-        if not key:
+        if workload_token_file is None and not key:
             raise ConfigurationError("configuration", "the task key is empty")
         self.url = url.rstrip("/")
         self.scope = scope
+        self.grant = grant
         self._key = _Secret(key)
+        self._workload_file = Path(workload_token_file) if workload_token_file else None
         self._timeout = timeout
         self._transport = transport
         self._async_transport = async_transport
@@ -87,11 +105,25 @@ class TokenBroker:
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None, **options: Any) -> "TokenBroker":
         """`TOKEN_BROKER_URL`, and the key from `TOKEN_BROKER_TASK_KEY` or the file named by
-        `TOKEN_BROKER_TASK_KEY_FILE`."""
+        `TOKEN_BROKER_TASK_KEY_FILE` — or, instead of a key, the platform token file named by
+        `TOKEN_BROKER_WORKLOAD_TOKEN_FILE` (with `TOKEN_BROKER_GRANT` to pick a grant)."""
         env = os.environ if env is None else env
         url = env.get("TOKEN_BROKER_URL", "")
         if not url:
             raise ConfigurationError("configuration", "TOKEN_BROKER_URL is not set")
+        workload = env.get("TOKEN_BROKER_WORKLOAD_TOKEN_FILE", "").strip()
+        has_key = env.get("TOKEN_BROKER_TASK_KEY", "").strip() or env.get(
+            "TOKEN_BROKER_TASK_KEY_FILE", ""
+        ).strip()
+        if workload and has_key:
+            raise ConfigurationError(
+                "configuration",
+                "set a task key (TOKEN_BROKER_TASK_KEY or TOKEN_BROKER_TASK_KEY_FILE) or "
+                "TOKEN_BROKER_WORKLOAD_TOKEN_FILE, not both",
+            )
+        if workload:
+            grant = env.get("TOKEN_BROKER_GRANT", "").strip() or None
+            return cls(url, workload_token_file=workload, grant=grant, **options)
         key = env.get("TOKEN_BROKER_TASK_KEY", "").strip()
         if not key and env.get("TOKEN_BROKER_TASK_KEY_FILE"):
             path = Path(env["TOKEN_BROKER_TASK_KEY_FILE"])
@@ -105,7 +137,9 @@ class TokenBroker:
                 raise ConfigurationError("configuration", f"the task key file {path} is empty")
         if not key:
             raise ConfigurationError(
-                "configuration", "set TOKEN_BROKER_TASK_KEY or TOKEN_BROKER_TASK_KEY_FILE"
+                "configuration",
+                "set TOKEN_BROKER_TASK_KEY, TOKEN_BROKER_TASK_KEY_FILE or "
+                "TOKEN_BROKER_WORKLOAD_TOKEN_FILE",
             )
         return cls(url, key, **options)
 
@@ -140,9 +174,7 @@ class TokenBroker:
                 timeout=self._timeout, transport=self._async_transport
             ) as http:
                 try:
-                    response = await http.post(
-                        self.url + ACCESS_TOKEN_PATH, json=self._body(), headers=self._headers()
-                    )
+                    response = await http.post(**self._request())
                 except httpx.HTTPError as e:
                     raise self._unreachable(e) from None
             fetched = self._answer(response)
@@ -162,15 +194,42 @@ class TokenBroker:
 
     # --- the request --------------------------------------------------------------------
 
-    def _body(self) -> dict:
-        return {"scope": self.scope} if self.scope else {}
+    def _request(self) -> dict:
+        """The POST to send: the key to `access-token`, or the platform token, read now, to
+        the token exchange."""
+        if self._workload_file is None:
+            body = {"scope": self.scope} if self.scope else {}
+            return {
+                "url": self.url + ACCESS_TOKEN_PATH,
+                "json": body,
+                "headers": {"Authorization": f"Bearer {self._key.reveal()}"},
+            }
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": self._workload_token(),
+            "subject_token_type": JWT_TYPE,
+        }
+        if self.grant:
+            form["resource"] = f"urn:token-broker:grant:{self.grant}"
+        if self.scope:
+            form["scope"] = self.scope
+        return {"url": self.url + TOKEN_PATH, "data": form}
 
-    def _headers(self) -> dict:
-        return {"Authorization": f"Bearer {self._key.reveal()}"}
+    def _workload_token(self) -> str:
+        path = self._workload_file
+        try:
+            token = path.read_text().strip() if path else ""
+        except OSError as e:
+            raise ConfigurationError(
+                "configuration", f"cannot read the workload token file {path}: {e.strerror}"
+            ) from None
+        if not token:
+            raise ConfigurationError("configuration", f"the workload token file {path} is empty")
+        return token
 
     def _send(self, http: httpx.Client) -> httpx.Response:
         try:
-            return http.post(self.url + ACCESS_TOKEN_PATH, json=self._body(), headers=self._headers())
+            return http.post(**self._request())
         except httpx.HTTPError as e:
             raise self._unreachable(e) from None
 
@@ -188,6 +247,8 @@ class TokenBroker:
                 f"the broker answered HTTP {response.status_code} without JSON",
                 status=response.status_code,
             )
+        if self._workload_file is not None:
+            return _exchanged(response, body)
         if response.status_code != 200:
             raise from_answer(
                 response.status_code,
@@ -225,6 +286,18 @@ class BrokerAuth(httpx.Auth):
             self._broker.invalidate()
             request.headers["Authorization"] = f"Bearer {await self._broker.aaccess_token()}"
             yield request
+
+
+def _exchanged(response: httpx.Response, body: dict) -> AccessToken:
+    """A token exchange's answer (RFC 8693 §2.2), or its OAuth error as our exceptions."""
+    if response.status_code != 200:
+        error = str(body.get("error", "error"))
+        description = str(body.get("error_description", "no details"))
+        raise from_oauth(response.status_code, error, description, _retry_after(response))
+    value, expires_in = body.get("access_token"), body.get("expires_in")
+    if not isinstance(value, str) or not isinstance(expires_in, (int, float)):
+        raise BrokerError("bad_answer", "the broker's answer has no access_token/expires_in")
+    return AccessToken(value, float(expires_in), body.get("scope"), time.monotonic())
 
 
 def _retry_after(response: httpx.Response) -> Optional[float]:

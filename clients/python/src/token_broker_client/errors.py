@@ -107,3 +107,22 @@ def from_answer(
     if kind is None:
         kind = Unavailable if status == 503 else BrokerError
     return kind(code, message, status=status, retry_after=retry_after)
+
+
+def from_oauth(
+    status: int, error: str, description: str, retry_after: Optional[float]
+) -> BrokerError:
+    """The exception for a token exchange's OAuth error (RFC 6749 §5.2): a refused platform
+    token or binding is `Unauthorized`, a scope beyond it `InvalidScope`, a wait `RateLimited`
+    or `Unavailable`; `invalid_target` (name the grant) and the rest keep their code."""
+    if error == "invalid_request" and status == 400:
+        kind: type[BrokerError] = Unauthorized
+    elif error == "invalid_scope":
+        kind = InvalidScope
+    elif status == 429:
+        kind = RateLimited
+    elif status == 503 or error == "temporarily_unavailable":
+        kind = Unavailable
+    else:
+        kind = BrokerError
+    return kind(error, description, status=status, retry_after=retry_after)
