@@ -62,6 +62,7 @@ impl From<TaskKey> for WorkloadBindingView {
         (status = 409, description = "Too many live keys and bindings on this token", body = ErrorBody),
         (status = 410, description = "The token is failed, revoked or expired", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
     )
 )]
 pub async fn create_workload_binding(

@@ -5,16 +5,20 @@ use std::process::Command;
 
 use sqlx::PgPool;
 
-use crate::app::{spawn_app, unique_user};
+use crate::app::{spawn_with, unique_user, Options};
 use crate::cli::{finish_lines, spawn_lines};
 use crate::idp::Idp;
+use crate::platform::Platform;
 
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[sqlx::test(migrator = "MIGRATIONS")]
 async fn the_typescript_client_passes_its_suite_against_the_live_broker(pool: PgPool) {
     let idp = Idp::shared();
-    let app = spawn_app(pool).await;
+    let platform = Platform::start().await;
+    let mut options = Options::new(idp);
+    options.extra = platform.settings();
+    let app = spawn_with(pool, options).await;
     let user = unique_user("vera");
     let bearer = idp.user_token(&user).await;
     let pending = app.consent(&bearer, "frontend-task").await;
@@ -41,7 +45,8 @@ async fn the_typescript_client_passes_its_suite_against_the_live_broker(pool: Pg
         .env("TOKEN_BROKER_URL", &app.base)
         .env("TB_BEARER", &bearer)
         .env("TB_USER", &user)
-        .env("TB_PENDING_ID", pending.id.to_string());
+        .env("TB_PENDING_ID", pending.id.to_string())
+        .env("TB_WORKLOAD_ISSUER", &platform.issuer);
     let (node, mut lines) = spawn_lines(node);
     let mut report = Vec::new();
     while let Some(line) = lines.recv().await {

@@ -12,6 +12,8 @@ export type AccessTokenResponse = Schemas['AccessTokenResponse'];
 export type CreateTaskKey = Schemas['CreateTaskKey'];
 export type CreatedTaskKey = Schemas['CreatedTaskKey'];
 export type TaskKeyView = Schemas['TaskKeyView'];
+export type CreateWorkloadBinding = Schemas['CreateWorkloadBinding'];
+export type WorkloadBindingView = Schemas['WorkloadBindingView'];
 
 const BASE = '/api/auth/manager';
 
@@ -126,6 +128,25 @@ export class TokenBrokerClient {
   /** Issues a task key for the row; `taskKey` is shown only in this answer. */
   createTaskKey(id: string, request: CreateTaskKey = {}, signal?: AbortSignal): Promise<CreatedTaskKey> {
     return this.call('POST', `/offline-tokens/${encodeURIComponent(id)}/task-keys`, request, signal);
+  }
+
+  /** Binds the row to a workload identity (a platform issuer, the exact subject, and claims
+   * that must match exactly), so the workload redeems with its platform's own token. */
+  createWorkloadBinding(id: string, request: CreateWorkloadBinding, signal?: AbortSignal): Promise<WorkloadBindingView> {
+    return this.call('POST', `/offline-tokens/${encodeURIComponent(id)}/workloads`, request, signal);
+  }
+
+  /** The row's workload bindings, oldest first. */
+  async listWorkloadBindings(id: string, signal?: AbortSignal): Promise<WorkloadBindingView[]> {
+    const list: Schemas['WorkloadBindingList'] = await this.call(
+      'GET', `/offline-tokens/${encodeURIComponent(id)}/workloads`, undefined, signal);
+    return list.items;
+  }
+
+  /** Revokes a binding (idempotent). */
+  revokeWorkloadBinding(id: string, bindingId: string, signal?: AbortSignal): Promise<WorkloadBindingView> {
+    const path = `/offline-tokens/${encodeURIComponent(id)}/workloads/${encodeURIComponent(bindingId)}`;
+    return this.call('DELETE', path, undefined, signal);
   }
 
   private async call<T>(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<T> {

@@ -42,6 +42,23 @@ test('a consent, a token, a task key, the list and a revocation', { skip }, asyn
   assert.match(key.taskKey, /^tbk_/);
   assert.equal(key.maxUses, 5);
 
+  const binding = await broker.createWorkloadBinding(id, {
+    issuer: process.env.TB_WORKLOAD_ISSUER,
+    subject: 'system:serviceaccount:jobs:runner',
+    claims: { 'kubernetes.io.serviceaccount.uid': 'uid-of-runner' },
+    maxUses: 3,
+  });
+  assert.equal(binding.state, 'active');
+  assert.equal(binding.claims['kubernetes.io.serviceaccount.uid'], 'uid-of-runner');
+  const bindings = await broker.listWorkloadBindings(id);
+  assert.deepEqual(bindings.map((b) => b.workloadBindingId), [binding.workloadBindingId]);
+  const unbound = await broker.revokeWorkloadBinding(id, binding.workloadBindingId);
+  assert.equal(unbound.state, 'revoked');
+  await assert.rejects(
+    broker.createWorkloadBinding(id, { issuer: 'https://unknown.test', subject: 's' }),
+    (e) => e instanceof BrokerError && e.code === 'invalid_request' && e.status === 400,
+  );
+
   const listed = await broker.list({ taskId: 'ts-client' });
   assert.deepEqual(listed.map((t) => t.persistentTokenId), [consent.persistentTokenId]);
   assert.ok((await broker.list()).length >= 2);
