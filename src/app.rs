@@ -106,12 +106,18 @@ pub async fn assemble(
     ));
     let grant_max_age = config.grant_max_age();
     let keyring = Arc::new(config.keyring);
-    let workloads = config
-        .workload
-        .as_ref()
-        .map(|settings| WorkloadVerifier::new(&http, settings).map(Arc::new))
-        .transpose()
-        .map_err(StartupError::Workloads)?;
+    let workloads = match &config.workload {
+        Some(settings) => {
+            let verifier =
+                WorkloadVerifier::new(&http, settings).map_err(StartupError::Workloads)?;
+            verifier
+                .load_files(settings)
+                .await
+                .map_err(StartupError::Workloads)?;
+            Some(Arc::new(verifier))
+        }
+        None => None,
+    };
     let workload_issuers = config
         .workload
         .map(|settings| settings.issuers)

@@ -353,6 +353,12 @@ fn workload_issuers_need_an_audience_and_files_name_listed_issuers() {
         "https://token.actions.githubusercontent.com, https://k8s.test".into(),
     );
     assert_eq!(load(&vars).unwrap_err().var, "WORKLOAD_AUDIENCE");
+    vars.insert("WORKLOAD_AUDIENCE", "https://k8s.test".into());
+    assert_eq!(
+        load(&vars).unwrap_err().var,
+        "WORKLOAD_AUDIENCE",
+        "the API server's own audience"
+    );
     vars.insert("WORKLOAD_AUDIENCE", "https://broker.test".into());
     let settings = load(&vars).unwrap().workload.unwrap();
     assert_eq!(

@@ -64,6 +64,15 @@ pub(super) fn workload_settings(
                  the broker (for example the broker's public URL)",
             )
         })?;
+    if issuers.contains(&audience) {
+        // Kubernetes writes its issuer as the audience of every default service-account
+        // token: accepting that audience would take tokens meant for the API server.
+        return Err(ConfigError::new(
+            "WORKLOAD_AUDIENCE",
+            "must name the broker, not one of WORKLOAD_ISSUERS: platforms put their own issuer \
+             in the audience of tokens meant for themselves",
+        ));
+    }
     let mut jwks_files = Vec::new();
     for entry in list(get("WORKLOAD_JWKS_FILES")) {
         let Some((issuer, path)) = entry.rsplit_once('=') else {

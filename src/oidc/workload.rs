@@ -58,6 +58,20 @@ impl WorkloadVerifier {
         })
     }
 
+    /// Reads every key file now: a file the operator named but the broker cannot read is a
+    /// mistake to show at start-up, not at a workload's first exchange. Discovery is left for
+    /// first use, so that a platform that is down does not keep the broker from starting.
+    pub async fn load_files(&self, settings: &WorkloadSettings) -> Result<(), String> {
+        for (issuer, path) in &settings.jwks_files {
+            if let Some(keys) = self.issuers.get(issuer) {
+                keys.load()
+                    .await
+                    .map_err(|e| format!("WORKLOAD_JWKS_FILES: {}: {e}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `issuer` is a trusted platform.
     pub fn trusts(&self, issuer: &str) -> bool {
         self.issuers.contains_key(issuer)

@@ -619,3 +619,21 @@ async fn without_trusted_platforms_no_binding_is_made_and_no_workload_token_take
         .unwrap()
         .contains("no workload tokens"));
 }
+
+/// A key file the operator named but the broker cannot read stops it at start-up, not at a
+/// workload's first exchange.
+#[tokio::test]
+async fn an_unreadable_key_file_stops_the_broker_at_start() {
+    let h = Harness::new().await;
+    let missing = format!("{KUBERNETES}=/nonexistent/jwks.json");
+    let started = h
+        .try_beside(&[
+            ("WORKLOAD_ISSUERS", KUBERNETES),
+            ("WORKLOAD_AUDIENCE", "https://broker.test"),
+            ("WORKLOAD_JWKS_FILES", &missing),
+        ])
+        .await;
+    let error = started.err().expect("refuses to start").to_string();
+    assert!(error.contains("WORKLOAD_JWKS_FILES"), "{error}");
+    assert!(error.contains("/nonexistent/jwks.json"), "{error}");
+}
