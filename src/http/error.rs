@@ -262,7 +262,7 @@ impl ApiError {
             ApiError::TooManyTaskKeys => fixed(
                 S::CONFLICT,
                 Code::TooManyTaskKeys,
-                "This token has too many live task keys; revoke some first",
+                "This token has too many live task keys and workload bindings; revoke some first",
             ),
             ApiError::TooManyPending => fixed(
                 S::TOO_MANY_REQUESTS,

@@ -59,7 +59,7 @@ pub enum TaskKeyError {
         status: Status,
         reason: Option<StatusReason>,
     },
-    #[error("this token already has {MAX_LIVE_KEYS} live task keys")]
+    #[error("this token already has {MAX_LIVE_KEYS} live task keys and workload bindings")]
     TooMany,
     /// Workload bindings are off: `WORKLOAD_ISSUERS` is not set.
     #[error("workload identities are not enabled on this broker")]
