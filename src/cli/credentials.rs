@@ -13,20 +13,13 @@ pub(super) async fn task_key_command(
     command: TaskKeyCommand,
 ) -> anyhow::Result<()> {
     match command {
-        TaskKeyCommand::Create {
-            id,
-            name,
-            scope,
-            expires,
-            max_uses,
-            cidrs,
-        } => {
+        TaskKeyCommand::Create { id, limits } => {
             let request = CreateTaskKey {
-                name,
-                scope,
-                expires_at: expires.as_deref().map(parse_expiry).transpose()?,
-                max_uses,
-                allowed_cidrs: cidrs,
+                expires_at: limits.expires.as_deref().map(parse_expiry).transpose()?,
+                name: limits.name,
+                scope: limits.scope,
+                max_uses: limits.max_uses,
+                allowed_cidrs: limits.cidrs,
             };
             let created = api.create_task_key(&id, &request).await?;
             // The key alone on stdout (for a file or a secret store); the rest on stderr.
@@ -61,16 +54,22 @@ fn describe_key(key: &TaskKeyView) -> String {
     if let Some(scope) = &key.scope {
         text.push_str(&format!(" scope=\"{scope}\""));
     }
-    let uses = key.uses;
-    match key.max_uses {
-        Some(max) => text.push_str(&format!(" uses={uses}/{max}")),
-        None => text.push_str(&format!(" uses={uses}")),
-    }
-    let expires = key
-        .expires_at
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    text.push_str(&format!(" expires={expires}"));
+    text.push_str(&uses_and_expiry(key.uses, key.max_uses, key.expires_at));
     text
+}
+
+/// ` uses=3/20 expires=…`: what is left of a key or a binding.
+fn uses_and_expiry(
+    uses: u32,
+    max: Option<u32>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let uses = match max {
+        Some(max) => format!(" uses={uses}/{max}"),
+        None => format!(" uses={uses}"),
+    };
+    let expires = expires_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    format!("{uses} expires={expires}")
 }
 
 /// RFC 3339, or a duration from now: `90m`, `12h`, `7d`.
@@ -103,11 +102,7 @@ pub(super) async fn workload_command(
             issuer,
             subject,
             claims,
-            name,
-            scope,
-            expires,
-            max_uses,
-            cidrs,
+            limits,
         } => {
             let request = CreateWorkloadBinding {
                 issuer,
@@ -116,11 +111,11 @@ pub(super) async fn workload_command(
                     .iter()
                     .map(|claim| parse_claim(claim))
                     .collect::<anyhow::Result<_>>()?,
-                name,
-                scope,
-                expires_at: expires.as_deref().map(parse_expiry).transpose()?,
-                max_uses,
-                allowed_cidrs: cidrs,
+                expires_at: limits.expires.as_deref().map(parse_expiry).transpose()?,
+                name: limits.name,
+                scope: limits.scope,
+                max_uses: limits.max_uses,
+                allowed_cidrs: limits.cidrs,
             };
             let binding = api.create_workload_binding(&id, &request).await?;
             println!("{}", binding.workload_binding_id);
@@ -174,13 +169,13 @@ fn describe_binding(binding: &WorkloadBindingView) -> String {
             .map_or_else(|| value.to_string(), str::to_owned);
         text.push_str(&format!(" {path}={value}"));
     }
-    match binding.max_uses {
-        Some(max) => text.push_str(&format!(" uses={}/{max}", binding.uses)),
-        None => text.push_str(&format!(" uses={}", binding.uses)),
+    if let Some(scope) = &binding.scope {
+        text.push_str(&format!(" scope=\"{scope}\""));
     }
-    let expires = binding
-        .expires_at
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    text.push_str(&format!(" expires={expires}"));
+    text.push_str(&uses_and_expiry(
+        binding.uses,
+        binding.max_uses,
+        binding.expires_at,
+    ));
     text
 }

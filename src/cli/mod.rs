@@ -142,26 +142,33 @@ pub enum UserCommand {
     Revoke { id: String },
 }
 
+/// What a task key or a workload binding is limited to.
+#[derive(Debug, Args)]
+pub struct Limits {
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Space-separated scopes within the token's grant.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// When it stops working: RFC 3339 (2026-12-31T00:00:00Z) or a duration (90m, 12h, 7d)
+    /// [default: the token's own expiry].
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// How many successful uses it allows.
+    #[arg(long)]
+    pub max_uses: Option<u32>,
+    /// A network it may be used from (CIDR or address); repeat for several.
+    #[arg(long = "cidr")]
+    pub cidrs: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TaskKeyCommand {
     /// Issue a key for a persistent token; prints the key once, then its id.
     Create {
         id: String,
-        #[arg(long)]
-        name: Option<String>,
-        /// Space-separated scopes within the token's grant.
-        #[arg(long)]
-        scope: Option<String>,
-        /// When the key stops working: RFC 3339 (2026-12-31T00:00:00Z) or a duration
-        /// (90m, 12h, 7d) [default: the token's own expiry].
-        #[arg(long)]
-        expires: Option<String>,
-        /// How many successful uses it allows.
-        #[arg(long)]
-        max_uses: Option<u32>,
-        /// A network the key may be used from (CIDR or address); repeat for several.
-        #[arg(long = "cidr")]
-        cidrs: Vec<String>,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// List a persistent token's keys (no secrets).
     List { id: String },
@@ -184,19 +191,8 @@ pub enum WorkloadCommand {
         /// claims: kubernetes.io.serviceaccount.uid=…); repeat for several.
         #[arg(long = "claim")]
         claims: Vec<String>,
-        #[arg(long)]
-        name: Option<String>,
-        /// Space-separated scopes within the token's grant.
-        #[arg(long)]
-        scope: Option<String>,
-        /// When the binding stops working: RFC 3339 or a duration (90m, 12h, 7d).
-        #[arg(long)]
-        expires: Option<String>,
-        #[arg(long)]
-        max_uses: Option<u32>,
-        /// A network the workload may redeem from (CIDR or address); repeat for several.
-        #[arg(long = "cidr")]
-        cidrs: Vec<String>,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// List a persistent token's workload bindings.
     List { id: String },
