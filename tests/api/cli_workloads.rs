@@ -80,6 +80,17 @@ async fn workload_commands_bind_and_the_helper_redeems_with_the_platform_token(p
     ])
     .await;
     assert!(named.status.success(), "{}", text(&named.stderr));
+    let sink = dir.join("access-token");
+    let sunk = run(&[
+        "task-token",
+        "--workload-token-file",
+        &token_file,
+        "--sink",
+        &sink.display().to_string(),
+    ])
+    .await;
+    assert!(sunk.status.success(), "{}", text(&sunk.stderr));
+    assert!(std::fs::read_to_string(&sink).unwrap().starts_with("ey"));
 
     // Another service account's token: one line naming the OAuth error, nothing printed.
     std::fs::write(
