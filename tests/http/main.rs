@@ -14,6 +14,7 @@ mod ops;
 mod platform;
 mod provider;
 mod provider_callback;
+mod provider_grant_dates;
 mod provider_refresh;
 mod task_keys;
 mod tokens;

@@ -16,15 +16,15 @@ use crate::provider::Reply;
 const CALLBACK: &str = "/api/auth/manager/offline-callback";
 
 /// A consent as the browser would carry it to the provider.
-struct Consent {
-    user: String,
-    id: Uuid,
-    state: String,
-    nonce: String,
-    challenge: String,
+pub(crate) struct Consent {
+    pub user: String,
+    pub id: Uuid,
+    pub state: String,
+    pub nonce: String,
+    pub challenge: String,
 }
 
-async fn consent(h: &Harness) -> Consent {
+pub(crate) async fn consent(h: &Harness) -> Consent {
     let user = unique_user("alice");
     let answer = h.consent(&h.bearer(&user), json!({ "taskId": "t" })).await;
     assert_eq!(answer.status, 201, "{}", answer.text);
@@ -49,7 +49,7 @@ async fn consent(h: &Harness) -> Consent {
 }
 
 /// An ID token for the broker's client, signed by `signer`.
-fn id_token(signer: &Signer, sub: &str, nonce: &str) -> String {
+pub(crate) fn id_token(signer: &Signer, sub: &str, nonce: &str) -> String {
     let claims = json!({
         "iss": ISSUER, "sub": sub, "aud": "token-broker", "azp": "token-broker",
         "nonce": nonce, "iat": now(), "exp": now() + 300, "auth_time": now() - 5,
@@ -58,7 +58,7 @@ fn id_token(signer: &Signer, sub: &str, nonce: &str) -> String {
 }
 
 /// A token answer to an authorization-code exchange, with `changes` merged in.
-fn code_answer(id_token: &str, changes: Value) -> Value {
+pub(crate) fn code_answer(id_token: &str, changes: Value) -> Value {
     let mut answer = json!({
         "access_token": "at-1", "token_type": "Bearer", "expires_in": 300,
         "refresh_token": "offline-1", "scope": "openid offline_access",
@@ -74,7 +74,7 @@ fn code_answer(id_token: &str, changes: Value) -> Value {
     answer
 }
 
-async fn callback(h: &Harness, c: &Consent) -> crate::harness::Answer {
+pub(crate) async fn callback(h: &Harness, c: &Consent) -> crate::harness::Answer {
     h.get(&format!("{CALLBACK}?code=code-1&state={}", c.state), None)
         .await
 }
