@@ -2,33 +2,10 @@
 //! CI id tokens, SPIFFE JWT-SVIDs) a grant's owner may bind a grant to.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::parse::{list, parse_http_url, seconds};
 use super::ConfigError;
-
-/// Trusted platform issuers and what their tokens must carry.
-#[derive(Clone, Debug)]
-pub struct WorkloadSettings {
-    /// Issuers exactly as their tokens write `iss` (`WORKLOAD_ISSUERS`).
-    pub issuers: Vec<String>,
-    /// The audience a platform token must name to be presented to the broker.
-    pub audience: String,
-    /// Issuers whose keys come from a file instead of discovery (`WORKLOAD_JWKS_FILES`).
-    pub jwks_files: Vec<(String, PathBuf)>,
-    /// The longest lifetime (`exp` − `iat`) a platform token may have.
-    pub max_token_lifetime: Duration,
-}
-
-impl WorkloadSettings {
-    /// The file holding `issuer`'s keys, if the operator gave one.
-    pub fn jwks_file(&self, issuer: &str) -> Option<&PathBuf> {
-        self.jwks_files
-            .iter()
-            .find(|(i, _)| i == issuer)
-            .map(|(_, path)| path)
-    }
-}
+pub use crate::oidc::WorkloadSettings;
 
 /// The settings, or none when `WORKLOAD_ISSUERS` is unset (no workload may redeem anything).
 pub(super) fn workload_settings(

@@ -17,4 +17,4 @@ pub use http::http_client;
 pub use jwks::{JwksCache, KeySource};
 pub use jwt::{peek_expiry, peek_scope, CallerClaims, IdTokenClaims, JwtError, TokenVerifier};
 pub use settings::{ConsentPrompt, OidcSettings};
-pub use workload::{WorkloadClaims, WorkloadVerifier};
+pub use workload::{WorkloadClaims, WorkloadSettings, WorkloadVerifier};

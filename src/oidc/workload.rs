@@ -9,6 +9,7 @@
 //! leeway; a lifetime no longer than `WORKLOAD_MAX_TOKEN_LIFETIME_SECS`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jsonwebtoken::{decode, decode_header, Validation};
@@ -17,7 +18,29 @@ use serde_json::{Map, Value};
 use super::jwks::{JwksCache, KeySource};
 use super::jwt::{peek_claims, refusal, ALLOWED_ALGORITHMS, LEEWAY_SECS};
 use super::JwtError;
-use crate::config::WorkloadSettings;
+
+/// Trusted platform issuers and what their tokens must carry.
+#[derive(Clone, Debug)]
+pub struct WorkloadSettings {
+    /// Issuers exactly as their tokens write `iss` (`WORKLOAD_ISSUERS`).
+    pub issuers: Vec<String>,
+    /// The audience a platform token must name to be presented to the broker.
+    pub audience: String,
+    /// Issuers whose keys come from a file instead of discovery (`WORKLOAD_JWKS_FILES`).
+    pub jwks_files: Vec<(String, PathBuf)>,
+    /// The longest lifetime (`exp` − `iat`) a platform token may have.
+    pub max_token_lifetime: Duration,
+}
+
+impl WorkloadSettings {
+    /// The file holding `issuer`'s keys, if the operator gave one.
+    pub fn jwks_file(&self, issuer: &str) -> Option<&PathBuf> {
+        self.jwks_files
+            .iter()
+            .find(|(i, _)| i == issuer)
+            .map(|(_, path)| path)
+    }
+}
 
 /// Who a workload is, as its platform signed it.
 #[derive(Clone, Debug)]

@@ -7,7 +7,6 @@
 
 mod history;
 mod operator;
-mod refusal;
 pub(super) mod render;
 mod sessions;
 
@@ -24,12 +23,11 @@ use uuid::Uuid;
 use crate::api::paths;
 use crate::crypto::{constant_time_eq, random_token, sha256};
 use crate::grants::{ListQuery, Reads, Revoker};
-use crate::http::error::ApiError;
+use crate::http::error::{AdminRefusal, ApiError};
 use crate::oidc::{OidcClient, TokenVerifier};
 
 pub use history::show_history;
 pub use operator::Operator;
-pub use refusal::AdminRefusal;
 use render::{error_page, passes_health_filter, tokens_page, Filters};
 use sessions::PendingSignIn;
 pub use sessions::Sessions;

@@ -1,11 +1,12 @@
-//! The admin page's own refusals: rows of the one error table (`ApiError::Admin`) that only
-//! its sign-in, sessions and forms raise. Rendered, like every other error on these pages, by
-//! `render::error_page`.
+//! The admin page's own refusals, as rows of the error table.
 
 use axum::http::StatusCode;
 
-use crate::http::error::{Answer, Code};
+use super::{Answer, Code};
 
+/// The admin page's own refusals: rows of the same table that only its sign-in, sessions
+/// and forms raise, shown like every other error on those pages by
+/// `admin_page::render::error_page`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdminRefusal {
     /// `ADMIN_ROLE` is not set: there is no admin page.
@@ -24,6 +25,7 @@ pub enum AdminRefusal {
 }
 
 impl AdminRefusal {
+    /// Its rows of the table.
     pub fn answer(self) -> Answer<'static> {
         use StatusCode as S;
         let (status, code, message) = match self {

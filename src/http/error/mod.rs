@@ -9,19 +9,22 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::grants::{
-    AccessError, CallbackError, ConsentError, Failure, FailureKind, KeyRefusal, ReadError,
-    RedeemError, RevokeError, TaskKeyError, WorkloadRefusal,
-};
-use crate::vault::{Status, StatusReason, VaultError};
+use crate::grants::KeyRefusal;
+use crate::vault::{Status, StatusReason};
 
-pub use super::admin_page::AdminRefusal;
+mod admin;
+mod code;
+mod from;
+#[cfg(test)]
+mod tests;
+
+pub use admin::AdminRefusal;
+pub use code::Code;
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -86,8 +89,7 @@ pub enum ApiError {
         context: &'static str,
         cause: Cause,
     },
-    /// A refusal only the admin page raises (sign-in, session, form); its rows are in
-    /// `http::admin_page::refusal`.
+    /// A refusal only the admin page raises (sign-in, session, form).
     Admin(AdminRefusal),
 }
 
@@ -97,77 +99,6 @@ pub struct Answer<'a> {
     pub code: Code,
     pub message: Cow<'a, str>,
     pub retry_after: Option<Duration>,
-}
-
-/// The stable codes clients branch on: the `error` of every JSON error body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Code {
-    Unauthorized,
-    Forbidden,
-    InvalidScope,
-    TaskKeyNotFound,
-    WorkloadBindingNotFound,
-    TooManyTaskKeys,
-    TooManyPending,
-    InvalidJson,
-    InvalidRequest,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    InvalidRedirectUri,
-    InvalidState,
-    NotFound,
-    TokenNotFound,
-    TokenPending,
-    TokenRevoked,
-    TokenExpired,
-    TokenFailed,
-    ConsentFailed,
-    SubjectMismatch,
-    ProviderUnavailable,
-    ProviderBusy,
-    ProviderError,
-    ScopeNotNarrowed,
-    DatabaseUnavailable,
-    RateLimited,
-    InternalError,
-    /// Only on the admin page: the operator sessions are all taken.
-    TooManySessions,
-}
-
-impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Unauthorized => "unauthorized",
-            Code::Forbidden => "forbidden",
-            Code::InvalidScope => "invalid_scope",
-            Code::TaskKeyNotFound => "task_key_not_found",
-            Code::WorkloadBindingNotFound => "workload_binding_not_found",
-            Code::TooManyTaskKeys => "too_many_task_keys",
-            Code::TooManyPending => "too_many_pending",
-            Code::InvalidJson => "invalid_json",
-            Code::InvalidRequest => "invalid_request",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::InvalidRedirectUri => "invalid_redirect_uri",
-            Code::InvalidState => "invalid_state",
-            Code::NotFound => "not_found",
-            Code::TokenNotFound => "token_not_found",
-            Code::TokenPending => "token_pending",
-            Code::TokenRevoked => "token_revoked",
-            Code::TokenExpired => "token_expired",
-            Code::TokenFailed => "token_failed",
-            Code::ConsentFailed => "consent_failed",
-            Code::SubjectMismatch => "subject_mismatch",
-            Code::ProviderUnavailable => "provider_unavailable",
-            Code::ProviderBusy => "provider_busy",
-            Code::ProviderError => "provider_error",
-            Code::ScopeNotNarrowed => "scope_not_narrowed",
-            Code::DatabaseUnavailable => "database_unavailable",
-            Code::RateLimited => "rate_limited",
-            Code::InternalError => "internal_error",
-            Code::TooManySessions => "too_many_sessions",
-        }
-    }
 }
 
 pub use crate::api::ErrorBody;
@@ -439,222 +370,5 @@ impl IntoResponse for ApiError {
             );
         }
         response
-    }
-}
-
-impl From<VaultError> for ApiError {
-    fn from(error: VaultError) -> Self {
-        if error.is_unavailable() {
-            ApiError::DatabaseUnavailable(Box::new(error))
-        } else {
-            ApiError::internal("vault operation failed", error)
-        }
-    }
-}
-
-impl From<AccessError> for ApiError {
-    fn from(error: AccessError) -> Self {
-        match error {
-            AccessError::NotFound => ApiError::TokenNotFound,
-            AccessError::Pending => ApiError::TokenPending,
-            AccessError::Gone { status, reason } => ApiError::TokenGone { status, reason },
-            AccessError::ProviderUnavailable { retry_after } => ApiError::ProviderUnavailable {
-                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-            },
-            AccessError::ProviderBusy => ApiError::ProviderBusy,
-            AccessError::ProviderRejected { retry_after } => {
-                ApiError::ProviderRefused { retry_after }
-            }
-            AccessError::InvalidScope => ApiError::InvalidScope,
-            AccessError::ScopeNotNarrowed => ApiError::ScopeNotNarrowed,
-            AccessError::Vault(e) if e.is_unavailable() => {
-                ApiError::DatabaseUnavailable(Box::new(e))
-            }
-            other => ApiError::internal("minting an access token failed", other),
-        }
-    }
-}
-
-impl From<ConsentError> for ApiError {
-    fn from(error: ConsentError) -> Self {
-        match error {
-            ConsentError::InvalidTaskId(message) => ApiError::invalid_request(message),
-            ConsentError::InvalidRedirectUri => ApiError::InvalidRedirectUri,
-            ConsentError::UnknownDelegate(client) => ApiError::invalid_request(format!(
-                "delegates: `{client}` is not one of the broker's DELEGATE_CLIENTS"
-            )),
-            ConsentError::NotFound => ApiError::TokenNotFound,
-            ConsentError::Revoked => ApiError::ReconsentRevoked,
-            ConsentError::Pending => ApiError::TokenPending,
-            ConsentError::TooManyPending => ApiError::TooManyPending,
-            ConsentError::Vault(e) => e.into(),
-            ConsentError::Sealing(e) => ApiError::internal("sealing a PKCE verifier failed", e),
-        }
-    }
-}
-
-impl From<CallbackError> for ApiError {
-    fn from(error: CallbackError) -> Self {
-        match error {
-            CallbackError::MissingState => {
-                ApiError::invalid_request("The state parameter is required")
-            }
-            CallbackError::InvalidState => ApiError::InvalidState,
-            CallbackError::Vault(e) => e.into(),
-        }
-    }
-}
-
-impl From<Failure> for ApiError {
-    fn from(failure: Failure) -> Self {
-        match failure.kind {
-            FailureKind::Refused => ApiError::ConsentFailed {
-                reason: failure.reason,
-                message: failure.message,
-            },
-            FailureKind::SubjectMismatch => ApiError::SubjectMismatch,
-            FailureKind::ProviderUnavailable => ApiError::ProviderUnavailable {
-                retry_after: Duration::from_secs(1),
-            },
-            FailureKind::RowGone => ApiError::ConsentOvertaken,
-            FailureKind::Internal => {
-                ApiError::internal("a consent failed", failure.reason.to_string())
-            }
-        }
-    }
-}
-
-impl From<RevokeError> for ApiError {
-    fn from(error: RevokeError) -> Self {
-        match error {
-            RevokeError::NotFound => ApiError::TokenNotFound,
-            RevokeError::Vault(e) => e.into(),
-        }
-    }
-}
-
-impl From<RedeemError> for ApiError {
-    fn from(error: RedeemError) -> Self {
-        match error {
-            RedeemError::Refused(refusal)
-            | RedeemError::Workload(WorkloadRefusal::Refused(refusal)) => {
-                ApiError::KeyRefused(refusal)
-            }
-            // Workloads redeem at the token exchange, which words its own errors.
-            RedeemError::Workload(_) => ApiError::Forbidden,
-            RedeemError::RowNotNamed => ApiError::invalid_request("persistentTokenId is required"),
-            RedeemError::Access(e) => e.into(),
-            RedeemError::Vault(e) => e.into(),
-        }
-    }
-}
-
-impl From<TaskKeyError> for ApiError {
-    fn from(error: TaskKeyError) -> Self {
-        match error {
-            TaskKeyError::NotFound => ApiError::TokenNotFound,
-            TaskKeyError::KeyNotFound => ApiError::TaskKeyNotFound,
-            TaskKeyError::BindingNotFound => ApiError::WorkloadBindingNotFound,
-            TaskKeyError::WorkloadsDisabled => ApiError::invalid_request(
-                "workload identities are not enabled on this broker (WORKLOAD_ISSUERS is not set)",
-            ),
-            TaskKeyError::Invalid(message) => ApiError::invalid_request(message),
-            TaskKeyError::InvalidScope => ApiError::InvalidScope,
-            TaskKeyError::Gone { status, reason } => ApiError::TokenGone { status, reason },
-            TaskKeyError::TooMany => ApiError::TooManyTaskKeys,
-            TaskKeyError::Vault(e) => e.into(),
-            TaskKeyError::Sealing(e) => ApiError::internal("task-key secret", e),
-        }
-    }
-}
-
-impl From<ReadError> for ApiError {
-    fn from(error: ReadError) -> Self {
-        match error {
-            ReadError::NotFound => ApiError::TokenNotFound,
-            ReadError::Invalid(message) => ApiError::invalid_request(message),
-            ReadError::Vault(e) => e.into(),
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(e) => ApiError::invalid_request(format!(
-                "The request body has the wrong shape: {}",
-                e.body_text()
-            )),
-            JsonRejection::JsonSyntaxError(_) => ApiError::InvalidJson,
-            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-            other => ApiError::invalid_request(other.body_text()),
-        }
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::invalid_request(format!(
-                "The request body could not be read: {}",
-                rejection.body_text()
-            ))
-        }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::invalid_request(format!(
-            "The query string is invalid: {}",
-            rejection.body_text()
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_gone_status_has_its_own_code() {
-        let gone = |status| ApiError::TokenGone {
-            status,
-            reason: None,
-        };
-        assert_eq!(
-            gone(Status::Revoked).answer().code.as_str(),
-            "token_revoked"
-        );
-        assert_eq!(
-            gone(Status::Expired).answer().code.as_str(),
-            "token_expired"
-        );
-        assert_eq!(gone(Status::Failed).answer().code.as_str(), "token_failed");
-        assert_eq!(gone(Status::Failed).answer().status, StatusCode::GONE);
-    }
-
-    #[test]
-    fn internal_errors_say_nothing_of_their_cause() {
-        let error = ApiError::internal("reading a row", "table token_vault on db.internal:5432");
-        assert_eq!(error.answer().message, "Internal server error");
-        assert_eq!(error.answer().status, StatusCode::INTERNAL_SERVER_ERROR);
-    }
-
-    #[test]
-    fn waits_are_whole_seconds_and_at_least_one() {
-        let response = ApiError::ProviderUnavailable {
-            retry_after: Duration::from_millis(1500),
-        }
-        .into_response();
-        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
-        let response = ApiError::RateLimited {
-            retry_after: Duration::ZERO,
-        }
-        .into_response();
-        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }
