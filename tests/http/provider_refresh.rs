@@ -172,9 +172,21 @@ async fn a_provider_that_refuses_the_broker_client_backs_the_row_off_without_end
     let answer = h.access_token(&h.bearer(&user), id).await;
     assert_eq!(answer.status, 502, "{}", answer.text);
     assert_eq!(answer.body["error"], "provider_error");
-    assert!(answer.headers.contains_key("retry-after"));
+    let wait: i64 = answer.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(h.status_of(id).await, "active");
     assert_eq!(failures(&h, id).await, 1);
+    // No refresh of the row is tried before the wait the answer announced.
+    let row = h.vault.find(id).await.unwrap().unwrap();
+    let next = row.health.next_refresh_at.expect("a back-off is recorded");
+    let expected = chrono::Utc::now() + chrono::Duration::seconds(wait);
+    assert!(
+        (next - expected).num_seconds().abs() <= 5,
+        "{next} vs {expected}"
+    );
 }
 
 #[tokio::test]
