@@ -13,12 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use secrecy::ExposeSecret;
-use serde::Serialize;
 
 use super::client_addr::ClientIp;
 use super::error::ApiError;
@@ -26,9 +25,14 @@ use super::extract::ApiBody;
 use crate::api::paths;
 use crate::grants::authenticator::is_task_key;
 use crate::grants::{
-    AccessError, Authenticator, Caller, KeyRefusal, RedeemError, Scope, TokenIssuer, Unidentified,
-    WorkloadRefusal,
+    Authenticator, Caller, RedeemError, Scope, TokenIssuer, Unidentified, WorkloadRefusal,
 };
+
+mod answer;
+
+pub(super) use answer::oauth_refusal;
+use answer::{exchange_error, invalid_request, no_store, oauth_error, unidentified};
+pub use answer::{ExchangeResponse, OAuthError};
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TASK_KEY_TYPE: &str = "urn:token-broker:params:oauth:token-type:task-key";
@@ -58,69 +62,6 @@ pub struct ExchangeRequest {
     /// Not supported: any value is `invalid_target`.
     audience: Option<String>,
     requested_token_type: Option<String>,
-}
-
-/// RFC 8693 §2.2.1.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ExchangeResponse<'a> {
-    access_token: &'a str,
-    issued_token_type: &'static str,
-    /// The provider's token type (RFC 6749 §7.1), usually `Bearer`.
-    token_type: &'a str,
-    expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
-}
-
-/// RFC 6749 §5.2.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct OAuthError {
-    error: &'static str,
-    error_description: String,
-}
-
-fn oauth_error(
-    status: StatusCode,
-    error: &'static str,
-    description: impl Into<String>,
-) -> Response {
-    let mut response = (
-        status,
-        Json(OAuthError {
-            error,
-            error_description: description.into(),
-        }),
-    )
-        .into_response();
-    no_store(&mut response);
-    response
-}
-
-/// An [`ApiError`] raised before the handler ran (body too large, rate limited), in OAuth's
-/// shape: same status and `Retry-After`, RFC 6749 §5.2 body.
-pub(super) fn oauth_refusal(refused: &ApiError) -> Response {
-    let answer = refused.answer();
-    let error = match answer.status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-            "temporarily_unavailable"
-        }
-        _ => "invalid_request",
-    };
-    let mut response = oauth_error(answer.status, error, answer.message.as_ref());
-    if let Some(wait) = answer.retry_after_header() {
-        response.headers_mut().insert(header::RETRY_AFTER, wait);
-    }
-    response
-}
-
-fn invalid_request(description: impl Into<String>) -> Response {
-    oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description)
-}
-
-fn no_store(response: &mut Response) {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
 /// Whether the media type is exactly `application/x-www-form-urlencoded`, in any case, with
@@ -298,22 +239,6 @@ async fn task_key_caller(
     }
 }
 
-/// A subject token that names no task: not a task key, or a platform token that did not
-/// verify (the reason is given: it is the caller's own token).
-fn unidentified(refused: Unidentified) -> Response {
-    match refused {
-        Unidentified::Token(reason) => {
-            tracing::info!(%reason, "rejected a workload token");
-            invalid_request(format!("the subject token was refused: {reason}"))
-        }
-        Unidentified::NoWorkloads => {
-            invalid_request("this broker accepts no workload tokens (WORKLOAD_ISSUERS is not set)")
-        }
-        Unidentified::NotAUser => invalid_request("the subject token is not a task key"),
-        Unidentified::Key(e) => exchange_error(e),
-    }
-}
-
 /// The grant a `resource` names: `urn:token-broker:grant:{persistentTokenId}`.
 fn grant_resource(raw: &str) -> Result<uuid::Uuid, String> {
     raw.strip_prefix("urn:token-broker:grant:")
@@ -323,86 +248,4 @@ fn grant_resource(raw: &str) -> Result<uuid::Uuid, String> {
              token's grant"
                 .to_owned()
         })
-}
-
-fn exchange_error(error: RedeemError) -> Response {
-    let unavailable = |what: &str| {
-        oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            format!("{what}; try again later"),
-        )
-    };
-    match error {
-        RedeemError::Workload(refusal) => workload_refused(refusal),
-        RedeemError::Refused(refusal) => invalid_request(match refusal {
-            KeyRefusal::Unknown => "the subject token is unknown or malformed",
-            KeyRefusal::Revoked => "the subject token was revoked",
-            KeyRefusal::Expired => "the subject token has expired",
-            KeyRefusal::Exhausted => "the subject token has been used as often as it may",
-            KeyRefusal::Address => "the subject token may not be used from this address",
-        }),
-        RedeemError::Access(AccessError::InvalidScope) => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            "the scope is broader than the task key or its grant allows",
-        ),
-        RedeemError::Access(AccessError::ScopeNotNarrowed) => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            "the identity provider cannot narrow a token to this scope; ask without one",
-        ),
-        RedeemError::Access(AccessError::Pending) => {
-            invalid_request("the subject token's grant has not been consented to yet")
-        }
-        RedeemError::Access(AccessError::Gone { status, .. }) => {
-            invalid_request(format!("the subject token's grant is {status}"))
-        }
-        RedeemError::Access(AccessError::NotFound) => {
-            invalid_request("the subject token's grant is gone")
-        }
-        RedeemError::Access(
-            AccessError::ProviderUnavailable { .. }
-            | AccessError::ProviderBusy
-            | AccessError::ProviderRejected { .. },
-        ) => unavailable("the identity provider cannot issue a token now"),
-        RedeemError::Access(AccessError::Vault(e)) if e.is_unavailable() => {
-            unavailable("the token store is unavailable")
-        }
-        RedeemError::Vault(e) if e.is_unavailable() => {
-            unavailable("the token store is unavailable")
-        }
-        other => {
-            tracing::error!(error = %other, "token exchange failed");
-            oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal server error",
-            )
-        }
-    }
-}
-
-fn workload_refused(refusal: WorkloadRefusal) -> Response {
-    let invalid_target =
-        |description: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_target", description);
-    match refusal {
-        WorkloadRefusal::NoBinding => {
-            invalid_request("the subject token matches no live workload binding")
-        }
-        WorkloadRefusal::NotBoundToResource => {
-            invalid_target("`resource` names a grant this subject token is not for")
-        }
-        WorkloadRefusal::SeveralGrants => invalid_target(
-            "this workload is bound to several grants; name one with \
-             resource=urn:token-broker:grant:{persistentTokenId}",
-        ),
-        WorkloadRefusal::Refused(refusal) => invalid_request(match refusal {
-            KeyRefusal::Unknown => "the subject token matches no live workload binding",
-            KeyRefusal::Revoked => "the workload's binding was revoked",
-            KeyRefusal::Expired => "the workload's binding has expired",
-            KeyRefusal::Exhausted => "the workload's binding has been used as often as it may",
-            KeyRefusal::Address => "the workload's binding may not be used from this address",
-        }),
-    }
 }
