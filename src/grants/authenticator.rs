@@ -128,9 +128,7 @@ impl Authenticator {
         self.verifier.check_user(&claims)?;
         Ok(claims.sub.clone())
     }
-}
 
-impl Authenticator {
     /// Why a token that is not the provider's is refused: a workload's own platform token is
     /// a credential that may not manage grants (403), anything else is no credential (401).
     async fn not_a_user_token(&self, credential: &str, refused: JwtError) -> Unidentified {

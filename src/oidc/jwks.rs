@@ -29,7 +29,11 @@ struct Snapshot {
     /// The last fetch tried, whatever came of it: a provider that is down or answering garbage
     /// is not asked again more often than an up one.
     tried_at: Option<Instant>,
+    /// For a key file: its modification time and length when these keys were read from it.
+    file_stamp: Option<FileStamp>,
 }
+
+type FileStamp = (std::time::SystemTime, u64);
 
 /// Where an issuer's key set comes from.
 #[derive(Clone, Debug)]
@@ -49,12 +53,10 @@ pub struct JwksCache {
     source: KeySource,
     snapshot: RwLock<Snapshot>,
     refetch: Mutex<()>,
-    /// A key file's modification time and length when it was last read.
-    file_stamp: Mutex<Option<(std::time::SystemTime, u64)>>,
 }
 
 /// When a key file was last written, and how long it is.
-async fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+async fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
     let metadata = tokio::fs::metadata(path).await.ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
 }
@@ -83,9 +85,9 @@ impl JwksCache {
                 keys: HashMap::new(),
                 fetched_at: None,
                 tried_at: None,
+                file_stamp: None,
             }),
             refetch: Mutex::new(()),
-            file_stamp: Mutex::new(None),
         }
     }
 
@@ -99,9 +101,9 @@ impl JwksCache {
                 keys: keys_of(set),
                 fetched_at: Some(Instant::now()),
                 tried_at: Some(Instant::now()),
+                file_stamp: None,
             }),
             refetch: Mutex::new(()),
-            file_stamp: Mutex::new(None),
         }
     }
 
@@ -119,6 +121,11 @@ impl JwksCache {
 
     /// Loads the key set now (at start-up, so a bad `jwks_uri` shows early).
     pub async fn load(&self) -> Result<usize, JwksError> {
+        // Stamped before reading: a file rewritten meanwhile is read again next time.
+        let stamp = match &self.source {
+            KeySource::File(path) => file_stamp(path).await,
+            KeySource::Uri(_) | KeySource::Discovery(_) => None,
+        };
         let fetched = self.fetch().await;
         let mut snapshot = self.snapshot.write().await;
         snapshot.tried_at = Some(Instant::now());
@@ -126,6 +133,7 @@ impl JwksCache {
         let count = keys.len();
         snapshot.keys = keys;
         snapshot.fetched_at = snapshot.tried_at;
+        snapshot.file_stamp = stamp;
         Ok(count)
     }
 
@@ -153,13 +161,10 @@ impl JwksCache {
             // A local file costs a `stat` to check: read again as soon as the operator
             // rewrites it (a rotation), never merely because a token named an unknown key.
             let stamp = file_stamp(path).await;
-            let mut loaded = self.file_stamp.lock().await;
-            if stamp.is_some() && stamp == *loaded {
+            if stamp.is_some() && stamp == self.snapshot.read().await.file_stamp {
                 return Ok(());
             }
-            self.load().await?;
-            *loaded = stamp;
-            return Ok(());
+            return self.load().await.map(|_| ());
         }
         let fresh = self
             .snapshot

@@ -95,11 +95,6 @@ impl WorkloadVerifier {
         Ok(())
     }
 
-    /// Whether `issuer` is a trusted platform.
-    pub fn trusts(&self, issuer: &str) -> bool {
-        self.issuers.contains_key(issuer)
-    }
-
     /// The workload a platform token names, if every rule holds.
     pub async fn verify(&self, token: &str) -> Result<WorkloadClaims, JwtError> {
         let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
