@@ -28,7 +28,12 @@ pub(crate) async fn consent(h: &Harness) -> Consent {
     let user = unique_user("alice");
     let answer = h.consent(&h.bearer(&user), json!({ "taskId": "t" })).await;
     assert_eq!(answer.status, 201, "{}", answer.text);
-    let url = Url::parse(answer.body["consentUrl"].as_str().unwrap()).unwrap();
+    consent_of(&user, &answer.body)
+}
+
+/// The consent a consent or re-consent answer of `user` starts.
+pub(crate) fn consent_of(user: &str, answer: &Value) -> Consent {
+    let url = Url::parse(answer["consentUrl"].as_str().unwrap()).unwrap();
     let param = |name: &str| {
         url.query_pairs()
             .find(|(k, _)| k == name)
@@ -36,7 +41,7 @@ pub(crate) async fn consent(h: &Harness) -> Consent {
             .unwrap()
     };
     Consent {
-        id: answer.body["persistentTokenId"]
+        id: answer["persistentTokenId"]
             .as_str()
             .unwrap()
             .parse()
@@ -44,7 +49,7 @@ pub(crate) async fn consent(h: &Harness) -> Consent {
         state: param("state"),
         nonce: param("nonce"),
         challenge: param("code_challenge"),
-        user,
+        user: user.to_owned(),
     }
 }
 

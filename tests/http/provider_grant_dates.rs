@@ -6,12 +6,11 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
-use url::Url;
 use uuid::Uuid;
 
 use crate::harness::{now, unique_user, Harness, ISSUER};
 use crate::provider::Reply;
-use crate::provider_callback::{callback, code_answer, consent, id_token};
+use crate::provider_callback::{callback, code_answer, consent, consent_of, id_token};
 
 /// The default OFFLINE_TOKEN_MAX_AGE_SECS and OFFLINE_IDLE_SECS.
 const MAX_AGE: i64 = 365 * 24 * 3600;
@@ -118,27 +117,15 @@ async fn reconsent(
         )
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
-    let url = Url::parse(answer.body["consentUrl"].as_str().unwrap()).unwrap();
-    let param = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-            .unwrap()
-    };
-    let (state, nonce) = (param("state"), param("nonce"));
+    let c = consent_of(user, &answer.body);
     idp.answer(Reply::json(
         200,
         code_answer(
-            &id_token(&h.signer, user, &nonce),
+            &id_token(&h.signer, user, &c.nonce),
             json!({ "refresh_token": refresh_token }),
         ),
     ));
-    let done = h
-        .get(
-            &format!("/api/auth/manager/offline-callback?code=c&state={state}"),
-            None,
-        )
-        .await;
+    let done = callback(h, &c).await;
     assert_eq!(done.status, 200, "{}", done.text);
 }
 
