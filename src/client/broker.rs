@@ -55,6 +55,16 @@ pub enum BrokerError {
     Client(#[source] reqwest::Error),
 }
 
+impl BrokerError {
+    /// The error of a request that never reached the broker at `base`.
+    pub(crate) fn unreachable(base: &Url) -> impl FnOnce(reqwest::Error) -> Self + '_ {
+        move |source| BrokerError::Unreachable {
+            base: base.clone(),
+            source,
+        }
+    }
+}
+
 pub struct BrokerApi {
     http: reqwest::Client,
     base: Url,
@@ -186,10 +196,7 @@ impl BrokerApi {
     }
 
     fn url(&self, path: &str) -> Result<Url, BrokerError> {
-        self.base.join(path).map_err(|source| BrokerError::BadUrl {
-            url: format!("{}{path}", self.base),
-            source,
-        })
+        endpoint(&self.base, path)
     }
 
     async fn send<T: DeserializeOwned>(
@@ -208,10 +215,7 @@ impl BrokerApi {
         let response = request
             .send()
             .await
-            .map_err(|source| BrokerError::Unreachable {
-                base: self.base.clone(),
-                source,
-            })?;
+            .map_err(BrokerError::unreachable(&self.base))?;
         read_answer(response).await.map_err(|e| match e {
             BrokerError::Refused {
                 status: StatusCode::UNAUTHORIZED,
@@ -225,6 +229,14 @@ impl BrokerApi {
 
 /// No request body, typed.
 const NO_BODY: Option<&()> = None;
+
+/// `path` on the broker at `base`.
+pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url, BrokerError> {
+    base.join(path).map_err(|source| BrokerError::BadUrl {
+        url: format!("{base}{path}"),
+        source,
+    })
+}
 
 /// The broker's base URL, parsed.
 pub fn parse_base(url: &str) -> Result<Url, BrokerError> {

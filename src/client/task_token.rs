@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::broker::{read_answer, BrokerError};
+use super::broker::{endpoint, read_answer, BrokerError};
 use crate::api::{AccessTokenRequest, AccessTokenResponse};
 
 pub const KEY_ENV: &str = "TOKEN_BROKER_TASK_KEY";
@@ -90,13 +90,6 @@ pub async fn fetch(
     }
 }
 
-fn endpoint(broker: &url::Url, path: &str) -> Result<url::Url, BrokerError> {
-    broker.join(path).map_err(|source| BrokerError::BadUrl {
-        url: broker.to_string(),
-        source,
-    })
-}
-
 async fn fetch_with_key(
     http: &reqwest::Client,
     broker: &url::Url,
@@ -114,10 +107,7 @@ async fn fetch_with_key(
         .json(&request)
         .send()
         .await
-        .map_err(|source| BrokerError::Unreachable {
-            base: broker.clone(),
-            source,
-        })?;
+        .map_err(BrokerError::unreachable(broker))?;
     let answer: AccessTokenResponse<'static> = read_answer(response).await?;
     Ok(Token {
         access_token: SecretString::from(answer.access_token.into_owned()),
@@ -162,10 +152,7 @@ async fn exchange(
         .form(&form)
         .send()
         .await
-        .map_err(|source| BrokerError::Unreachable {
-            base: broker.clone(),
-            source,
-        })?;
+        .map_err(BrokerError::unreachable(broker))?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(BrokerError::BrokeOff)?;
     if !status.is_success() {
