@@ -107,15 +107,11 @@ pub async fn assemble(
     let grant_max_age = config.grant_max_age();
     let keyring = Arc::new(config.keyring);
     let workloads = match &config.workload {
-        Some(settings) => {
-            let verifier =
-                WorkloadVerifier::new(&http, settings).map_err(StartupError::Workloads)?;
-            verifier
-                .load_files(settings)
+        Some(settings) => Some(Arc::new(
+            WorkloadVerifier::start(&http, settings)
                 .await
-                .map_err(StartupError::Workloads)?;
-            Some(Arc::new(verifier))
-        }
+                .map_err(StartupError::Workloads)?,
+        )),
         None => None,
     };
     let workload_issuers = config

@@ -60,39 +60,38 @@ pub struct WorkloadVerifier {
 
 impl WorkloadVerifier {
     /// Each issuer's keys come from its file, if the operator named one, else from its
-    /// discovery document; both are read on first use and again on an unknown key id.
-    pub fn new(http: &reqwest::Client, settings: &WorkloadSettings) -> Result<Self, String> {
+    /// discovery document, and again on an unknown key id. A file is read now: one the broker
+    /// cannot read is a mistake to show at start-up, not at a workload's first exchange.
+    /// Discovery waits for first use, so that a platform that is down does not keep the broker
+    /// from starting.
+    pub async fn start(
+        http: &reqwest::Client,
+        settings: &WorkloadSettings,
+    ) -> Result<Self, String> {
         let mut issuers = HashMap::new();
         for issuer in &settings.issuers {
-            let source = match settings.jwks_file(issuer) {
-                Some(path) => KeySource::File(path.clone()),
-                None => KeySource::Discovery(
-                    issuer
+            let keys = match settings.jwks_file(issuer) {
+                Some(path) => {
+                    let keys = JwksCache::from_source(http.clone(), KeySource::File(path.clone()));
+                    keys.load()
+                        .await
+                        .map_err(|e| format!("WORKLOAD_JWKS_FILES: {}: {e}", path.display()))?;
+                    keys
+                }
+                None => {
+                    let url = issuer
                         .parse()
-                        .map_err(|e| format!("WORKLOAD_ISSUERS: `{issuer}`: {e}"))?,
-                ),
+                        .map_err(|e| format!("WORKLOAD_ISSUERS: `{issuer}`: {e}"))?;
+                    JwksCache::from_source(http.clone(), KeySource::Discovery(url))
+                }
             };
-            issuers.insert(issuer.clone(), JwksCache::from_source(http.clone(), source));
+            issuers.insert(issuer.clone(), keys);
         }
         Ok(Self {
             issuers,
             audience: settings.audience.clone(),
             max_lifetime: settings.max_token_lifetime,
         })
-    }
-
-    /// Reads every key file now: a file the operator named but the broker cannot read is a
-    /// mistake to show at start-up, not at a workload's first exchange. Discovery is left for
-    /// first use, so that a platform that is down does not keep the broker from starting.
-    pub async fn load_files(&self, settings: &WorkloadSettings) -> Result<(), String> {
-        for (issuer, path) in &settings.jwks_files {
-            if let Some(keys) = self.issuers.get(issuer) {
-                keys.load()
-                    .await
-                    .map_err(|e| format!("WORKLOAD_JWKS_FILES: {}: {e}", path.display()))?;
-            }
-        }
-        Ok(())
     }
 
     /// The workload a platform token names, if every rule holds.
