@@ -16,6 +16,7 @@ mod provider;
 mod provider_callback;
 mod provider_grant_dates;
 mod provider_refresh;
+mod provider_write_back;
 mod task_keys;
 mod tokens;
 mod workloads;

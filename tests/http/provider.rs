@@ -13,12 +13,39 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
 /// One scripted answer of the token endpoint.
 pub struct Reply {
     status: u16,
     body: String,
     content_type: &'static str,
+    gate: Option<Gate>,
+}
+
+/// The provider's side of a held answer: says the request came, waits to be let go.
+struct Gate {
+    arrived: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// The test's side of a held answer (see [`Reply::held`]).
+pub struct Held {
+    arrived: oneshot::Receiver<()>,
+    release: oneshot::Sender<()>,
+}
+
+impl Held {
+    /// Waits until the broker's request reached the provider: the broker now holds its claim
+    /// on the row and waits for the answer.
+    pub async fn request_arrived(&mut self) {
+        (&mut self.arrived).await.unwrap();
+    }
+
+    /// Lets the provider answer.
+    pub fn release(self) {
+        self.release.send(()).unwrap();
+    }
 }
 
 impl Reply {
@@ -28,6 +55,7 @@ impl Reply {
             status,
             body: body.to_string(),
             content_type: "application/json",
+            gate: None,
         }
     }
 
@@ -37,7 +65,20 @@ impl Reply {
             status,
             body: body.to_owned(),
             content_type: "text/html",
+            gate: None,
         }
+    }
+
+    /// This answer, held back until the test releases it, so the test can act while the
+    /// broker waits for the provider (revoke the row, take the database away).
+    pub fn held(mut self) -> (Self, Held) {
+        let (arrived_tx, arrived) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        self.gate = Some(Gate {
+            arrived: arrived_tx,
+            release: release_rx,
+        });
+        (self, Held { arrived, release })
     }
 
     /// An OAuth error answer (RFC 6749 §5.2).
@@ -161,7 +202,11 @@ async fn token(
 ) -> Response {
     record(&s, "/token", &headers, form);
     let reply = s.script.lock().unwrap().token.pop_front();
-    let reply = reply.unwrap_or_else(|| Reply::error(500, "server_error", "unscripted"));
+    let mut reply = reply.unwrap_or_else(|| Reply::error(500, "server_error", "unscripted"));
+    if let Some(gate) = reply.gate.take() {
+        let _ = gate.arrived.send(());
+        let _ = gate.release.await;
+    }
     let status = StatusCode::from_u16(reply.status).unwrap();
     (status, [("content-type", reply.content_type)], reply.body).into_response()
 }
