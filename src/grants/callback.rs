@@ -242,8 +242,6 @@ impl Callbacks {
         Ok(Ok(()))
     }
 
-    /// A first consent that fails marks its row failed; a failed re-consent leaves the row
-    /// as it was (a working grant is not thrown away because a new consent went wrong).
     /// The refresh token an active row holds now, opened (none if it cannot be read).
     async fn replaced_refresh_token(&self, consent: &ClaimedRow) -> Option<SecretString> {
         let row = match self.vault.find(consent.id).await {
@@ -262,6 +260,8 @@ impl Callbacks {
             .ok()
     }
 
+    /// A first consent that fails marks its row failed; a failed re-consent leaves the row
+    /// as it was (a working grant is not thrown away because a new consent went wrong).
     async fn record_failure(
         &self,
         consent: &ClaimedRow,
@@ -532,5 +532,8 @@ mod tests {
         assert!(!same_subject_shape(keycloak, pairwise));
         assert!(!same_subject_shape("alice", pairwise));
         assert!(!same_subject_shape(keycloak, "alice"));
+        // Opaque from 32 characters on: shorter ones may be names.
+        assert!(!same_subject_shape(&"a".repeat(32), "alice"));
+        assert!(same_subject_shape(&"a".repeat(31), "alice"));
     }
 }

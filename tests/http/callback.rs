@@ -94,6 +94,39 @@ async fn callback_without_state_is_a_bad_request() {
     }
 }
 
+/// Whether the row's state can still be claimed (its digest is still stored).
+async fn state_still_claimable(h: &Harness, id: Uuid) -> bool {
+    let hash: Option<Vec<u8>> =
+        sqlx::query_scalar("select state_hash from token_vault where id = ?1")
+            .bind(id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    hash.is_some()
+}
+
+#[tokio::test]
+async fn a_state_past_the_length_limit_is_refused_before_it_is_looked_up() {
+    let h = Harness::new().await;
+    let limit = token_broker::grants::callback::MAX_STATE_LEN;
+    let (long, longest) = ("s".repeat(limit + 1), "t".repeat(limit));
+    let too_long = h.seed_pending(&unique_user("alice"), "t", &long).await;
+    let at_limit = h.seed_pending(&unique_user("bob"), "t", &longest).await;
+
+    let answer = h
+        .get(&format!("{CALLBACK}?code=abc&state={long}"), None)
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    assert_eq!(answer.body["error"], "invalid_state");
+    assert!(state_still_claimable(&h, too_long).await);
+
+    // A state of exactly the limit is looked up, and claimed (the code exchange then fails:
+    // no provider answers here).
+    h.get(&format!("{CALLBACK}?code=abc&state={longest}"), None)
+        .await;
+    assert!(!state_still_claimable(&h, at_limit).await);
+}
+
 #[tokio::test]
 async fn a_provider_error_marks_the_row_failed_with_its_code() {
     let h = Harness::new().await;
