@@ -274,37 +274,12 @@ async fn a_browser_without_state_gets_a_page_too() {
     );
 }
 
-/// A local webhook receiver: its URL, and every event it was sent.
-async fn webhook_receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
-    use std::sync::{Arc, Mutex};
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                let event = serde_json::from_slice(&body).unwrap_or_default();
-                sink.lock().unwrap().push(event);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
-
 /// A webhook event says what changed in the row, not what was tried: a declined re-consent of
 /// an active row, or a declined consent whose row was revoked meanwhile, posts no `failed`.
 /// A declined first consent, which does fail its row, does.
 #[tokio::test]
 async fn a_failed_consent_posts_failed_only_when_the_row_failed() {
-    let (url, got) = webhook_receiver().await;
+    let (url, got) = crate::harness::webhook_receiver().await;
     let h = Harness::with(&[
         ("WEBHOOK_URL", url.as_str()),
         ("WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),

@@ -15,6 +15,7 @@ mod platform;
 mod provider;
 mod provider_callback;
 mod provider_grant_dates;
+mod provider_health;
 mod provider_refresh;
 mod provider_write_back;
 mod task_keys;
