@@ -1037,20 +1037,29 @@ async fn task_keys_are_stored_found_by_hash_listed_and_revoked(vault: Vault) {
 
     assert!(
         vault
-            .revoke_task_key(Uuid::new_v4(), key.id, Utc::now())
+            .revoke_task_key(Uuid::new_v4(), key.id, false, Utc::now())
             .await
             .unwrap()
             .is_none(),
         "another row's key id is not found"
     );
+    assert!(
+        vault
+            .revoke_task_key(row, key.id, true, Utc::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a task key is not found as a workload binding"
+    );
+    assert_eq!(vault.task_keys(row).await.unwrap()[0].revoked_at, None);
     let revoked = vault
-        .revoke_task_key(row, key.id, Utc::now())
+        .revoke_task_key(row, key.id, false, Utc::now())
         .await
         .unwrap()
         .unwrap();
     let first = revoked.revoked_at.unwrap();
     let again = vault
-        .revoke_task_key(row, key.id, Utc::now())
+        .revoke_task_key(row, key.id, false, Utc::now())
         .await
         .unwrap()
         .unwrap();
@@ -1206,6 +1215,21 @@ async fn workload_bindings_are_found_by_identity_and_end_with_their_row(vault: V
         .reserve_task_key_use(binding.id, Utc::now())
         .await
         .unwrap());
+    assert!(
+        vault
+            .revoke_task_key(row, binding.id, false, Utc::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a binding is not found as a task key"
+    );
+    let unbound = vault
+        .revoke_task_key(row, binding.id, true, Utc::now())
+        .await
+        .unwrap()
+        .expect("found as a binding");
+    assert!(unbound.revoked_at.is_some());
+    assert!(unbound.workload.is_some());
 }
 
 async fn a_purged_row_takes_its_task_keys_with_it(vault: Vault) {
@@ -1491,7 +1515,7 @@ async fn keys_made_within_a_day_count_and_ended_ones_are_purged(vault: Vault) {
         let key = task_key(row, hash, None);
         assert!(vault.create_task_key(&key, 2).await.unwrap());
         vault
-            .revoke_task_key(row, key.id, Utc::now())
+            .revoke_task_key(row, key.id, false, Utc::now())
             .await
             .unwrap();
     }

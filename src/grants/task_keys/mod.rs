@@ -394,22 +394,13 @@ impl TaskKeys {
         kind: Kind,
     ) -> Result<TaskKey, TaskKeyError> {
         let task_id = self.owned_row(owner, token_id).await?;
-        let of_kind = self
-            .vault
-            .task_keys(token_id)
-            .await?
-            .iter()
-            .any(|key| key.id == key_id && Kind::of(key) == kind);
         let not_found = match kind {
             Kind::TaskKey => TaskKeyError::KeyNotFound,
             Kind::Workload => TaskKeyError::BindingNotFound,
         };
-        if !of_kind {
-            return Err(not_found);
-        }
         let key = self
             .vault
-            .revoke_task_key(token_id, key_id, Utc::now())
+            .revoke_task_key(token_id, key_id, kind == Kind::Workload, Utc::now())
             .await?
             .ok_or(not_found)?;
         let subject = Subject {

@@ -217,10 +217,13 @@ pub trait TaskKeyStore: Send + Sync {
     ) -> Result<Vec<TaskKey>, VaultError>;
 
     /// Revokes key `key_id` of row `token_id` (idempotent); the key as it is afterwards.
+    /// `workload` says which kind the caller means: a task key (`false`) or a workload binding
+    /// (`true`); one of the other kind is not found, so neither route revokes the other's.
     async fn revoke_task_key(
         &self,
         token_id: Uuid,
         key_id: Uuid,
+        workload: bool,
         now: DateTime<Utc>,
     ) -> Result<Option<TaskKey>, VaultError>;
 

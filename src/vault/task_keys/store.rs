@@ -99,15 +99,18 @@ macro_rules! task_key_store {
                 &self,
                 token_id: Uuid,
                 key_id: Uuid,
+                workload: bool,
                 now: DateTime<Utc>,
             ) -> Result<Option<TaskKey>, VaultError> {
                 let row: Option<TaskKeyRecord> = sqlx::query_as($crate::vault::sql::statement!($sql, format!(
                     "update task_keys set revoked_at = coalesce(revoked_at, $3) \
-                     where id = $2 and token_id = $1 returning {TASK_KEY_COLUMNS}"
+                     where id = $2 and token_id = $1 and (key_hash is null) = $4 \
+                     returning {TASK_KEY_COLUMNS}"
                 )))
                 .bind(token_id)
                 .bind(key_id)
                 .bind(now)
+                .bind(workload)
                 .fetch_optional(self.pool())
                 .await
                 .map_err(db_error("revoke a task key"))?;
