@@ -105,6 +105,9 @@ pub enum RedeemError {
     /// A workload whose token verified, refused for the reason given.
     #[error(transparent)]
     Workload(WorkloadRefusal),
+    /// `resource` named a grant the task key or workload binding is not for.
+    #[error("`resource` names a grant this credential is not for")]
+    NotForResource,
     /// A caller other than a task did not say which row.
     #[error("persistentTokenId is required")]
     RowNotNamed,

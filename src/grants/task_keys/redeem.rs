@@ -83,10 +83,10 @@ impl TaskKeys {
             .filter(|b| resource.is_none_or(|id| b.token_id == id))
             .collect();
         let Some(first) = matching.first() else {
-            return refused(match resource {
-                Some(_) => WorkloadRefusal::NotBoundToResource,
-                None => WorkloadRefusal::NoBinding,
-            });
+            return match resource {
+                Some(_) => Err(RedeemError::NotForResource),
+                None => refused(WorkloadRefusal::NoBinding),
+            };
         };
         let live: Vec<&TaskKey> = matching
             .iter()

@@ -32,8 +32,6 @@ pub struct WorkloadRequest {
 pub enum WorkloadRefusal {
     #[error("no live binding matches this workload")]
     NoBinding,
-    #[error("this workload is not bound to the grant `resource` names")]
-    NotBoundToResource,
     #[error("this workload is bound to several grants; name one with `resource`")]
     SeveralGrants,
     /// The binding that matched may not be used now (revoked, expired, used up, address).

@@ -111,7 +111,7 @@ impl From<RedeemError> for ApiError {
                 ApiError::KeyRefused(refusal)
             }
             // Workloads redeem at the token exchange, which words its own errors.
-            RedeemError::Workload(_) => ApiError::Forbidden,
+            RedeemError::Workload(_) | RedeemError::NotForResource => ApiError::Forbidden,
             RedeemError::RowNotNamed => ApiError::invalid_request("persistentTokenId is required"),
             RedeemError::Access(e) => e.into(),
             RedeemError::Vault(e) => e.into(),

@@ -98,6 +98,11 @@ pub(super) fn exchange_error(error: RedeemError) -> Response {
     };
     match error {
         RedeemError::Workload(refusal) => workload_refused(refusal),
+        RedeemError::NotForResource => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "`resource` names a grant this subject token is not for",
+        ),
         RedeemError::Refused(refusal) => invalid_request(match refusal {
             KeyRefusal::Unknown => "the subject token is unknown or malformed",
             KeyRefusal::Revoked => "the subject token was revoked",
@@ -152,9 +157,6 @@ fn workload_refused(refusal: WorkloadRefusal) -> Response {
     match refusal {
         WorkloadRefusal::NoBinding => {
             invalid_request("the subject token matches no live workload binding")
-        }
-        WorkloadRefusal::NotBoundToResource => {
-            invalid_target("`resource` names a grant this subject token is not for")
         }
         WorkloadRefusal::SeveralGrants => invalid_target(
             "this workload is bound to several grants; name one with \

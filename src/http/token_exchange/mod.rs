@@ -24,9 +24,7 @@ use super::error::ApiError;
 use super::extract::ApiBody;
 use crate::api::paths;
 use crate::grants::authenticator::is_task_key;
-use crate::grants::{
-    Authenticator, Caller, RedeemError, Scope, TokenIssuer, Unidentified, WorkloadRefusal,
-};
+use crate::grants::{Authenticator, Caller, RedeemError, Scope, TokenIssuer, Unidentified};
 
 mod answer;
 
@@ -231,9 +229,9 @@ async fn task_key_caller(
         return Err(Unidentified::NotAUser);
     }
     match authenticator.identify(subject_token, from).await? {
-        Caller::Task(key) if resource.is_some_and(|id| id != key.token_id) => Err(
-            Unidentified::Key(RedeemError::Workload(WorkloadRefusal::NotBoundToResource)),
-        ),
+        Caller::Task(key) if resource.is_some_and(|id| id != key.token_id) => {
+            Err(Unidentified::Key(RedeemError::NotForResource))
+        }
         caller @ Caller::Task(_) => Ok(caller),
         _ => Err(Unidentified::NotAUser),
     }
