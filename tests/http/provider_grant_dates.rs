@@ -1,8 +1,8 @@
 //! What a scripted provider's answers make of a grant's dates and of the grant a re-consent
 //! replaces: the hard end counts from the sign-in (`auth_time`, never from the future), the
 //! refresh token's end from the provider's `refresh_expires_in` (else the configured idle), on a
-//! consent and on a refresh alike; a re-consent revokes the grant it replaced, unless the
-//! provider handed the same one back.
+//! consent and on a refresh alike; a re-consent revokes the grant it replaced (where the
+//! provider revokes one token at a time), unless the provider handed the same one back.
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
@@ -163,4 +163,16 @@ async fn a_first_consent_revokes_nothing() {
     ));
     assert_eq!(callback(&h, &c).await.status, 200);
     assert!(idp.requests("/revoke").is_empty());
+}
+
+/// With `PROVIDER_REVOCATION=keycloak` the provider ends every offline token of the user for
+/// the client when one is revoked, the new one included: the replaced grant is left alone.
+#[tokio::test]
+async fn a_reconsent_revokes_nothing_where_the_provider_would_end_the_new_grant_too() {
+    let (h, idp) = Harness::scripted(&[("PROVIDER_REVOCATION", "keycloak")]).await;
+    let user = unique_user("alice");
+    let id = h.seed_active(&user, "t", "offline-old").await;
+    reconsent(&h, &idp, &user, id, "offline-new").await;
+    assert!(idp.requests("/revoke").is_empty());
+    assert_eq!(h.status_of(id).await, "active");
 }
