@@ -535,5 +535,7 @@ mod tests {
         // Opaque from 32 characters on: shorter ones may be names.
         assert!(!same_subject_shape(&"a".repeat(32), "alice"));
         assert!(same_subject_shape(&"a".repeat(31), "alice"));
+        // A short name is a name, whatever characters it has.
+        assert!(same_subject_shape("alice", "bob@example.com"));
     }
 }

@@ -1,5 +1,5 @@
 //! What happens to a refresh while the provider is answering: the database goes away (the
-//! write-back waits it out), the owner revokes the row (the revocation wins and the rotated
+//! write-back waits it out) or refuses the write (not retried), the owner revokes the row (the revocation wins and the rotated
 //! token is revoked at the provider), or the claim runs out and another instance refreshes
 //! the row (its token is served, nothing is revoked). Each test holds the provider's answer
 //! ([`Reply::held`]) and acts in between.
@@ -67,6 +67,33 @@ async fn a_write_back_waits_out_a_database_outage_and_keeps_the_rotated_token() 
     assert_eq!(answer.body["accessToken"], "at-2");
     assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-2");
     assert!(revoked_at_provider(&idp).is_empty());
+}
+
+/// A write the database refuses (not an outage) is not retried: waiting would not change the
+/// answer. The minted token is served; the row keeps what it had.
+#[tokio::test]
+async fn a_write_back_the_database_refuses_is_not_retried() {
+    let (h, _idp, user, id, held) = refresh_held().await;
+    held.release();
+    sqlx::query(
+        "create trigger refuse_write_back before update of encrypted_token on token_vault \
+         begin select raise(abort, 'refused by the test'); end",
+    )
+    .execute(&h.pool)
+    .await
+    .unwrap();
+
+    // Retried as an outage would be, the answer would take a minute.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        h.access_token(&h.bearer(&user), id),
+    )
+    .await
+    .expect("answered without retrying");
+
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["accessToken"], "at-2");
+    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-1");
 }
 
 #[tokio::test]
