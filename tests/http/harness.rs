@@ -18,6 +18,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sqlx::SqlitePool;
 use token_broker::app::{assemble, Wired};
@@ -453,6 +454,17 @@ impl Harness {
             audit_reason: None,
         };
         assert!(self.vault.finish_refresh(lease, &write).await.unwrap());
+    }
+
+    /// The refresh token the row holds now, opened.
+    pub async fn stored_refresh_token(&self, id: Uuid, user: &str) -> String {
+        let row = self.vault.find(id).await.unwrap().unwrap();
+        let sealed = row.sealed.expect("the row holds a refresh token");
+        self.keyring
+            .open_string(&sealed, self.binding(purpose::REFRESH_TOKEN, id, user))
+            .unwrap()
+            .expose_secret()
+            .to_owned()
     }
 
     pub async fn status_of(&self, id: Uuid) -> String {

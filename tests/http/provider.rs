@@ -59,6 +59,14 @@ impl Reply {
         }
     }
 
+    /// A refresh's plain answer: a new access token, no rotation.
+    pub fn fresh(access_token: &str) -> Self {
+        Self::json(
+            200,
+            json!({ "access_token": access_token, "token_type": "Bearer", "expires_in": 300 }),
+        )
+    }
+
     /// An answer that is not JSON, as a gateway's error page would be.
     pub fn text(status: u16, body: &str) -> Self {
         Self {

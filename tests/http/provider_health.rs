@@ -51,22 +51,15 @@ async fn health_events(got: &Events, id: Uuid, count: usize) -> Vec<(String, u64
     read()
 }
 
-fn fresh(access_token: &str) -> Reply {
-    Reply::json(
-        200,
-        json!({ "access_token": access_token, "token_type": "Bearer", "expires_in": 300 }),
-    )
-}
-
 #[tokio::test]
 async fn a_refresh_that_works_after_a_failure_posts_failed_then_recovered() {
     let (h, idp, got) = with_webhooks().await;
     let user = unique_user("alice");
     let healthy = h.seed_active(&user, "healthy", "rt-h").await;
     let flaky = h.seed_active(&user, "flaky", "rt-f").await;
-    idp.answer(fresh("at-h"));
+    idp.answer(Reply::fresh("at-h"));
     idp.answer(Reply::error(500, "server_error", "down for a moment"));
-    idp.answer(fresh("at-f"));
+    idp.answer(Reply::fresh("at-f"));
 
     let bearer = h.bearer(&user);
     assert_eq!(h.access_token(&bearer, healthy).await.status, 200);
@@ -116,7 +109,7 @@ async fn a_refused_narrowing_releases_the_row_for_the_next_refresh() {
     let user = unique_user("alice");
     let id = h.seed_active(&user, "t", "rt-1").await;
     idp.answer(Reply::error(400, "invalid_scope", "not in this grant"));
-    idp.answer(fresh("at-1"));
+    idp.answer(Reply::fresh("at-1"));
 
     let narrowed = h
         .post(

@@ -3,9 +3,7 @@
 //! refuses the broker, that answers garbage or too broad a scope), and what it writes back;
 //! and the revocation a row's end sends.
 
-use secrecy::ExposeSecret;
 use serde_json::json;
-use token_broker::crypto::purpose;
 use uuid::Uuid;
 
 use crate::harness::{unique_user, Harness};
@@ -19,33 +17,15 @@ async fn active_row(extra: &[(&str, &str)]) -> (Harness, ScriptedProvider, Strin
     (h, idp, user, id)
 }
 
-/// The refresh token the row holds now, opened.
-async fn stored_refresh_token(h: &Harness, id: Uuid, user: &str) -> String {
-    let row = h.vault.find(id).await.unwrap().unwrap();
-    let sealed = row.sealed.expect("the row holds a refresh token");
-    h.keyring
-        .open_string(&sealed, h.binding(purpose::REFRESH_TOKEN, id, user))
-        .unwrap()
-        .expose_secret()
-        .to_owned()
-}
-
 async fn failures(h: &Harness, id: Uuid) -> u32 {
     let row = h.vault.find(id).await.unwrap().unwrap();
     row.health.consecutive_failures
 }
 
-fn fresh(access_token: &str) -> Reply {
-    Reply::json(
-        200,
-        json!({ "access_token": access_token, "token_type": "Bearer", "expires_in": 300 }),
-    )
-}
-
 #[tokio::test]
 async fn a_refresh_presents_the_sealed_token_as_the_broker_client() {
     let (h, idp, user, id) = active_row(&[]).await;
-    idp.answer(fresh("at-1"));
+    idp.answer(Reply::fresh("at-1"));
 
     let answer = h.access_token(&h.bearer(&user), id).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
@@ -70,22 +50,22 @@ async fn a_rotated_refresh_token_is_written_back_sealed() {
     ));
 
     assert_eq!(h.access_token(&h.bearer(&user), id).await.status, 200);
-    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-2");
+    assert_eq!(h.stored_refresh_token(id, &user).await, "rt-2");
 }
 
 #[tokio::test]
 async fn an_answer_without_a_refresh_token_keeps_the_one_stored() {
     let (h, idp, user, id) = active_row(&[]).await;
-    idp.answer(fresh("at-1"));
+    idp.answer(Reply::fresh("at-1"));
 
     assert_eq!(h.access_token(&h.bearer(&user), id).await.status, 200);
-    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-1");
+    assert_eq!(h.stored_refresh_token(id, &user).await, "rt-1");
 }
 
 #[tokio::test]
 async fn the_minted_token_is_stored_and_served_again_without_a_second_refresh() {
     let (h, idp, user, id) = active_row(&[]).await;
-    idp.answer(fresh("at-1"));
+    idp.answer(Reply::fresh("at-1"));
 
     assert_eq!(h.access_token(&h.bearer(&user), id).await.status, 200);
     let again = h.access_token(&h.bearer(&user), id).await;
@@ -133,7 +113,7 @@ async fn a_provider_error_leaves_the_row_active_and_counts_a_failure() {
     assert_eq!(answer.body["error"], "provider_unavailable");
     assert_eq!(h.status_of(id).await, "active");
     assert_eq!(failures(&h, id).await, 1);
-    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-1");
+    assert_eq!(h.stored_refresh_token(id, &user).await, "rt-1");
 }
 
 #[tokio::test]
@@ -152,7 +132,7 @@ async fn a_garbled_answer_is_not_retried_at_once_and_leaves_the_row_active() {
 async fn temporarily_unavailable_is_retried_at_once() {
     let (h, idp, user, id) = active_row(&[("PROVIDER_RETRY_ATTEMPTS", "3")]).await;
     idp.answer(Reply::error(503, "temporarily_unavailable", "busy"));
-    idp.answer(fresh("at-1"));
+    idp.answer(Reply::fresh("at-1"));
 
     let answer = h.access_token(&h.bearer(&user), id).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
@@ -209,7 +189,7 @@ async fn a_narrowed_refresh_the_provider_did_not_narrow_is_not_served_but_its_ro
     assert_eq!(answer.body["error"], "scope_not_narrowed");
     assert!(!answer.text.contains("at-broad"));
     assert_eq!(idp.requests("/token")[0].form["scope"], "openid");
-    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-2");
+    assert_eq!(h.stored_refresh_token(id, &user).await, "rt-2");
 }
 
 #[tokio::test]

@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use secrecy::ExposeSecret;
 use serde_json::json;
-use token_broker::crypto::purpose;
 use uuid::Uuid;
 
 use crate::harness::{unique_user, Harness};
@@ -29,16 +27,6 @@ async fn refresh_held() -> (Harness, ScriptedProvider, String, Uuid, Held) {
     .held();
     idp.answer(reply);
     (h, idp, user, id, held)
-}
-
-async fn stored_refresh_token(h: &Harness, id: Uuid, user: &str) -> String {
-    let row = h.vault.find(id).await.unwrap().unwrap();
-    let sealed = row.sealed.expect("the row holds a refresh token");
-    h.keyring
-        .open_string(&sealed, h.binding(purpose::REFRESH_TOKEN, id, user))
-        .unwrap()
-        .expose_secret()
-        .to_owned()
 }
 
 fn revoked_at_provider(idp: &ScriptedProvider) -> Vec<String> {
@@ -65,7 +53,7 @@ async fn a_write_back_waits_out_a_database_outage_and_keeps_the_rotated_token() 
 
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.body["accessToken"], "at-2");
-    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-2");
+    assert_eq!(h.stored_refresh_token(id, &user).await, "rt-2");
     assert!(revoked_at_provider(&idp).is_empty());
 }
 
@@ -93,7 +81,7 @@ async fn a_write_back_the_database_refuses_is_not_retried() {
 
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.body["accessToken"], "at-2");
-    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-1");
+    assert_eq!(h.stored_refresh_token(id, &user).await, "rt-1");
 }
 
 #[tokio::test]
@@ -140,7 +128,7 @@ async fn a_claim_taken_over_by_another_instance_serves_its_token_and_revokes_not
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.body["accessToken"], "at-other");
     // Our write-back lost: the row keeps what the other instance stored.
-    assert_eq!(stored_refresh_token(&h, id, &user).await, "rt-1");
+    assert_eq!(h.stored_refresh_token(id, &user).await, "rt-1");
     assert_eq!(h.status_of(id).await, "active");
     assert!(revoked_at_provider(&idp).is_empty());
 }
