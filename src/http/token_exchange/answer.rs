@@ -66,6 +66,11 @@ pub(super) fn invalid_request(description: impl Into<String>) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description)
 }
 
+/// RFC 8693 §2.2.2: `resource` or `audience` asks for a target the broker will not serve.
+pub(super) fn invalid_target(description: impl Into<String>) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_target", description)
+}
+
 pub(super) fn no_store(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -98,11 +103,9 @@ pub(super) fn exchange_error(error: RedeemError) -> Response {
     };
     match error {
         RedeemError::Workload(refusal) => workload_refused(refusal),
-        RedeemError::NotForResource => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "`resource` names a grant this subject token is not for",
-        ),
+        RedeemError::NotForResource => {
+            invalid_target("`resource` names a grant this subject token is not for")
+        }
         RedeemError::Refused(refusal) => invalid_request(match refusal {
             KeyRefusal::Unknown => "the subject token is unknown or malformed",
             KeyRefusal::Revoked => "the subject token was revoked",
@@ -152,8 +155,6 @@ pub(super) fn exchange_error(error: RedeemError) -> Response {
 }
 
 fn workload_refused(refusal: WorkloadRefusal) -> Response {
-    let invalid_target =
-        |description: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_target", description);
     match refusal {
         WorkloadRefusal::NoBinding => {
             invalid_request("the subject token matches no live workload binding")

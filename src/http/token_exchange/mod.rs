@@ -29,7 +29,9 @@ use crate::grants::{Authenticator, Caller, RedeemError, Scope, TokenIssuer, Unid
 mod answer;
 
 pub(super) use answer::oauth_refusal;
-use answer::{exchange_error, invalid_request, no_store, oauth_error, unidentified};
+use answer::{
+    exchange_error, invalid_request, invalid_target, no_store, oauth_error, unidentified,
+};
 pub use answer::{ExchangeResponse, OAuthError};
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -160,15 +162,13 @@ pub async fn exchange_token(
     // hands out the provider's tokens as they are: it cannot aim one at an audience, so one
     // asked for is refused rather than ignored. A `resource` may name the key's own grant.
     if get("audience").is_some() {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
+        return invalid_target(
             "the broker cannot issue a token for a chosen audience; leave `audience` out",
         );
     }
     let resource = match get("resource").map(grant_resource).transpose() {
         Ok(resource) => resource,
-        Err(problem) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", problem),
+        Err(problem) => return invalid_target(problem),
     };
     let scope = match get("scope").map(Scope::parse).transpose() {
         Ok(scope) => scope,
