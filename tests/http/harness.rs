@@ -478,13 +478,12 @@ impl Harness {
     }
 }
 
+/// Every event a webhook receiver was sent, as it arrived.
+pub type Events = Arc<std::sync::Mutex<Vec<Value>>>;
+
 /// A local webhook receiver: its URL, and every event it was sent.
-pub async fn webhook_receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
-    use std::sync::{Arc, Mutex};
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+pub async fn webhook_receiver() -> (String, Events) {
+    let got = Events::default();
     let sink = got.clone();
     let app = axum::Router::new().route(
         "/hook",

@@ -2,16 +2,13 @@
 //! and when the provider ends the grant (with the failures counted), `token.recovered` when a
 //! refresh works again after failures, and nothing for a refresh that simply works.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::harness::{unique_user, webhook_receiver, Harness};
+use crate::harness::{unique_user, webhook_receiver, Events, Harness};
 use crate::provider::{Reply, ScriptedProvider};
-
-type Events = Arc<Mutex<Vec<Value>>>;
 
 async fn with_webhooks() -> (Harness, ScriptedProvider, Events) {
     let (url, got) = webhook_receiver().await;
