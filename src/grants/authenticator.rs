@@ -85,6 +85,28 @@ impl Authenticator {
         Ok(Caller::Workload(binding))
     }
 
+    /// A task, from its key presented as a token exchange's subject token: nothing but a task
+    /// key is taken here, and `resource`, if given, must name the key's own grant.
+    pub async fn identify_task_key(
+        &self,
+        credential: &str,
+        resource: Option<Uuid>,
+        from: Option<IpAddr>,
+    ) -> Result<Caller, Unidentified> {
+        if !is_task_key(credential) {
+            return Err(Unidentified::NotAUser);
+        }
+        let key = self
+            .task_keys
+            .authenticate(credential, from)
+            .await
+            .map_err(Unidentified::Key)?;
+        if resource.is_some_and(|id| id != key.token_id) {
+            return Err(Unidentified::Key(RedeemError::NotForResource));
+        }
+        Ok(Caller::Task(key))
+    }
+
     /// Any caller the token paths serve: a user, a delegate's service account, or a task with
     /// its key (checked: known, live, within its uses, from an address it allows).
     pub async fn identify(

@@ -23,8 +23,7 @@ use super::client_addr::ClientIp;
 use super::error::ApiError;
 use super::extract::ApiBody;
 use crate::api::paths;
-use crate::grants::authenticator::is_task_key;
-use crate::grants::{Authenticator, Caller, RedeemError, Scope, TokenIssuer, Unidentified};
+use crate::grants::{Authenticator, Scope, TokenIssuer, Unidentified};
 
 mod answer;
 
@@ -179,7 +178,9 @@ pub async fn exchange_token(
             .identify_workload(subject_token, resource, from)
             .await
     } else {
-        task_key_caller(&authenticator, subject_token, resource, from).await
+        authenticator
+            .identify_task_key(subject_token, resource, from)
+            .await
     };
     let asked_scope = scope.clone();
     let redeemed = match caller {
@@ -215,25 +216,6 @@ pub async fn exchange_token(
             response
         }
         Err(error) => exchange_error(error),
-    }
-}
-
-/// The task a task key names; `resource`, if given, must be its own grant.
-async fn task_key_caller(
-    authenticator: &Authenticator,
-    subject_token: &str,
-    resource: Option<uuid::Uuid>,
-    from: Option<std::net::IpAddr>,
-) -> Result<Caller, Unidentified> {
-    if !is_task_key(subject_token) {
-        return Err(Unidentified::NotAUser);
-    }
-    match authenticator.identify(subject_token, from).await? {
-        Caller::Task(key) if resource.is_some_and(|id| id != key.token_id) => {
-            Err(Unidentified::Key(RedeemError::NotForResource))
-        }
-        caller @ Caller::Task(_) => Ok(caller),
-        _ => Err(Unidentified::NotAUser),
     }
 }
 
