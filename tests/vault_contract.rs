@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use token_broker::crypto::Sealed;
 use token_broker::vault::{
-    Activation, AuditAction, AuditEvent, AuditQuery, Claim, ClaimedConsent, Credential, Ended,
-    Lease, ListFilter, ListPosition, NewConsent, NewReconsent, NewTaskKey, PgVault, RefreshFailure,
-    RefreshWrite, Reseal, SqliteVault, Status, StatusReason, StoredAccess, TokenVault, Transition,
-    VaultRow, WorkloadIdentity,
+    Activation, AuditAction, AuditEvent, AuditQuery, Claim, ClaimedConsent, Credential,
+    CredentialKind, Ended, Lease, ListFilter, ListPosition, NewConsent, NewReconsent, NewTaskKey,
+    PgVault, RefreshFailure, RefreshWrite, Reseal, SqliteVault, Status, StatusReason, StoredAccess,
+    TokenVault, Transition, VaultRow, WorkloadIdentity,
 };
 use uuid::Uuid;
 
@@ -1037,7 +1037,7 @@ async fn task_keys_are_stored_found_by_hash_listed_and_revoked(vault: Vault) {
 
     assert!(
         vault
-            .revoke_task_key(Uuid::new_v4(), key.id, false, Utc::now())
+            .revoke_task_key(Uuid::new_v4(), key.id, CredentialKind::TaskKey, Utc::now())
             .await
             .unwrap()
             .is_none(),
@@ -1045,7 +1045,7 @@ async fn task_keys_are_stored_found_by_hash_listed_and_revoked(vault: Vault) {
     );
     assert!(
         vault
-            .revoke_task_key(row, key.id, true, Utc::now())
+            .revoke_task_key(row, key.id, CredentialKind::Workload, Utc::now())
             .await
             .unwrap()
             .is_none(),
@@ -1053,13 +1053,13 @@ async fn task_keys_are_stored_found_by_hash_listed_and_revoked(vault: Vault) {
     );
     assert_eq!(vault.task_keys(row).await.unwrap()[0].revoked_at, None);
     let revoked = vault
-        .revoke_task_key(row, key.id, false, Utc::now())
+        .revoke_task_key(row, key.id, CredentialKind::TaskKey, Utc::now())
         .await
         .unwrap()
         .unwrap();
     let first = revoked.revoked_at.unwrap();
     let again = vault
-        .revoke_task_key(row, key.id, false, Utc::now())
+        .revoke_task_key(row, key.id, CredentialKind::TaskKey, Utc::now())
         .await
         .unwrap()
         .unwrap();
@@ -1217,14 +1217,14 @@ async fn workload_bindings_are_found_by_identity_and_end_with_their_row(vault: V
         .unwrap());
     assert!(
         vault
-            .revoke_task_key(row, binding.id, false, Utc::now())
+            .revoke_task_key(row, binding.id, CredentialKind::TaskKey, Utc::now())
             .await
             .unwrap()
             .is_none(),
         "a binding is not found as a task key"
     );
     let unbound = vault
-        .revoke_task_key(row, binding.id, true, Utc::now())
+        .revoke_task_key(row, binding.id, CredentialKind::Workload, Utc::now())
         .await
         .unwrap()
         .expect("found as a binding");
@@ -1515,7 +1515,7 @@ async fn keys_made_within_a_day_count_and_ended_ones_are_purged(vault: Vault) {
         let key = task_key(row, hash, None);
         assert!(vault.create_task_key(&key, 2).await.unwrap());
         vault
-            .revoke_task_key(row, key.id, false, Utc::now())
+            .revoke_task_key(row, key.id, CredentialKind::TaskKey, Utc::now())
             .await
             .unwrap();
     }

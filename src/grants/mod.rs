@@ -35,6 +35,6 @@ pub use reads::{ListQuery, Page, ReadError, Reads};
 pub use revoke::{ProviderRevocation, RevokeError, Revoked, Revoker};
 pub use scope::{Scope, ScopeError};
 pub use task_keys::{
-    IssuedKey, KeyRefusal, KeyRequest, Kind, RedeemError, TaskKeyError, TaskKeys, WorkloadRefusal,
+    IssuedKey, KeyRefusal, KeyRequest, RedeemError, TaskKeyError, TaskKeys, WorkloadRefusal,
     WorkloadRequest,
 };

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{optional_body, ApiBody, AuthUser};
 use crate::api::{paths, CreateTaskKey, CreatedTaskKey, TaskKeyList, TaskKeyView};
-use crate::grants::{KeyRequest, Kind, TaskKeys};
-use crate::vault::TaskKey;
+use crate::grants::{KeyRequest, TaskKeys};
+use crate::vault::{CredentialKind, TaskKey};
 
 /// `active`, `revoked`, `expired` or `exhausted`: a key's or a binding's state now.
 pub(super) fn state_of(key: &TaskKey) -> &'static str {
@@ -123,7 +123,9 @@ pub async fn list_task_keys(
     Path(id): Path<String>,
 ) -> Result<Json<TaskKeyList>, ApiError> {
     let id = parse(&id, "the token id")?;
-    let items = keys.list(&user.subject, id, Kind::TaskKey).await?;
+    let items = keys
+        .list(&user.subject, id, CredentialKind::TaskKey)
+        .await?;
     Ok(Json(TaskKeyList {
         items: items.into_iter().map(TaskKeyView::from).collect(),
     }))
@@ -155,7 +157,7 @@ pub async fn revoke_task_key(
     let id = parse(&id, "the token id")?;
     let key_id = parse(&key_id, "the task key id")?;
     let key = keys
-        .revoke(&user.subject, id, key_id, Kind::TaskKey)
+        .revoke(&user.subject, id, key_id, CredentialKind::TaskKey)
         .await?;
     Ok(Json(key.into()))
 }

@@ -12,8 +12,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
 use super::task_keys::{parse, state_of};
 use crate::api::{paths, CreateWorkloadBinding, WorkloadBindingList, WorkloadBindingView};
-use crate::grants::{KeyRequest, Kind, TaskKeys, WorkloadRequest};
-use crate::vault::TaskKey;
+use crate::grants::{KeyRequest, TaskKeys, WorkloadRequest};
+use crate::vault::{CredentialKind, TaskKey};
 
 impl From<TaskKey> for WorkloadBindingView {
     fn from(key: TaskKey) -> Self {
@@ -114,7 +114,9 @@ pub async fn list_workload_bindings(
     Path(id): Path<String>,
 ) -> Result<Json<WorkloadBindingList>, ApiError> {
     let id = parse(&id, "the token id")?;
-    let items = keys.list(&user.subject, id, Kind::Workload).await?;
+    let items = keys
+        .list(&user.subject, id, CredentialKind::Workload)
+        .await?;
     Ok(Json(WorkloadBindingList {
         items: items.into_iter().map(WorkloadBindingView::from).collect(),
     }))
@@ -146,7 +148,7 @@ pub async fn revoke_workload_binding(
     let id = parse(&id, "the token id")?;
     let binding_id = parse(&binding_id, "the binding id")?;
     let binding = keys
-        .revoke(&user.subject, id, binding_id, Kind::Workload)
+        .revoke(&user.subject, id, binding_id, CredentialKind::Workload)
         .await?;
     Ok(Json(binding.into()))
 }

@@ -40,7 +40,9 @@ pub use reads::{ListFilter, ListPosition, RowReads};
 pub(crate) use rotation::blob_prefix;
 pub use rotation::{Reseal, RotationStore, SealedBlob, SealedRow};
 pub use sqlite::SqliteVault;
-pub use task_keys::{Credential, NewTaskKey, TaskKey, TaskKeyStore, WorkloadIdentity};
+pub use task_keys::{
+    Credential, CredentialKind, NewTaskKey, TaskKey, TaskKeyStore, WorkloadIdentity,
+};
 
 /// Every role at once: what the broker holds as `Arc<dyn TokenVault>`. A caller brings into
 /// scope the role traits whose methods it calls (`use crate::vault::roles::*` for all).

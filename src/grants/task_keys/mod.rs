@@ -29,7 +29,8 @@ use super::scope::Scope;
 use crate::audit::{Journal, Subject};
 use crate::crypto::{keyed_hash, purpose, random_token, Binding, CryptoError, Keyring};
 use crate::vault::{
-    AuditAction, Credential, NewTaskKey, Status, StatusReason, TaskKey, TokenVault, VaultError,
+    AuditAction, Credential, CredentialKind, NewTaskKey, Status, StatusReason, TaskKey, TokenVault,
+    VaultError,
 };
 use rules::{parse_cidrs, validate_name};
 pub use workload::{WorkloadRefusal, WorkloadRequest};
@@ -133,55 +134,41 @@ pub struct IssuedKey {
     pub secret: SecretString,
 }
 
-/// The two kinds, for the routes that manage one of them and for the audit trail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    TaskKey,
-    Workload,
-}
-
-impl Kind {
-    pub fn of(key: &TaskKey) -> Self {
-        if key.workload.is_some() {
-            Kind::Workload
-        } else {
-            Kind::TaskKey
-        }
-    }
-
+/// How the audit trail words each kind of credential.
+impl CredentialKind {
     /// The actor of a use in the audit trail.
-    pub fn actor(self, id: Uuid) -> String {
+    fn actor(self, id: Uuid) -> String {
         match self {
-            Kind::TaskKey => format!("task-key:{id}"),
-            Kind::Workload => format!("workload:{id}"),
+            CredentialKind::TaskKey => format!("task-key:{id}"),
+            CredentialKind::Workload => format!("workload:{id}"),
         }
     }
 
     fn reason(self, id: Uuid) -> String {
         match self {
-            Kind::TaskKey => format!("key:{id}"),
-            Kind::Workload => format!("binding:{id}"),
+            CredentialKind::TaskKey => format!("key:{id}"),
+            CredentialKind::Workload => format!("binding:{id}"),
         }
     }
 
     fn created(self) -> AuditAction {
         match self {
-            Kind::TaskKey => AuditAction::TaskKeyCreated,
-            Kind::Workload => AuditAction::WorkloadBound,
+            CredentialKind::TaskKey => AuditAction::TaskKeyCreated,
+            CredentialKind::Workload => AuditAction::WorkloadBound,
         }
     }
 
     fn revoked(self) -> AuditAction {
         match self {
-            Kind::TaskKey => AuditAction::TaskKeyRevoked,
-            Kind::Workload => AuditAction::WorkloadUnbound,
+            CredentialKind::TaskKey => AuditAction::TaskKeyRevoked,
+            CredentialKind::Workload => AuditAction::WorkloadUnbound,
         }
     }
 
     fn used(self) -> AuditAction {
         match self {
-            Kind::TaskKey => AuditAction::TaskKeyUsed,
-            Kind::Workload => AuditAction::WorkloadUsed,
+            CredentialKind::TaskKey => AuditAction::TaskKeyUsed,
+            CredentialKind::Workload => AuditAction::WorkloadUsed,
         }
     }
 }
@@ -328,10 +315,7 @@ impl TaskKeys {
             ));
         }
         let allowed_cidrs = parse_cidrs(&request.allowed_cidrs, &self.proxies)?;
-        let kind = match credential {
-            Credential::KeyHash(_) => Kind::TaskKey,
-            Credential::Workload(_) => Kind::Workload,
-        };
+        let kind = credential.kind();
         let key = NewTaskKey {
             id: Uuid::new_v4(),
             token_id,
@@ -379,11 +363,11 @@ impl TaskKeys {
         &self,
         owner: &str,
         token_id: Uuid,
-        kind: Kind,
+        kind: CredentialKind,
     ) -> Result<Vec<TaskKey>, TaskKeyError> {
         self.owned_row(owner, token_id).await?;
         let mut keys = self.vault.task_keys(token_id).await?;
-        keys.retain(|key| Kind::of(key) == kind);
+        keys.retain(|key| key.kind() == kind);
         Ok(keys)
     }
 
@@ -394,16 +378,16 @@ impl TaskKeys {
         owner: &str,
         token_id: Uuid,
         key_id: Uuid,
-        kind: Kind,
+        kind: CredentialKind,
     ) -> Result<TaskKey, TaskKeyError> {
         let task_id = self.owned_row(owner, token_id).await?;
         let not_found = match kind {
-            Kind::TaskKey => TaskKeyError::KeyNotFound,
-            Kind::Workload => TaskKeyError::BindingNotFound,
+            CredentialKind::TaskKey => TaskKeyError::KeyNotFound,
+            CredentialKind::Workload => TaskKeyError::BindingNotFound,
         };
         let key = self
             .vault
-            .revoke_task_key(token_id, key_id, kind == Kind::Workload, Utc::now())
+            .revoke_task_key(token_id, key_id, kind, Utc::now())
             .await?
             .ok_or(not_found)?;
         let subject = Subject {

@@ -9,14 +9,14 @@ use uuid::Uuid;
 
 use super::rules::refusal;
 use super::workload::{self, WorkloadRefusal};
-use super::{KeyRefusal, Kind, RedeemError, TaskKeys, KEY_PREFIX};
+use super::{KeyRefusal, RedeemError, TaskKeys, KEY_PREFIX};
 use crate::audit::Subject;
 use crate::grants::access::{AccessError, Refresher};
 use crate::grants::cache::Minted;
 use crate::grants::caller::Caller;
 use crate::grants::scope::Scope;
 use crate::oidc::WorkloadClaims;
-use crate::vault::{Status, TaskKey};
+use crate::vault::{CredentialKind, Status, TaskKey};
 
 /// The most bindings one workload identity is matched against.
 const MAX_BINDINGS_PER_IDENTITY: u32 = 100;
@@ -143,17 +143,17 @@ impl TaskKeys {
         if !self.vault.reserve_task_key_use(key.id, Utc::now()).await? {
             self.audit_use(&key, "", from, Err(KeyRefusal::Exhausted.as_str()))
                 .await;
-            return Err(match Kind::of(&key) {
-                Kind::TaskKey => RedeemError::Refused(KeyRefusal::Exhausted),
-                Kind::Workload => {
+            return Err(match key.kind() {
+                CredentialKind::TaskKey => RedeemError::Refused(KeyRefusal::Exhausted),
+                CredentialKind::Workload => {
                     RedeemError::Workload(WorkloadRefusal::Refused(KeyRefusal::Exhausted))
                 }
             });
         }
         let token_id = key.token_id;
-        let caller = match Kind::of(&key) {
-            Kind::TaskKey => Caller::Task(key.clone()),
-            Kind::Workload => Caller::Workload(key.clone()),
+        let caller = match key.kind() {
+            CredentialKind::TaskKey => Caller::Task(key.clone()),
+            CredentialKind::Workload => Caller::Workload(key.clone()),
         };
         match refresher.access_token(&caller, token_id, scope).await {
             Ok(minted) => {
@@ -188,7 +188,7 @@ impl TaskKeys {
             user_id: &key.user_id,
             task_id,
         };
-        let kind = Kind::of(key);
+        let kind = key.kind();
         self.journal
             .record(
                 &kind.actor(key.id),

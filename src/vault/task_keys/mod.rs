@@ -52,6 +52,23 @@ pub struct NewTaskKey {
     pub created_at: DateTime<Utc>,
 }
 
+/// The two kinds of a task's credential: a task key (a secret the task presents) or a workload
+/// binding (matched to its platform's token). A route that manages one never finds the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    TaskKey,
+    Workload,
+}
+
+impl Credential {
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            Credential::KeyHash(_) => CredentialKind::TaskKey,
+            Credential::Workload(_) => CredentialKind::Workload,
+        }
+    }
+}
+
 /// A task key or workload binding as stored (no secret in it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskKey {
@@ -69,6 +86,15 @@ pub struct TaskKey {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Set for a workload binding, none for a task key.
     pub workload: Option<WorkloadIdentity>,
+}
+
+impl TaskKey {
+    pub fn kind(&self) -> CredentialKind {
+        match self.workload {
+            Some(_) => CredentialKind::Workload,
+            None => CredentialKind::TaskKey,
+        }
+    }
 }
 
 pub(super) const TASK_KEY_COLUMNS: &str = "id, token_id, user_id, name, scope, expires_at, \
@@ -217,13 +243,12 @@ pub trait TaskKeyStore: Send + Sync {
     ) -> Result<Vec<TaskKey>, VaultError>;
 
     /// Revokes key `key_id` of row `token_id` (idempotent); the key as it is afterwards.
-    /// `workload` says which kind the caller means: a task key (`false`) or a workload binding
-    /// (`true`); one of the other kind is not found, so neither route revokes the other's.
+    /// One of the other `kind` is not found, so neither route revokes the other's.
     async fn revoke_task_key(
         &self,
         token_id: Uuid,
         key_id: Uuid,
-        workload: bool,
+        kind: CredentialKind,
         now: DateTime<Utc>,
     ) -> Result<Option<TaskKey>, VaultError>;
 

@@ -99,7 +99,7 @@ macro_rules! task_key_store {
                 &self,
                 token_id: Uuid,
                 key_id: Uuid,
-                workload: bool,
+                kind: $crate::vault::CredentialKind,
                 now: DateTime<Utc>,
             ) -> Result<Option<TaskKey>, VaultError> {
                 let row: Option<TaskKeyRecord> = sqlx::query_as($crate::vault::sql::statement!($sql, format!(
@@ -110,7 +110,7 @@ macro_rules! task_key_store {
                 .bind(token_id)
                 .bind(key_id)
                 .bind(now)
-                .bind(workload)
+                .bind(kind == $crate::vault::CredentialKind::Workload)
                 .fetch_optional(self.pool())
                 .await
                 .map_err(db_error("revoke a task key"))?;
