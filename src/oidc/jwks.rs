@@ -121,11 +121,16 @@ impl JwksCache {
 
     /// Loads the key set now (at start-up, so a bad `jwks_uri` shows early).
     pub async fn load(&self) -> Result<usize, JwksError> {
-        // Stamped before reading: a file rewritten meanwhile is read again next time.
         let stamp = match &self.source {
             KeySource::File(path) => file_stamp(path).await,
             KeySource::Uri(_) | KeySource::Discovery(_) => None,
         };
+        self.load_stamped(stamp).await
+    }
+
+    /// Loads the key set, a file's taken at `stamp`. Stamped before reading: a file rewritten
+    /// meanwhile is read again next time.
+    async fn load_stamped(&self, stamp: Option<FileStamp>) -> Result<usize, JwksError> {
         let fetched = self.fetch().await;
         let mut snapshot = self.snapshot.write().await;
         snapshot.tried_at = Some(Instant::now());
@@ -164,7 +169,7 @@ impl JwksCache {
             if stamp.is_some() && stamp == self.snapshot.read().await.file_stamp {
                 return Ok(());
             }
-            return self.load().await.map(|_| ());
+            return self.load_stamped(stamp).await.map(|_| ());
         }
         let fresh = self
             .snapshot
