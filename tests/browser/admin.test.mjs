@@ -7,10 +7,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifacts, freePort, launchChromium, root, start, stopAll } from './harness.mjs';
+import { artifacts, freePort, launchChromium, root, scratchDir, start, stopAll } from './harness.mjs';
 
 let issuer;
 let base;
@@ -34,7 +32,7 @@ before(async () => {
       OIDC_AUTHORIZED_PARTIES: 'frontend',
       PUBLIC_BASE_URL: base,
       BIND_ADDR: `127.0.0.1:${port}`,
-      TOKEN_BROKER_DATA_DIR: mkdtempSync(join(tmpdir(), 'tb-browser-')),
+      TOKEN_BROKER_DATA_DIR: scratchDir('tb-browser-'),
       TOKEN_ENCRYPTION_KEYS: 'browser:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=',
       ADMIN_ROLE: 'token-broker-admin',
     },

@@ -1,9 +1,10 @@
-// What the browser tests share: a free port, child processes started and stopped, and the
-// headless Chromium they drive (Debian's, /usr/bin/chromium, or CHROMIUM_PATH).
+// What the browser tests share: a free port, child processes started and stopped, scratch
+// directories removed with them, and the headless Chromium they drive (Debian's, /usr/bin/chromium, or CHROMIUM_PATH).
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -14,6 +15,7 @@ export const artifacts = join(root, 'target', 'test-artifacts');
 mkdirSync(artifacts, { recursive: true });
 
 const children = [];
+const scratch = [];
 
 export const freePort = () => new Promise((resolve) => {
   const server = createServer().listen(0, '127.0.0.1', () => {
@@ -37,8 +39,16 @@ export const start = (command, args, options, pattern) => new Promise((resolve, 
 });
 
 // Stops every process `start` started.
+// A fresh directory under the system's temp dir (a broker's data dir), removed by stopAll.
+export const scratchDir = (prefix) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratch.push(dir);
+  return dir;
+};
+
 export const stopAll = () => {
   for (const child of children) child.kill();
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
 };
 
 export const launchChromium = () => chromium.launch({

@@ -10,10 +10,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifacts, freePort, launchChromium, root, start, stopAll } from './harness.mjs';
+import { artifacts, freePort, launchChromium, root, scratchDir, start, stopAll } from './harness.mjs';
 
 const KEYCLOAK = process.env.KEYCLOAK_URL?.replace(/\/$/, '');
 if (!KEYCLOAK && process.env.REQUIRE_KEYCLOAK) {
@@ -125,7 +123,7 @@ before(async () => {
       PROVIDER_REVOCATION: 'keycloak',
       PUBLIC_BASE_URL: base,
       BIND_ADDR: `127.0.0.1:${port}`,
-      TOKEN_BROKER_DATA_DIR: mkdtempSync(join(tmpdir(), 'tb-browser-kc-')),
+      TOKEN_BROKER_DATA_DIR: scratchDir('tb-browser-kc-'),
       TOKEN_ENCRYPTION_KEYS: 'browser:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=',
       ADMIN_ROLE,
     },
