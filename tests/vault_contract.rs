@@ -1554,8 +1554,12 @@ async fn postgres(pool: PgPool) -> Vault {
     Arc::new(PgVault::new(pool))
 }
 
+/// A fresh SQLite vault in its own file under `target/tmp` (Cargo's `CARGO_TARGET_TMPDIR`): the
+/// vault outlives this function, so nothing here can remove the file, and /tmp is not where
+/// every run should leave one; `target/` goes with the clone.
 async fn sqlite() -> Vault {
-    let dir = std::env::temp_dir().join(format!("tb-contract-{}", Uuid::new_v4()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tb-contract-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("vault.db").display());
     let vault = SqliteVault::connect(&url).await.unwrap();

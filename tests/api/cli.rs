@@ -16,8 +16,10 @@ use crate::idp::{Browser, Idp};
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 pub(crate) const CLI_CLIENT: &str = "token-broker-cli";
 
+/// A config path in a directory of its own under `target/tmp`, which goes with `target/`.
 pub(crate) fn temp_config() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tb-cli-{}", Uuid::new_v4()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tb-cli-{}", Uuid::new_v4()));
     dir.join("config.yaml")
 }
 

@@ -179,7 +179,8 @@ async fn the_wrong_key_advice_works_too() {
 
 #[tokio::test]
 async fn user_commands_do_not_read_a_dot_env_but_service_commands_do() {
-    let dir = std::env::temp_dir().join(format!("tb-dotenv-{}", uuid::Uuid::new_v4()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tb-dotenv-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     // Not parseable, and it would point the CLI elsewhere if it were read.
     std::fs::write(

@@ -42,7 +42,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// An SQLite vault with `count` active rows sealed under `OLD`, and one stale pending consent.
 async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
-    let dir = std::env::temp_dir().join(format!("tb-operator-{}", Uuid::new_v4()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tb-operator-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("vault.db").display());
     let vault = SqliteVault::connect(&url).await.unwrap();
