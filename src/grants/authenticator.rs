@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::caller::{Caller, DelegateClients};
 use super::task_keys::{RedeemError, TaskKeys, KEY_PREFIX};
 use crate::oidc::{JwtError, TokenVerifier, WorkloadVerifier};
+use crate::vault::TaskKey;
 
 /// Why a credential names no caller the route serves.
 #[derive(Debug, thiserror::Error)]
@@ -96,11 +97,7 @@ impl Authenticator {
         if !is_task_key(credential) {
             return Err(Unidentified::NotAUser);
         }
-        let key = self
-            .task_keys
-            .authenticate(credential, from)
-            .await
-            .map_err(Unidentified::Key)?;
+        let key = self.task_key(credential, from).await?;
         if resource.is_some_and(|id| id != key.token_id) {
             return Err(Unidentified::Key(RedeemError::NotForResource));
         }
@@ -115,12 +112,7 @@ impl Authenticator {
         from: Option<IpAddr>,
     ) -> Result<Caller, Unidentified> {
         if is_task_key(credential) {
-            let key = self
-                .task_keys
-                .authenticate(credential, from)
-                .await
-                .map_err(Unidentified::Key)?;
-            return Ok(Caller::Task(key));
+            return Ok(Caller::Task(self.task_key(credential, from).await?));
         }
         let claims = self.verifier.verify_token(credential).await?;
         if let Some(client) = self.delegates.delegate(&claims) {
@@ -132,6 +124,18 @@ impl Authenticator {
         }
         self.verifier.check_user(&claims)?;
         Ok(Caller::User(claims.sub.clone()))
+    }
+
+    /// The task key `credential` presents, if it may be used now from `from`.
+    async fn task_key(
+        &self,
+        credential: &str,
+        from: Option<IpAddr>,
+    ) -> Result<TaskKey, Unidentified> {
+        self.task_keys
+            .authenticate(credential, from)
+            .await
+            .map_err(Unidentified::Key)
     }
 
     /// A signed-in user, for the routes that manage grants: task keys and delegates are
