@@ -1,5 +1,6 @@
 // What the browser tests share: a free port, child processes started and stopped, scratch
-// directories removed with them, and the headless Chromium they drive (Debian's, /usr/bin/chromium, or CHROMIUM_PATH).
+// directories removed with them, and the headless Chromium they drive (Debian's,
+// /usr/bin/chromium, or CHROMIUM_PATH).
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -38,7 +39,6 @@ export const start = (command, args, options, pattern) => new Promise((resolve, 
   child.on('exit', (code) => reject(new Error(`${command} exited with ${code}: ${seen}`)));
 });
 
-// Stops every process `start` started.
 // A fresh directory under the system's temp dir (a broker's data dir), removed by stopAll.
 export const scratchDir = (prefix) => {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -46,6 +46,7 @@ export const scratchDir = (prefix) => {
   return dir;
 };
 
+// Stops every process `start` started, and removes every scratch directory.
 export const stopAll = () => {
   for (const child of children) child.kill();
   for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
