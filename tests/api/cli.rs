@@ -16,11 +16,16 @@ use crate::idp::{Browser, Idp};
 const MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 pub(crate) const CLI_CLIENT: &str = "token-broker-cli";
 
-/// A config path in a directory of its own under `target/tmp`, which goes with `target/`.
+/// A fresh path `{prefix}-{uuid}` (not yet made) under `target/tmp` (Cargo's
+/// `CARGO_TARGET_TMPDIR`), for what a test cannot remove itself: it goes with `target/`, not
+/// into /tmp on every run.
+pub(crate) fn scratch_dir(prefix: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{prefix}-{}", Uuid::new_v4()))
+}
+
+/// A config path in a directory of its own.
 pub(crate) fn temp_config() -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tb-cli-{}", Uuid::new_v4()));
-    dir.join("config.yaml")
+    scratch_dir("tb-cli").join("config.yaml")
 }
 
 pub(crate) fn cli(config: &Path, args: &[&str]) -> Command {

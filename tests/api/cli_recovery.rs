@@ -8,8 +8,8 @@ use token_broker::client::secrets::SecretsKey;
 
 use crate::app::{spawn_with, unique_user, Options};
 use crate::cli::{
-    cli, device_login, finish_lines, output_of, spawn_lines, stored_secret, temp_config, text,
-    CLI_CLIENT,
+    cli, device_login, finish_lines, output_of, scratch_dir, spawn_lines, stored_secret,
+    temp_config, text, CLI_CLIENT,
 };
 use crate::idp::Idp;
 
@@ -179,8 +179,7 @@ async fn the_wrong_key_advice_works_too() {
 
 #[tokio::test]
 async fn user_commands_do_not_read_a_dot_env_but_service_commands_do() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tb-dotenv-{}", uuid::Uuid::new_v4()));
+    let dir = scratch_dir("tb-dotenv");
     std::fs::create_dir_all(&dir).unwrap();
     // Not parseable, and it would point the CLI elsewhere if it were read.
     std::fs::write(

@@ -7,6 +7,8 @@ use token_broker::crypto::{purpose, Binding, Keyring};
 use token_broker::vault::{Activation, ConsentStore, NewConsent, SqliteVault};
 use uuid::Uuid;
 
+use crate::cli::scratch_dir;
+
 const OLD: &str = "old:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 const NEW: &str = "new:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -42,8 +44,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// An SQLite vault with `count` active rows sealed under `OLD`, and one stale pending consent.
 async fn seeded_database(count: usize) -> (String, Vec<Uuid>) {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tb-operator-{}", Uuid::new_v4()));
+    let dir = scratch_dir("tb-operator");
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("vault.db").display());
     let vault = SqliteVault::connect(&url).await.unwrap();
